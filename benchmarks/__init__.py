@@ -1,0 +1,1 @@
+"""CapBench's harness: CLI, registry, study runner, metrics, statistics and reports."""

@@ -1,0 +1,70 @@
+"""Caption metrics: pycocoevalcap is the reference, nltk's corpus BLEU a cross-check.
+
+Inputs are already tokenised by shared_data.text.tokenize (lowercase, letters and digits), for
+references and hypotheses alike, so the PTB tokenizer step of the COCO toolkit (a Java call that
+would split the same words the same way) is skipped. Special tokens never reach this module:
+`Vocab.decode` strips them.
+
+pycocoevalcap's `Cider` is CIDEr-D (clipped counts, Gaussian length penalty, sigma 6), the variant
+reported on the COCO leaderboard; its IDF comes from the references being scored, as in the toolkit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def coco_scores(references: dict[str, Sequence[str]], hypotheses: dict[str, str],
+                meteor: bool = True) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Corpus scores and per-image scores (for paired comparisons) for one set of captions.
+
+    references: image id -> reference captions (space-joined tokens)
+    hypotheses: image id -> one generated caption
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if set(references) != set(hypotheses):
+        raise ValueError("references and hypotheses must cover the same images")
+    ids = sorted(references)
+    # pycocoevalcap wants lists of strings and chokes on an empty hypothesis: score it as one
+    # unknown word, which matches nothing (what an empty caption deserves)
+    gts = {i: list(references[i]) for i in ids}
+    res = {i: [hypotheses[i] if hypotheses[i].strip() else "<empty>"] for i in ids}
+    scorers = [(Bleu(4), ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"]), (Rouge(), ["ROUGE-L"]), (Cider(), ["CIDEr"])]
+    if meteor:
+        from pycocoevalcap.meteor.meteor import Meteor
+        scorers.append((Meteor(), ["METEOR"]))
+    corpus: dict[str, float] = {}
+    per_image: dict[str, dict[str, float]] = {i: {} for i in ids}
+    for scorer, names in scorers:
+        score, scores = scorer.compute_score(gts, res, **({"verbose": 0} if names[0] == "BLEU-1" else {}))
+        if len(names) == 1:
+            score, scores = [score], [scores]
+        for name, s, per in zip(names, score, scores, strict=True):
+            corpus[name] = float(s)
+            for i, v in zip(ids, per, strict=True):
+                per_image[i][name] = float(v)
+    return {m: corpus[m] for m in METRICS if m in corpus}, per_image
+
+
+def nltk_bleu4(references: dict[str, Sequence[str]], hypotheses: dict[str, str]) -> float:
+    """Corpus BLEU-4 by nltk: the number most tutorials (and seed 001) report."""
+    from nltk.translate.bleu_score import corpus_bleu
+
+    ids = sorted(references)
+    return float(corpus_bleu([[r.split() for r in references[i]] for i in ids],
+                             [hypotheses[i].split() for i in ids]))
+
+
+def human_ceiling(captions: dict[str, Sequence[str]], meteor: bool = False) -> dict[str, float]:
+    """Each image's first caption scored against its other captions: what a human scores."""
+    refs = {i: list(c[1:]) for i, c in captions.items() if len(c) > 1}
+    if not refs:
+        return {}  # one caption per image: there is nothing to compare a human against
+    hyps = {i: captions[i][0] for i in refs}
+    scores, _ = coco_scores(refs, hyps, meteor=meteor)
+    return scores

@@ -1,0 +1,1 @@
+"""Model plugins: one file per architecture family, each importing its framework lazily."""

@@ -1,0 +1,1 @@
+"""The data contract shared by every plugin and framework (numpy and h5py only, no framework)."""

@@ -1,0 +1,157 @@
+"""The data contract: vocabulary rules, what load_dataset accepts and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from shared_data.dataset import SCHEMA_VERSION, finalize_manifest, load_dataset, write_text_files
+from shared_data.errors import UserError
+from shared_data.sources import Source, SourceImage
+from shared_data.text import SPECIALS, Vocab, tokenize
+
+
+def test_tokenize_is_the_same_for_every_source():
+    assert tokenize("A red, Circle!  on the LEFT-side") == ["a", "red", "circle", "on", "the", "left", "side"]
+    assert tokenize("  ") == []
+
+
+def test_vocab_specials_and_order():
+    v = Vocab.build([["b", "a", "b"], ["c", "b", "a"]])
+    assert v.itos[:4] == list(SPECIALS) and v.pad_id == 0 and v.stoi["<pad>"] == 0
+    assert v.itos[4:] == ["b", "a", "c"]  # by frequency, ties alphabetical
+    assert v.encode(["a", "zzz"]) == [v.start_id, v.stoi["a"], v.unk_id, v.end_id]
+    assert v.decode([v.start_id, v.stoi["c"], v.end_id, v.stoi["a"]]) == ["c"]
+    assert Vocab.from_json(v.to_json()) == v
+
+
+def test_vocab_min_freq():
+    caps = [["x"] * 5, ["y"] * 4, ["z"]]
+    assert Vocab.build(caps, min_freq=1).itos[4:] == ["x", "y", "z"]
+    assert Vocab.build(caps, min_freq=5).itos[4:] == ["x"]
+
+
+def _source(tmp_path, train_words="a red circle", test_words="a blue moon"):
+    images = []
+    for i, split in enumerate(["train", "train", "val", "test"]):
+        text = test_words if split == "test" else train_words
+        images.append(SourceImage(f"im{i}.jpg", split, [text, text.upper() + "!"], tmp_path / f"im{i}.jpg"))
+    return Source("handmade", images)
+
+
+def test_vocabulary_comes_from_train_only(tmp_path):
+    m = write_text_files(_source(tmp_path), tmp_path, "d", tmp_path, min_freq=1)
+    vocab = json.loads((tmp_path / "vocab.json").read_text())["itos"]
+    assert "red" in vocab and "blue" not in vocab and "moon" not in vocab
+    assert m["vocab"]["unk_rate_test"] > 0
+    assert m["max_length"] == 3 + 2
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    assert captions["train"][0]["captions"] == ["a red circle", "a red circle"]  # lowercased, no punctuation
+
+
+def test_empty_split_is_refused(tmp_path):
+    src = _source(tmp_path)
+    src.images = [im for im in src.images if im.split != "val"]
+    with pytest.raises(UserError, match="val"):
+        write_text_files(src, tmp_path, "d", tmp_path)
+
+
+def test_small_dataset_loads(small_dataset):
+    ds = load_dataset(str(small_dataset))
+    assert [len(ds.splits[s].image_ids) for s in ("train", "val", "test")] == [300, 50, 50]
+    assert all(len(c) == 5 for c in ds.splits["train"].captions)
+    f = ds.features("grid")
+    assert f.global_.shape == (400, 192) and f.spatial.shape == (400, 64, 32)
+    assert ds.manifest["schema_version"] == SCHEMA_VERSION
+    assert len(ds.vocab) == ds.manifest["vocab"]["size"] >= 150
+    objects = ds.objects()
+    first = ds.splits["train"].image_ids[0]
+    assert {"shape", "colour", "size", "x", "y", "bbox"} <= set(objects[first]["objects"][0])
+    assert (ds.image_dir / first).exists()
+
+
+@pytest.fixture
+def copy_of(small_dataset, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(small_dataset, dst)
+    return dst
+
+
+def _manifest(path):
+    return json.loads((path / "manifest.json").read_text())
+
+
+def test_missing_dataset_names_prepare_command(tmp_path):
+    with pytest.raises(UserError, match="python -m benchmarks prepare --size small"):
+        load_dataset("synthetic-small", data_dir=tmp_path)
+
+
+def test_older_schema_is_refused(copy_of):
+    m = _manifest(copy_of)
+    m["schema_version"] = 0
+    (copy_of / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match="schema version 0.*delete"):
+        load_dataset(str(copy_of))
+
+
+def test_checksum_catches_corruption_and_no_verify_skips_it(copy_of):
+    captions = json.loads((copy_of / "captions.json").read_text())
+    captions["train"][0]["captions"][0] = "a tampered caption"
+    (copy_of / "captions.json").write_text(json.dumps(captions))
+    with pytest.raises(UserError, match=r"captions.json does not match its sha256.*--no-verify"):
+        load_dataset(str(copy_of))
+    assert load_dataset(str(copy_of), verify=False).splits["train"].captions[0][0][1] == "tampered"
+
+
+def test_feature_corruption_is_detected(copy_of):
+    with h5py.File(copy_of / "features/grid.h5", "r+") as f:
+        f["global"][3, 0] = 123.0
+    with pytest.raises(UserError, match="grid.h5 does not match its sha256"):
+        load_dataset(str(copy_of)).features("grid")
+
+
+def _rewrite_features(path, **changes):
+    """Change the feature file and re-hash it, so that only the semantic checks can catch it."""
+    with h5py.File(path / "features/grid.h5", "r+") as f:
+        for key, value in changes.items():
+            del f[key]
+            f[key] = value
+    finalize_manifest(path, _manifest(path))
+
+
+def test_nan_features_are_refused(copy_of):
+    g = load_dataset(str(copy_of)).features("grid").global_.copy()
+    g[5, 2] = np.nan
+    _rewrite_features(copy_of, **{"global": g})
+    with pytest.raises(UserError, match="NaN or inf"):
+        load_dataset(str(copy_of)).features("grid")
+
+
+def test_misaligned_features_are_refused(copy_of):
+    ids = [i.decode() for i in h5py.File(copy_of / "features/grid.h5", "r")["image_ids"][:]]
+    ids[0], ids[1] = ids[1], ids[0]
+    _rewrite_features(copy_of, image_ids=np.array(ids, dtype=h5py.string_dtype()))
+    with pytest.raises(UserError, match="not aligned with captions.json .*row 0"):
+        load_dataset(str(copy_of)).features("grid")
+
+
+def test_wrong_dimensions_are_refused(copy_of):
+    g = load_dataset(str(copy_of)).features("grid").global_
+    _rewrite_features(copy_of, **{"global": g[:, :100]})
+    with pytest.raises(UserError, match=r"global features are \(100,\), the manifest says \[192\]"):
+        load_dataset(str(copy_of)).features("grid")
+
+
+def test_unknown_extractor_says_how_to_add_it(small_dataset):
+    with pytest.raises(UserError, match="--extractor resnet101"):
+        load_dataset(str(small_dataset)).features("resnet101")
+
+
+def test_missing_file_is_named(copy_of):
+    (copy_of / "vocab.json").unlink()
+    with pytest.raises(UserError, match="vocab.json is missing"):
+        load_dataset(str(copy_of))
