@@ -19,6 +19,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help=f"where prepared datasets live (default: ${DATA_DIR_ENV} or shared_data/datasets/)")
 
 
+def _add_verify_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the sha256 checks of the dataset's files (shapes and NaN are still checked)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
     from .prepare import DATASETS
@@ -56,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path, help="folder to create (Images/ + captions.txt)")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="prepared dataset to export")
     _add_data_args(p)
+    _add_verify_arg(p)
 
     p = sub.add_parser("run", help="train and evaluate plugins under one budget, write a report")
     p.add_argument("--plugins", help="comma-separated plugin names")
@@ -111,7 +117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from shared_data.importers import export_flickr8k
     from shared_data.sources import SPLITS, SourceImage
 
-    ds = load_dataset(args.dataset, args.data_dir)
+    ds = load_dataset(args.dataset, args.data_dir, verify=args.verify)
     images = [SourceImage(i, s, [" ".join(c) for c in caps], ds.image_dir / i)
               for s in SPLITS for i, caps in zip(ds.splits[s].image_ids, ds.splits[s].captions, strict=True)]
     out = export_flickr8k(images, args.out_dir)
