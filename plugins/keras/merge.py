@@ -1,0 +1,95 @@
+"""Seed 000's merge family in Keras 3: the Kaggle recipe's model and its variants.
+
+    image (D) -> [Dropout] -> Dense(U, relu) ---------------------------.
+                                                                          add (U) | concat (2U)
+    tokens -> Embedding(V, U, mask_zero=True) -> [Dropout] -> LSTM(U) ---'
+          -> Dense(U, relu) -> [Dropout] -> Dense(V)      (softmax inside the loss)
+
+The mirror of plugins/torch/merge.py, hyperparameter for hyperparameter. Padding: `masking="mask"`
+is Keras' `mask_zero=True`, the mask passed explicitly to the LSTM (a subclassed model does not
+propagate it by itself), so masked steps carry the state through; with right-padded batches that
+changes nothing at real positions, and the loss masks pads either way. Keras' LSTM has one bias
+vector per gate where PyTorch has two: 4*U fewer parameters for the same model.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from plugins.registry import ModelSpec, register
+
+
+class MergeCaptioner(keras.Model):
+    def __init__(self, spec: ModelSpec, units: int = 256, fusion: str = "add", dropout: float = 0.4,
+                 dropout_placement: str = "early", masking: str = "mask", hidden_layers: int = 1, **kw):
+        super().__init__(**kw)
+        if fusion not in ("add", "concat") or dropout_placement not in ("early", "late") \
+                or masking not in ("none", "mask"):
+            raise ValueError(f"bad merge hyperparameters: {fusion=}, {dropout_placement=}, {masking=}")
+        self.spec, self.units = spec, units
+        self.fusion, self.placement, self.masking = fusion, dropout_placement, masking
+        self.img = layers.Dense(units, activation="relu", name="img")
+        self.embed = layers.Embedding(spec.vocab_size, units, mask_zero=masking == "mask", name="embed")
+        self.lstm = layers.LSTM(units, return_sequences=True, return_state=True, name="lstm")
+        self.hidden = [layers.Dense(units, activation="relu", name=f"hidden{i}") for i in range(hidden_layers)]
+        self.out = layers.Dense(spec.vocab_size, name="out")
+        self.drop = layers.Dropout(dropout)
+        self.build_all()
+
+    def build_all(self) -> None:
+        """Create every weight now, so parameter counts and weight transfer work before training."""
+        spec = self.spec
+        self(ops.zeros((1, spec.global_dim)), None, ops.ones((1, 2), dtype="int32"), ops.array([2]))
+
+    def encode_image(self, global_feats, training=False):
+        x = self.drop(global_feats, training=training) if self.placement == "early" else global_feats
+        return self.img(x)
+
+    def head(self, img, text, training=False):
+        if self.fusion == "add":
+            x = img + text
+        else:
+            x = ops.concatenate([ops.broadcast_to(img, ops.shape(text)), text], axis=-1)
+        for layer in self.hidden:
+            x = layer(x)
+        if self.placement == "late":
+            x = self.drop(x, training=training)
+        return self.out(x)
+
+    def call(self, global_feats, spatial_feats, tokens, lengths, training=False):
+        """Teacher forcing: tokens [B, T] -> logits [B, T, V]."""
+        img = self.encode_image(global_feats, training)
+        emb = self.embed(tokens)
+        mask = self.embed.compute_mask(tokens)
+        if self.placement == "early":
+            emb = self.drop(emb, training=training)
+        text, _, _ = self.lstm(emb, mask=mask, training=training)
+        return self.head(ops.expand_dims(img, 1), text, training)
+
+    # --- step-wise decoding: state = (image vector, h, c)
+    def init_state(self, global_feats, spatial_feats):
+        img = self.encode_image(global_feats)
+        zeros = ops.zeros((ops.shape(img)[0], self.units))
+        return img, zeros, zeros
+
+    def step(self, state, tokens):
+        img, h, c = state
+        text, h, c = self.lstm(self.embed(ops.expand_dims(tokens, 1)), initial_state=[h, c])
+        return self.head(img, text[:, 0]), (img, h, c)
+
+
+MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="mask", hidden_layers=1)
+CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
+
+
+@register("keras_merge", family="merge", defaults=MERGE,
+          description="seed 000's Keras model: add fusion, early dropout, mask_zero")
+def keras_merge(spec: ModelSpec, **hp) -> MergeCaptioner:
+    return MergeCaptioner(spec, **hp)
+
+
+@register("keras_concat", family="merge", defaults=CONCAT,
+          description="seed 000's PyTorch model in Keras: concat fusion, late dropout")
+def keras_concat(spec: ModelSpec, **hp) -> MergeCaptioner:
+    return MergeCaptioner(spec, **hp)

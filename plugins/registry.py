@@ -1,0 +1,151 @@
+"""The plugin registry: names -> model builders, without importing a framework until needed.
+
+A plugin is named `<framework>_<name>` (`keras_merge`, `torch_concat`) and lives in
+`plugins/<framework>/<family>.py`, registered there with `@register`. Resolving a `torch_*` name
+imports only the modules under `plugins/torch/`, so a run of PyTorch plugins never imports
+TensorFlow, and the reverse. Third-party packages add plugins through the entry-point group
+`capbench.plugins` (entry point name = plugin name, value = a module that registers it or a
+`module:builder` callable).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from shared_data.errors import UserError
+
+FRAMEWORKS = ("torch", "keras")
+ENTRY_POINT_GROUP = "capbench.plugins"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs to know about the data, and nothing about training."""
+
+    vocab_size: int
+    global_dim: int
+    spatial_shape: tuple[int, int] | None  # (positions, channels) or None
+    max_length: int  # tokens including <start> and <end>
+    pad_id: int = 0
+    start_id: int = 1
+    end_id: int = 2
+
+
+@dataclass(frozen=True)
+class Plugin:
+    name: str
+    framework: str
+    family: str
+    build_fn: Callable = field(repr=False)
+    defaults: dict = field(default_factory=dict)
+    description: str = ""
+    needs_spatial: bool = False
+    module: str = ""
+
+    def build(self, spec: ModelSpec, **overrides):
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise UserError(f"{self.name} has no hyperparameter {', '.join(unknown)}; "
+                            f"it has: {', '.join(sorted(self.defaults)) or 'none'}")
+        return self.build_fn(spec, **{**self.defaults, **overrides})
+
+
+_REGISTRY: dict[str, Plugin] = {}
+_loaded: set[str] = set()
+
+
+def register(name: str, *, family: str, defaults: dict | None = None, description: str = "",
+             needs_spatial: bool = False) -> Callable:
+    """Decorator for a builder `fn(spec: ModelSpec, **hparams) -> model`."""
+    framework = name.split("_", 1)[0]
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"plugin name {name!r} must start with one of {FRAMEWORKS} and '_'")
+
+    def wrap(fn: Callable) -> Callable:
+        if name in _REGISTRY and _REGISTRY[name].module != fn.__module__:
+            warnings.warn(f"plugin {name} from {fn.__module__} replaces the one from {_REGISTRY[name].module}",
+                          stacklevel=2)
+        _REGISTRY[name] = Plugin(name, framework, family, fn, dict(defaults or {}), description,
+                                 needs_spatial, fn.__module__)
+        return fn
+
+    return wrap
+
+
+def _load_builtin(framework: str) -> None:
+    if framework in _loaded:
+        return
+    package = importlib.import_module(f"plugins.{framework}")
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"plugins.{framework}.{info.name}")
+    _loaded.add(framework)
+
+
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_entry_point(name: str) -> None:
+    ep = _entry_points().get(name)
+    if ep is None or name in _REGISTRY:
+        return
+    obj = ep.load()
+    if callable(obj) and name not in _REGISTRY:  # a bare builder: register it with what we know
+        register(name, family=getattr(obj, "family", "third-party"),
+                 defaults=getattr(obj, "defaults", {}), description=(obj.__doc__ or "").strip().split("\n")[0],
+                 needs_spatial=getattr(obj, "needs_spatial", False))(obj)
+
+
+def available_names() -> list[str]:
+    """Every plugin name, built-in and third-party, without importing any framework."""
+    names = set(_REGISTRY) | set(_entry_points())
+    for framework in FRAMEWORKS:
+        package = importlib.import_module(f"plugins.{framework}")
+        for info in pkgutil.iter_modules(package.__path__):
+            for line in _registered_names_in(f"plugins.{framework}.{info.name}"):
+                names.add(line)
+    return sorted(names)
+
+
+def _registered_names_in(module: str) -> list[str]:
+    """Names a built-in module registers, read from its source (so that listing imports nothing)."""
+    import ast
+
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(open(spec.origin).read())
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args:
+            if isinstance(node.args[0], ast.Constant):
+                names.append(node.args[0].value)
+    return names
+
+
+def get_plugin(name: str) -> Plugin:
+    """Resolve one plugin, importing only its framework's plugin modules."""
+    framework = name.split("_", 1)[0]
+    if name not in _REGISTRY:
+        _load_entry_point(name)
+    if name not in _REGISTRY and framework in FRAMEWORKS:
+        _load_builtin(framework)
+    if name not in _REGISTRY:
+        names = available_names()
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UserError(f"unknown plugin '{name}'{hint}; available: {', '.join(names)}")
+    return _REGISTRY[name]
+
+
+def parse_plugin_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("--plugins is empty; give a comma-separated list, e.g. keras_merge,torch_concat")
+    for n in names:
+        get_plugin(n.split("@", 1)[0])
+    return names

@@ -1,0 +1,1 @@
+"""PyTorch plugins: every module here imports torch and registers its models."""

@@ -1,0 +1,105 @@
+"""Seed 000's merge family in PyTorch: an image vector and an LSTM text state, fused, then decoded.
+
+    image (D) -> [Dropout] -> Linear(U) -> ReLU ----------------.
+                                                                  add (U) | concat (2U)
+    tokens -> Embedding(V, U, padding_idx=0) -> [Dropout] -> LSTM(U) -'
+          -> Linear(U) -> ReLU -> [Dropout] -> Linear(V)
+
+`fusion` (add/concat), `dropout_placement` (early: on the image input and the embeddings, as in
+Keras; late: before the output layer, as in the seed's PyTorch model) and `masking` are the axes
+seed 000 argued about, so they are hyperparameters here and in the Keras mirror (plugins/keras/merge.py).
+
+Training is whole-sequence teacher forcing: the LSTM output at step t is the state after the
+prefix up to t, exactly what the recipes' one-sample-per-prefix expansion computes, for all prefixes
+at once. Padding: with right-padded batches an LSTM output at a real position never depends on
+later pads, so `masking="none"` gives the same logits at real positions as packing; `packed` runs
+`pack_padded_sequence` so the LSTM skips the pads' compute (seed 000's Option 4). The loss masks pads
+either way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from plugins.registry import ModelSpec, register
+
+
+class MergeCaptioner(nn.Module):
+    def __init__(self, spec: ModelSpec, units: int = 256, fusion: str = "add", dropout: float = 0.4,
+                 dropout_placement: str = "early", masking: str = "none", hidden_layers: int = 1):
+        super().__init__()
+        if fusion not in ("add", "concat") or dropout_placement not in ("early", "late") \
+                or masking not in ("none", "packed"):
+            raise ValueError(f"bad merge hyperparameters: {fusion=}, {dropout_placement=}, {masking=}")
+        self.fusion, self.placement, self.masking = fusion, dropout_placement, masking
+        self.img = nn.Linear(spec.global_dim, units)
+        self.embed = nn.Embedding(spec.vocab_size, units, padding_idx=spec.pad_id)
+        self.lstm = nn.LSTM(units, units, batch_first=True)
+        width = units if fusion == "add" else 2 * units
+        self.hidden = nn.ModuleList(nn.Linear(width if i == 0 else units, units) for i in range(hidden_layers))
+        self.out = nn.Linear(units, spec.vocab_size)
+        self.drop = nn.Dropout(dropout)
+
+    def encode_image(self, global_feats: torch.Tensor) -> torch.Tensor:
+        x = self.drop(global_feats) if self.placement == "early" else global_feats
+        return torch.relu(self.img(x))
+
+    def head(self, img: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if self.fusion == "add":
+            x = img + text
+        else:
+            x = torch.cat([img.expand(*text.shape[:-1], img.shape[-1]), text], dim=-1)
+        for layer in self.hidden:
+            x = torch.relu(layer(x))
+        if self.placement == "late":
+            x = self.drop(x)
+        return self.out(x)
+
+    def forward(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor | None, tokens: torch.Tensor,
+                lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: tokens [B, T] -> logits [B, T, V]."""
+        img = self.encode_image(global_feats)
+        emb = self.embed(tokens)
+        if self.placement == "early":
+            emb = self.drop(emb)
+        if self.masking == "packed":
+            packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            text, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=tokens.shape[1])
+        else:
+            text, _ = self.lstm(emb)
+        return self.head(img[:, None, :], text)
+
+    # --- step-wise decoding: state = (image vector, h, c)
+    def init_state(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor | None):
+        img = self.encode_image(global_feats)
+        zeros = img.new_zeros(1, img.shape[0], self.lstm.hidden_size)
+        return img, zeros, zeros.clone()
+
+    def step(self, state, tokens: torch.Tensor):
+        img, h, c = state
+        text, (h, c) = self.lstm(self.embed(tokens)[:, None, :], (h, c))
+        return self.head(img, text[:, 0]), (img, h, c)
+
+
+MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1)
+CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
+
+
+@register("torch_merge", family="merge", defaults=MERGE,
+          description="seed 000 Option 1: the Keras merge model in PyTorch (add, early dropout)")
+def torch_merge(spec: ModelSpec, **hp) -> MergeCaptioner:
+    return MergeCaptioner(spec, **hp)
+
+
+@register("torch_merge_packed", family="merge", defaults=dict(MERGE, masking="packed"),
+          description="seed 000 Option 4: torch_merge with packed sequences")
+def torch_merge_packed(spec: ModelSpec, **hp) -> MergeCaptioner:
+    return MergeCaptioner(spec, **hp)
+
+
+@register("torch_concat", family="merge", defaults=CONCAT,
+          description="seed 000's PyTorch model: concat fusion (512), late dropout")
+def torch_concat(spec: ModelSpec, **hp) -> MergeCaptioner:
+    return MergeCaptioner(spec, **hp)
