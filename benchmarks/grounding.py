@@ -125,7 +125,7 @@ def _noun_phrases(items: list[tuple[str, object]]) -> list[NounPhrase]:
         start = end
         while start > 0 and items[start - 1][0] in _MODIFIERS:
             start -= 1
-        np_ = NounPhrase(value, start, end)  # type: ignore[arg-type]
+        np_ = NounPhrase(value, start, end)
         for k, v in items[start:end]:
             if k == "colour":
                 np_.colours.append(v)
@@ -192,7 +192,7 @@ def caption_counts(caption: str, scene: dict | list) -> Counter:
             b_phrase = starts.get(k)
             if b_phrase is None:  # a position ("near the top"), not a relation between objects
                 continue
-        tally("relation", any(_relation_holds(relation, a, b) for a in objects for b in objects  # type: ignore[arg-type]
+        tally("relation", any(_relation_holds(relation, a, b) for a in objects for b in objects
                               if a is not b and a_phrase.matches(a) and b_phrase.matches(b)))
     return c
 
@@ -202,13 +202,21 @@ def _rates(c: Counter) -> dict[str, float]:
     for metric, what in _COUNTERS.items():
         total = c[f"{what}_total"]
         out[metric] = c[f"{what}_right"] / total if total else math.nan
+        if metric == "shape_precision":
+            out["hallucination_rate"] = 1.0 - out[metric]  # NaN stays NaN
         out[f"n_{what}"] = total
-    out["hallucination_rate"] = 1.0 - out["shape_precision"]  # NaN stays NaN
     return out
+
+
+def _check(captions: dict[str, str], objects: dict[str, dict]) -> None:
+    missing = sorted(set(captions) - set(objects))
+    if missing:
+        raise ValueError(f"no ground truth for {len(missing)} captioned images, e.g. {missing[0]}")
 
 
 def per_image_grounding(captions: dict[str, str], objects: dict[str, dict]) -> dict[str, dict[str, float]]:
     """Image id -> the rates and mention counts of its caption alone (NaN where nothing is mentioned)."""
+    _check(captions, objects)
     return {i: _rates(caption_counts(captions[i], objects[i])) for i in sorted(captions)}
 
 
@@ -220,9 +228,7 @@ def grounded_scores(captions: dict[str, str], objects: dict[str, dict]) -> dict[
     rates in METRICS (NaN where nothing was mentioned) and n_<what>, the mentions each rests on
     (n_recall counts the images' distinct shapes).
     """
-    missing = sorted(set(captions) - set(objects))
-    if missing:
-        raise ValueError(f"no ground truth for {len(missing)} captioned images, e.g. {missing[0]}")
+    _check(captions, objects)
     total: Counter = Counter()
     for i in captions:
         total.update(caption_counts(captions[i], objects[i]))

@@ -372,7 +372,9 @@ def _caption(scene: Scene, rng: np.random.Generator) -> str:
         text = f"{_noun_phrase(objs[0], rng)} {_pick(rng, VERBS)} {_pick(rng, RELATION_WORDS[rel])} " \
                f"{_noun_phrase(objs[1], rng, definite=rng.random() < 0.5)}"
     elif style == 4:  # the scene "shows" a count
-        text = f"{_pick(rng, ['a', 'the'])} {_pick(rng, SCENE_NOUNS)} {_pick(rng, SHOWS)} " \
+        noun = _pick(rng, SCENE_NOUNS)
+        article = "the" if rng.random() < 0.5 else "an" if noun[0] in "aeiou" else "a"
+        text = f"{article} {noun} {_pick(rng, SHOWS)} " \
                f"{_count_phrase(objs, rng)}"
     elif style == 5 and len(objs) > 1:  # chained relations: long captions
         parts = [f"{_noun_phrase(objs[0], rng)} {_position_phrase(objs[0], rng)}"]

@@ -72,9 +72,9 @@ def _obj(shape: str, colour: str, size: str, x: float, y: float, r: float, depth
 # a small red circle far to the left of a large blue square
 FAR = {"objects": [_obj("circle", "red", "small", 20, 64, 10, 0), _obj("square", "blue", "large", 100, 64, 24, 1)],
        "background": "striped", "tone": "beige"}
-# a green star partly behind a yellow heart, and a white ring close to (not touching) the star
+# a green star partly behind a yellow heart, and a white ring close to (not touching) both
 CLOSE = {"objects": [_obj("star", "green", "medium", 40, 40, 15, 0), _obj("heart", "yellow", "medium", 52, 46, 15, 1),
-                     _obj("ring", "white", "small", 40, 78, 10, 2)], "background": "plain", "tone": "slate"}
+                     _obj("ring", "white", "small", 40, 72, 10, 2)], "background": "plain", "tone": "slate"}
 # two circles of different colours and a square
 COUNTS = {"objects": [_obj("circle", "red", "small", 20, 20, 10, 0), _obj("circle", "pink", "small", 100, 20, 10, 1),
                       _obj("square", "grey", "medium", 60, 100, 15, 2)], "background": "dotted", "tone": "mint"}
@@ -91,7 +91,7 @@ def test_scenes_are_what_the_tests_assume():
 
     assert rel(FAR, 0, 1) == "left" and rel(FAR, 1, 0) == "right"
     assert rel(CLOSE, 0, 1) == "behind" and rel(CLOSE, 1, 0) == "front"
-    assert rel(CLOSE, 2, 0) == "near" and rel(CLOSE, 2, 1) == "below"
+    assert rel(CLOSE, 2, 0) == "near" and rel(CLOSE, 2, 1) == "near"
 
 
 def test_hallucinated_shape():

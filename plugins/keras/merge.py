@@ -39,8 +39,7 @@ class MergeCaptioner(keras.Model):
 
     def build_all(self) -> None:
         """Create every weight now, so parameter counts and weight transfer work before training."""
-        spec = self.spec
-        self(ops.zeros((1, spec.global_dim)), None, ops.ones((1, 2), dtype="int32"), ops.array([2]))
+        self({"global": ops.zeros((1, self.spec.global_dim)), "tokens": ops.ones((1, 2), dtype="int32")})
 
     def encode_image(self, global_feats, training=False):
         x = self.drop(global_feats, training=training) if self.placement == "early" else global_feats
@@ -57,9 +56,12 @@ class MergeCaptioner(keras.Model):
             x = self.drop(x, training=training)
         return self.out(x)
 
-    def call(self, global_feats, spatial_feats, tokens, lengths, training=False):
-        """Teacher forcing: tokens [B, T] -> logits [B, T, V]."""
-        img = self.encode_image(global_feats, training)
+    def call(self, inputs, training=False):
+        """Teacher forcing: {"global": [B, D], "tokens": [B, T]} -> logits [B, T, V].
+
+        One dict argument, so that Keras' own train_on_batch drives it on every backend."""
+        img = self.encode_image(inputs["global"], training)
+        tokens = inputs["tokens"]
         emb = self.embed(tokens)
         mask = self.embed.compute_mask(tokens)
         if self.placement == "early":

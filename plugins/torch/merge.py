@@ -14,7 +14,8 @@ prefix up to t, exactly what the recipes' one-sample-per-prefix expansion comput
 at once. Padding: with right-padded batches an LSTM output at a real position never depends on
 later pads, so `masking="none"` gives the same logits at real positions as packing; `packed` runs
 `pack_padded_sequence` so the LSTM skips the pads' compute (seed 000's Option 4). The loss masks pads
-either way.
+either way. `lstm_bias="one"` freezes PyTorch's second LSTM bias at zero (Keras' layout), for exact
+step-by-step parity and as an ablation axis.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from plugins.registry import ModelSpec, register
 
 class MergeCaptioner(nn.Module):
     def __init__(self, spec: ModelSpec, units: int = 256, fusion: str = "add", dropout: float = 0.4,
-                 dropout_placement: str = "early", masking: str = "none", hidden_layers: int = 1):
+                 dropout_placement: str = "early", masking: str = "none", hidden_layers: int = 1,
+                 lstm_bias: str = "two"):
         super().__init__()
         if fusion not in ("add", "concat") or dropout_placement not in ("early", "late") \
                 or masking not in ("none", "packed"):
@@ -37,6 +39,13 @@ class MergeCaptioner(nn.Module):
         self.img = nn.Linear(spec.global_dim, units)
         self.embed = nn.Embedding(spec.vocab_size, units, padding_idx=spec.pad_id)
         self.lstm = nn.LSTM(units, units, batch_first=True)
+        if lstm_bias == "one":
+            # Keras' layout: b_ih + b_hh is one vector there, and Adam moves each of PyTorch's two
+            # vectors by ~lr per step, i.e. the sum by ~2*lr. Freezing b_hh at 0 removes that difference.
+            nn.init.zeros_(self.lstm.bias_hh_l0)
+            self.lstm.bias_hh_l0.requires_grad_(False)
+        elif lstm_bias != "two":
+            raise ValueError(f"lstm_bias must be 'two' (PyTorch) or 'one' (Keras), got {lstm_bias!r}")
         width = units if fusion == "add" else 2 * units
         self.hidden = nn.ModuleList(nn.Linear(width if i == 0 else units, units) for i in range(hidden_layers))
         self.out = nn.Linear(units, spec.vocab_size)
@@ -83,7 +92,8 @@ class MergeCaptioner(nn.Module):
         return self.head(img, text[:, 0]), (img, h, c)
 
 
-MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1)
+MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1,
+             lstm_bias="two")
 CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
 
 

@@ -1,0 +1,56 @@
+"""The PyTorch side of the training protocol: one optimizer step and the evaluation loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from backends.common import OptimConfig
+from shared_data.batches import Batch
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def to_tensors(batch: Batch, dev: torch.device) -> dict:
+    return {
+        "global": torch.from_numpy(batch.global_feats).to(dev, non_blocking=True),
+        "spatial": None if batch.spatial_feats is None else torch.from_numpy(batch.spatial_feats).to(dev),
+        "inputs": torch.from_numpy(batch.inputs).to(dev, torch.long),
+        "targets": torch.from_numpy(batch.targets).to(dev, torch.long),
+        "lengths": torch.from_numpy(batch.lengths - 1),  # input lengths (after dropping <end>); stays on CPU
+    }
+
+
+def masked_loss(model: torch.nn.Module, t: dict) -> torch.Tensor:
+    logits = model(t["global"], t["spatial"], t["inputs"], t["lengths"])
+    # ignore_index=0 drops pads from both the sum and the count: a mean over real target tokens
+    return F.cross_entropy(logits.flatten(0, 1), t["targets"].flatten(), ignore_index=0)
+
+
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: OptimConfig,
+               dev: torch.device) -> float:
+    model.train()
+    loss = masked_loss(model, to_tensors(batch, dev))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+    opt.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def eval_loss(model: torch.nn.Module, batches, dev: torch.device) -> float:
+    """Token-weighted mean loss over batches (dropout off)."""
+    model.eval()
+    total = tokens = 0.0
+    for b in batches:
+        n = b.num_tokens
+        total += float(masked_loss(model, to_tensors(b, dev))) * n
+        tokens += n
+    return total / max(tokens, 1)
