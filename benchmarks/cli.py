@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
 
     p = sub.add_parser("list", help="list plugins, datasets and feature extractors")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset whose shapes give the parameter counts")
     _add_data_args(p)
 
     p = sub.add_parser("export", help="write a prepared dataset in Flickr8k's Kaggle layout")
@@ -63,9 +64,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_verify_arg(p)
 
-    p = sub.add_parser("run", help="train and evaluate plugins under one budget, write a report")
-    p.add_argument("--plugins", help="comma-separated plugin names")
+    p = sub.add_parser("run", help="train and evaluate plugins under one budget, write a report",
+                       description="Train every plugin under the same budget, batches and optimizer, evaluate "
+                                   "on the test split and write results/<study>/report.md.")
+    p.add_argument("--plugins", required=True, help="comma-separated plugin names (see `list`); "
+                   "keras_merge@jax picks another Keras backend")
+    p.add_argument("--study", default=None, help="study name (default: the plugin names joined)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--extractor", default="grid")
+    p.add_argument("--epochs", type=int, help="budget in epochs (default 3 when no budget is given)")
+    p.add_argument("--steps", type=int, help="budget in optimizer steps")
+    p.add_argument("--time-budget", type=float, help="budget in seconds of training (evaluation excluded)")
+    p.add_argument("--batch-size", type=int, default=64, help="captions per batch (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--adam-eps", type=float, default=1e-8)
+    p.add_argument("--clip-norm", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better val BLEU-4")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                   help="hyperparameter override, e.g. torch_merge.dropout=0.5 (repeatable)")
+    p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
     _add_data_args(p)
+    _add_verify_arg(p)
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
@@ -93,6 +114,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(tabulate([(s.name, s.framework, s.image_size, s.description) for s in EXTRACTORS.values()],
                    headers=["name", "framework", "input px", "what"]))
     data_dir = args.data_dir or default_data_dir()
+    spec, spec_from = None, ""
+    try:
+        from plugins.registry import ModelSpec
+
+        ds = load_dataset(args.dataset, args.data_dir, verify=False)
+        f = ds.features("grid" if "grid" in ds.extractors else ds.extractors[0])
+        spec = ModelSpec(len(ds.vocab), f.global_.shape[1],
+                         None if f.spatial is None else tuple(f.spatial.shape[1:]), ds.max_length)
+        spec_from = f"{ds.name}, {f.extractor} features: V={len(ds.vocab)}, D={f.global_.shape[1]}"
+    except (UserError, IndexError):
+        pass
     rows = []
     for path in sorted(data_dir.glob("*/manifest.json")) if data_dir.exists() else []:
         try:
@@ -108,8 +140,25 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["name", "source", "train/val/test images", "vocab", "features"]))
     else:
         print("none yet; create the default one with: python -m benchmarks prepare")
-    print("\nPlugins\nnone registered yet: the model plugins arrive with the comparison harness")
+    print("\nPlugins" + (f" (parameters on {spec_from})" if spec_from else ""))
+    print(tabulate(_plugin_rows(spec), headers=["name", "framework", "family", "parameters", "what"]))
     return 0
+
+
+def _plugin_rows(spec) -> list[tuple]:
+    """Each plugin built once on the dataset's shapes: the parameter count is measured, not quoted."""
+    from plugins.registry import available_names, get_plugin
+
+    rows = []
+    for name in available_names():
+        p = get_plugin(name)
+        count = ""
+        if spec is not None and not (p.needs_spatial and spec.spatial_shape is None):
+            model = p.build(spec)
+            n = model.count_params() if p.framework == "keras" else sum(x.numel() for x in model.parameters())
+            count = f"{n:,}"
+        rows.append((name, p.framework, p.family, count, p.description))
+    return rows
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -125,13 +174,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_yet(args: argparse.Namespace) -> int:
-    raise UserError(f"'{args.command}' is not implemented yet: the comparison harness has not landed; "
-                    "only prepare, list and export work for now")
+def cmd_run(args: argparse.Namespace) -> int:
+    from backends.common import OptimConfig
+    from plugins.registry import parse_plugin_list
+
+    from .study import StudyOptions, parse_overrides, run_study
+
+    plugins = parse_plugin_list(args.plugins)
+    opts = StudyOptions(plugins=plugins, study=args.study or "_".join(p.replace("@", "-") for p in plugins),
+                        results_dir=args.results_dir, dataset=args.dataset, data_dir=args.data_dir,
+                        extractor=args.extractor, epochs=args.epochs, steps=args.steps,
+                        time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed,
+                        patience=args.patience, optim=OptimConfig(lr=args.lr, eps=args.adam_eps,
+                                                                  clip_norm=args.clip_norm),
+                        overrides=parse_overrides(args.overrides, plugins), meteor=args.meteor,
+                        verify=args.verify)
+    report, rows = run_study(opts)
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"\nreport: {report}")
+    if failed or len(rows) < len(plugins):
+        print(f"{len(failed)} run(s) failed or diverged, {len(plugins) - len(rows)} not run", file=sys.stderr)
+        return 1
+    return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_not_yet,
-            "report": cmd_not_yet}
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if not args.study.is_dir():
+        raise UserError(f"{args.study} is not a study folder; studies live in results/<study>")
+    print(f"report: {write_report(args.study)}")
+    return 0
+
+
+COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,7 @@ class MergeCaptioner(keras.Model):
         text, _, _ = self.lstm(emb, mask=mask, training=training)
         return self.head(ops.expand_dims(img, 1), text, training)
 
-    # --- step-wise decoding: state = (image vector, h, c)
+    # --- step-wise decoding: state = (image vector, h, c), every tensor batch-first
     def init_state(self, global_feats, spatial_feats):
         img = self.encode_image(global_feats)
         zeros = ops.zeros((ops.shape(img)[0], self.units))

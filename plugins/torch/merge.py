@@ -80,16 +80,17 @@ class MergeCaptioner(nn.Module):
             text, _ = self.lstm(emb)
         return self.head(img[:, None, :], text)
 
-    # --- step-wise decoding: state = (image vector, h, c)
+    # --- step-wise decoding: state = (image vector, h, c), every tensor batch-first so that
+    # the backend's beam search can reorder any plugin's state with one index_select
     def init_state(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor | None):
         img = self.encode_image(global_feats)
-        zeros = img.new_zeros(1, img.shape[0], self.lstm.hidden_size)
+        zeros = img.new_zeros(img.shape[0], self.lstm.hidden_size)
         return img, zeros, zeros.clone()
 
     def step(self, state, tokens: torch.Tensor):
         img, h, c = state
-        text, (h, c) = self.lstm(self.embed(tokens)[:, None, :], (h, c))
-        return self.head(img, text[:, 0]), (img, h, c)
+        text, (h, c) = self.lstm(self.embed(tokens)[:, None, :], (h[None], c[None]))
+        return self.head(img, text[:, 0]), (img, h[0], c[0])
 
 
 MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1,

@@ -1,0 +1,100 @@
+"""The Keras backend behind benchmarks/worker.py. The Keras backend (tensorflow, jax, torch) is
+chosen by KERAS_BACKEND, which the worker sets before the first import of keras."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from backends.common import OptimConfig
+from backends.keras import train as T
+from shared_data.batches import Batch
+
+FRAMEWORK = "keras"
+# graph compilers retrace for every new input shape: feed fixed-length (max_length) batches, which
+# hold the same tokens as everyone else's and whose extra pads the loss masks out
+FIXED_SHAPES = True
+
+
+def _gpu() -> bool:
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+class Runner:
+    def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)  # share the card, measure honestly
+        keras.utils.set_random_seed(seed)
+        self.model = plugin.build(spec, **hparams)
+        T.compile_model(self.model, optim)
+        self.spec = spec
+        self._step = None
+
+    def versions(self) -> dict:
+        v = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            v["tensorflow"] = tf.__version__
+        return v
+
+    def device_name(self) -> str:
+        return "gpu" if _gpu() else f"cpu ({os.cpu_count()} cores)"
+
+    def sync(self) -> None:
+        pass  # train_on_batch returns a host float: the step has finished
+
+    def train_step(self, batch: Batch) -> float:
+        return T.train_step(self.model, batch)
+
+    def eval_loss(self, batches) -> float:
+        return T.eval_loss(self.model, batches)
+
+    def parameters(self) -> dict:
+        total = self.model.count_params()
+        trainable = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
+        components: dict[str, int] = {}
+        for w in self.model.weights:
+            top = w.path.split("/")[1] if "/" in w.path else w.path
+            components[top] = components.get(top, 0) + int(np.prod(w.shape))
+        return {"total": total, "trainable": trainable, "components": components}
+
+    def greedy(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int) -> np.ndarray:
+        ops = keras.ops
+        state = self.model.init_state(global_feats, spatial_feats)
+        b = global_feats.shape[0]
+        tok = np.full((b,), self.spec.start_id, np.int32)
+        done = np.zeros(b, bool)
+        out = []
+        for _ in range(max_len - 1):
+            logits, state = self.model.step(state, tok)
+            tok = np.where(done, self.spec.pad_id, ops.convert_to_numpy(ops.argmax(logits, -1))).astype(np.int32)
+            out.append(tok)
+            done |= tok == self.spec.end_id
+            if done.all():
+                break
+        return np.stack(out, 1)
+
+    def state_dict(self) -> list:
+        return [np.array(w) for w in self.model.get_weights()]
+
+    def load_state_dict(self, state: list) -> None:
+        self.model.set_weights(state)
+
+    def save(self, path) -> str:
+        self.model.save_weights(str(path) + ".weights.h5")
+        return str(path) + ".weights.h5"
+
+    def peak_memory(self) -> tuple[float, str]:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host peak RSS"

@@ -1,0 +1,98 @@
+"""The PyTorch backend behind benchmarks/worker.py: build, train, evaluate, decode, save, measure."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+from backends.common import OptimConfig
+from backends.torch import train as T
+from shared_data.batches import Batch
+
+FRAMEWORK = "torch"
+FIXED_SHAPES = False  # eager PyTorch pays nothing for a new sequence length
+
+
+class Runner:
+    def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.dev = T.device()
+        self.model = plugin.build(spec, **hparams).to(self.dev)
+        self.optim_cfg = optim
+        self.opt = T.make_optimizer(self.model, optim)
+        self.spec = spec
+
+    def versions(self) -> dict:
+        return {"torch": torch.__version__}
+
+    def device_name(self) -> str:
+        if self.dev.type == "cuda":
+            return torch.cuda.get_device_name(self.dev)
+        return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+    def sync(self) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step(self, batch: Batch) -> float:
+        return T.train_step(self.model, self.opt, batch, self.optim_cfg, self.dev)
+
+    def eval_loss(self, batches) -> float:
+        return T.eval_loss(self.model, batches, self.dev)
+
+    def parameters(self) -> dict:
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        components: dict[str, int] = {}
+        for name, p in self.model.named_parameters():
+            top = name.split(".")[0]
+            components[top] = components.get(top, 0) + p.numel()
+        return {"total": total, "trainable": trainable, "components": components}
+
+    @torch.no_grad()
+    def greedy(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int) -> np.ndarray:
+        """Batched greedy decoding: [B, max_len-1] token ids (pads after <end>)."""
+        m = self.model.eval()
+        g = torch.from_numpy(global_feats).to(self.dev)
+        s = None if spatial_feats is None else torch.from_numpy(spatial_feats).to(self.dev)
+        state = m.init_state(g, s)
+        tok = torch.full((g.shape[0],), self.spec.start_id, dtype=torch.long, device=self.dev)
+        done = torch.zeros_like(tok, dtype=torch.bool)
+        out = []
+        for _ in range(max_len - 1):
+            logits, state = m.step(state, tok)
+            tok = logits.argmax(-1).masked_fill(done, self.spec.pad_id)
+            out.append(tok)
+            done |= tok == self.spec.end_id
+            if bool(done.all()):
+                break
+        return torch.stack(out, 1).cpu().numpy()
+
+    def state_dict(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def save(self, path) -> str:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path) + ".safetensors")
+        return str(path) + ".safetensors"
+
+    def peak_memory(self) -> tuple[float, str]:
+        if self.dev.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.dev) / 2**20, "GPU allocator peak"
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host peak RSS"
+
+
+def now() -> float:
+    return time.perf_counter()

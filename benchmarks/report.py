@@ -1,0 +1,205 @@
+"""results/<study>/report.md from the saved runs: header, four tables, plots, sample captions.
+
+Only reads run folders, so `python -m benchmarks report results/<study>` rebuilds the same report
+at any time; a run without metrics.json appears as failed (with its error) or unfinished.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+from tabulate import tabulate
+
+from shared_data.dataset import sha256_file
+from shared_data.errors import UserError
+
+
+def _runs(study_dir: Path) -> list[dict]:
+    runs = []
+    for cfg_path in sorted(study_dir.glob("*/config.json")):
+        d = cfg_path.parent
+        run = {"dir": d, "config": json.loads(cfg_path.read_text())}
+        if (d / "metrics.json").exists():
+            run["metrics"] = json.loads((d / "metrics.json").read_text())
+        if (d / "history.csv").exists():
+            with open(d / "history.csv") as f:
+                run["history"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        if (d / "error.txt").exists():
+            run["error"] = (d / "error.txt").read_text().strip()
+        runs.append(run)
+    return runs
+
+
+def _f(x, digits=3) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_report(study_dir: Path) -> Path:
+    study_dir = Path(study_dir)
+    runs = _runs(study_dir)
+    if not runs:
+        raise UserError(f"{study_dir} holds no runs; start a study with: python -m benchmarks run --plugins ...")
+    done = [r for r in runs if "metrics" in r]
+    cfg = runs[0]["config"]
+    from shared_data.dataset import load_dataset
+
+    try:
+        ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None, verify=False)
+        manifest_hash = sha256_file(ds.path / "manifest.json")[:12]
+        ceiling = ds.manifest.get("human_ceiling_test", {})
+    except UserError:
+        ds, manifest_hash, ceiling = None, "dataset missing", {}
+    versions: dict[str, str] = {}
+    devices = sorted({r["metrics"]["device"] for r in done})
+    for r in done:
+        versions.update(r["metrics"]["versions"])
+    lines = [
+        f"# CapBench report: {study_dir.name}",
+        "",
+        f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; git commit: {_git_commit()}",
+        f"- machine: {_cpu_model()}; devices: {', '.join(devices) or 'n/a'}",
+        f"- versions: python {platform.python_version()}, "
+        + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        f"- dataset: {cfg['dataset']} (manifest sha256 {manifest_hash}), features: {cfg['extractor']}",
+        f"- budget: {json.dumps({k: v for k, v in cfg['budget'].items() if v})}, batch size {cfg['batch_size']} "
+        f"captions, seeds: {sorted({r['config']['seed'] for r in runs})}",
+        f"- optimizer: Adam {json.dumps(cfg['optim'])}; loss: token-level masked cross-entropy; "
+        "model selection: best val BLEU-4 (greedy decoding)",
+        "",
+    ]
+    failed = [r for r in runs if "metrics" not in r]
+    if failed:
+        lines += ["**Failed or unfinished runs:** " + "; ".join(
+            f"{r['config']['plugin']}: {r.get('error', 'no metrics.json (unfinished)')}" for r in failed), ""]
+
+    q_rows = []
+    for r in done:
+        m = r["metrics"]
+        q, sh = m["quality"], m["shuffled_control"]
+        g = m.get("grounding") or {}
+        q_rows.append([m["plugin"], m["status"]] + [_f(q.get(k)) for k in
+                      ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
+                      + [_f(sh["BLEU-4"]), _f(q["BLEU-4"] - sh["BLEU-4"]), _f(q["CIDEr"] - sh["CIDEr"]),
+                         _f(g.get("colour_acc")), _f(g.get("shape_precision")), _f(g.get("relation_acc")),
+                         _f(g.get("hallucination_rate"))])
+    if ceiling:
+        q_rows.append(["human ceiling", ""] + [_f(ceiling.get(k)) for k in
+                       ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")] + [""] * 8)
+    lines += ["## 1. Quality (test split, greedy decoding)", "",
+              tabulate(q_rows, headers=["plugin", "status", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR",
+                                        "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "shuffled BLEU-4", "gap BLEU-4",
+                                        "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc."],
+                       tablefmt="github"), "",
+              "Shuffled: the same model with test image features permuted across images; the gap is how much "
+              "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
+              "(benchmarks/grounding.py).", ""]
+
+    s_rows = []
+    for r in done:
+        p = r["metrics"]["params"]
+        comps = ", ".join(f"{k} {v:,}" for k, v in p["components"].items())
+        s_rows.append([r["metrics"]["plugin"], f"{p['total']:,}", f"{p['trainable']:,}", comps,
+                       f"{r['metrics']['weights_bytes'] / 2**20:.2f} MiB"])
+    lines += ["## 2. Size", "", tabulate(s_rows, headers=["plugin", "total", "trainable", "per component",
+                                                            "weights file"], tablefmt="github"), ""]
+
+    sp_rows = []
+    for r in done:
+        s = r["metrics"]["speed"]
+        sp_rows.append([r["metrics"]["plugin"], f"{s['train_tokens_per_s']:,.0f}", f"{s['train_captions_per_s']:,.0f}",
+                        _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
+                        f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
+                        "max length" if s["fixed_shapes"] else "longest in batch"])
+    lines += ["## 3. Speed", "", tabulate(sp_rows, headers=["plugin", "train tokens/s", "train captions/s",
+                                                             "first step s", "greedy captions/s", "peak MiB",
+                                                             "device", "batch padded to"], tablefmt="github"), "",
+              "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised.", ""]
+
+    o_rows = []
+    for r in done:
+        o, t = r["metrics"]["overfitting"], r["metrics"]["training"]
+        o_rows.append([r["metrics"]["plugin"], f"{o['best_epoch']}/{t['epochs']}", _f(o["final_train_loss"]),
+                       _f(o["final_val_loss"]), _f((o["final_val_loss"] or 0) - (o["final_train_loss"] or 0)),
+                       _f(o["train_bleu4"]), _f(o["test_bleu4"]), f"{t['train_time_s']:.0f}"])
+    lines += ["## 4. Overfitting", "", tabulate(o_rows, headers=["plugin", "best epoch", "final train loss",
+                                                                  "final val loss", "val - train", "train BLEU-4",
+                                                                  "test BLEU-4", "train time s"],
+                                                 tablefmt="github"), ""]
+    plot = _plot_history(study_dir, done)
+    if plot:
+        lines += [f"![training curves]({plot.name})", ""]
+    lines += _samples(done)
+    out = study_dir / "report.md"
+    tmp = out.with_name("report.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def _plot_history(study_dir: Path, runs: list[dict]) -> Path | None:
+    runs = [r for r in runs if r.get("history")]
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for r in runs:
+        h, name = r["history"], r["metrics"]["plugin"]
+        epochs = [x["epoch"] for x in h]
+        axes[0].plot(epochs, [x["train_loss"] for x in h], marker="o", label=name)
+        axes[1].plot(epochs, [x["val_loss"] for x in h], marker="o", label=name)
+        axes[2].plot(epochs, [x["val_bleu4"] for x in h], marker="o", label=name)
+    for ax, title in zip(axes, ["train loss", "val loss", "val BLEU-4 (greedy)"], strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    path = study_dir / "curves.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _samples(runs: list[dict], n: int = 4) -> list[str]:
+    if not runs:
+        return []
+    caps = {r["metrics"]["plugin"]: json.loads((r["dir"] / "captions.json").read_text()) for r in runs}
+    ids = sorted(next(iter(caps.values())))[:n]
+    lines = ["## Sample captions (test)", ""]
+    for i in ids:
+        first = next(iter(caps.values()))[i]
+        lines.append(f"**{i}**: reference: _{first['references'][0]}_")
+        for plugin, c in caps.items():
+            lines.append(f"- {plugin}: {c[i]['generated']}")
+        lines.append("")
+    return lines

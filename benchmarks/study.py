@@ -1,0 +1,159 @@
+"""`python -m benchmarks run`: one study = several plugins under one budget, each run in its own
+subprocess (benchmarks/worker.py), then one report.
+
+A failing run becomes a failed row carrying its error while the others go on; Ctrl-C stops the
+study, keeps the finished runs and writes the report of what finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.common import OptimConfig
+from plugins.registry import get_plugin
+from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path
+from shared_data.errors import UserError
+
+DEFAULT_EPOCHS = 3
+
+
+@dataclass
+class StudyOptions:
+    plugins: list[str]
+    study: str = "default"
+    results_dir: Path = Path("results")
+    dataset: str = DEFAULT_DATASET
+    data_dir: Path | None = None
+    extractor: str = "grid"
+    epochs: int | None = None
+    steps: int | None = None
+    time_budget: float | None = None
+    batch_size: int = 64
+    seed: int = 0
+    patience: int | None = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    overrides: dict[str, dict] = field(default_factory=dict)  # plugin -> {hparam: value}
+    meteor: bool = True
+    verify: bool = True
+
+    def budget(self) -> dict:
+        for name, v in (("--epochs", self.epochs), ("--steps", self.steps), ("--time-budget", self.time_budget)):
+            if v is not None and v <= 0:
+                raise UserError(f"{name} must be positive, got {v}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be positive, got {self.batch_size}")
+        epochs = self.epochs if (self.epochs or self.steps or self.time_budget) else DEFAULT_EPOCHS
+        return {"epochs": epochs, "steps": self.steps, "time_budget": self.time_budget}
+
+
+def parse_overrides(items: list[str], plugins: list[str]) -> dict[str, dict]:
+    """`plugin.key=value` -> {plugin: {key: value}}; values parsed as JSON when they can be."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        plugin, dot, hp = key.partition(".")
+        if not eq or not dot or not hp:
+            raise UserError(f"--set {item!r}: write PLUGIN.KEY=VALUE, e.g. torch_merge.dropout=0.5")
+        if plugin not in plugins:
+            raise UserError(f"--set {item!r}: {plugin} is not among --plugins ({', '.join(plugins)})")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(plugin, {})[hp] = value
+    return out
+
+
+def _check(opts: StudyOptions) -> dict:
+    budget = opts.budget()
+    for name in opts.plugins:
+        plugin = get_plugin(name.split("@", 1)[0])
+        for hp in opts.overrides.get(name, {}):
+            if hp not in plugin.defaults:
+                raise UserError(f"{name} has no hyperparameter {hp}; it has: {', '.join(sorted(plugin.defaults))}")
+    return budget
+
+
+def ensure_dataset(opts: StudyOptions, log=print) -> None:
+    path = resolve_dataset_path(opts.dataset, opts.data_dir)
+    if not (path / "manifest.json").exists():
+        if opts.dataset != DEFAULT_DATASET:
+            load_dataset(opts.dataset, opts.data_dir)  # raises with the prepare command
+        from .prepare import PrepareOptions, prepare
+
+        log(f"the default dataset is missing: preparing it first ({path})")
+        prepare(PrepareOptions(data_dir=opts.data_dir), log=log)
+    ds = load_dataset(opts.dataset, opts.data_dir, verify=opts.verify)
+    ds.features(opts.extractor)  # missing extractor / corrupt file: fail before any run starts
+
+
+def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
+    budget = _check(opts)
+    ensure_dataset(opts, log)
+    study_dir = Path(opts.results_dir) / opts.study
+    study_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    try:
+        for i, name in enumerate(opts.plugins, 1):
+            hparams = {**get_plugin(name.split("@", 1)[0]).defaults, **opts.overrides.get(name, {})}
+            run_dir = study_dir / f"{name.replace('@', '-')}-s{opts.seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "metrics.json").unlink(missing_ok=True)
+            config = {"plugin": name, "hparams": hparams, "seed": opts.seed, "dataset": opts.dataset,
+                      "data_dir": str(opts.data_dir) if opts.data_dir else None, "extractor": opts.extractor,
+                      "budget": budget, "batch_size": opts.batch_size, "optim": opts.optim.to_json(),
+                      "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify}
+            (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+            log(f"[{i}/{len(opts.plugins)}] {name}: training ({_budget_text(budget)}), log in {run_dir / 'stdout.log'}")
+            t0 = time.perf_counter()
+            code = _spawn(run_dir, log)
+            wall = time.perf_counter() - t0
+            rows.append(_outcome(name, run_dir, code, wall, log))
+    except KeyboardInterrupt:
+        log("interrupted: writing the report of the runs that finished")
+    from .report import write_report
+
+    report = write_report(study_dir)
+    return report, rows
+
+
+def _budget_text(budget: dict) -> str:
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in budget.items() if v]
+    return ", ".join(parts)
+
+
+def _spawn(run_dir: Path, log) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(run_dir / "stdout.log", "w") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(run_dir)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env)
+        for line in proc.stdout:  # progress: one JSON line per epoch, echoed in short form
+            logf.write(line)
+            if line.startswith("{"):
+                try:
+                    row = json.loads(line)
+                    log(f"    epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss "
+                        f"{row['val_loss']:.3f}, val BLEU-4 {row['val_bleu4']:.3f}")
+                except (json.JSONDecodeError, KeyError):
+                    pass
+        return proc.wait()
+
+
+def _outcome(name: str, run_dir: Path, code: int, wall: float, log) -> dict:
+    metrics = run_dir / "metrics.json"
+    if code == 0 and metrics.exists():
+        m = json.loads(metrics.read_text())
+        log(f"    done in {wall:.0f}s: test BLEU-4 {m['quality']['BLEU-4']:.3f}, CIDEr {m['quality']['CIDEr']:.3f}"
+            + ("" if m["status"] == "ok" else f" ({m['status']})"))
+        return {"plugin": name, "status": m["status"], "wall_s": wall}
+    lines = [ln for ln in (run_dir / "stdout.log").read_text().splitlines() if ln.strip()]
+    error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
+    (run_dir / "error.txt").write_text(error + "\n")
+    log(f"    FAILED ({error}); the study goes on")
+    return {"plugin": name, "status": "failed", "error": error, "wall_s": wall}

@@ -1,0 +1,219 @@
+"""One run, in its own process: `python -m benchmarks.worker RUN_DIR` (RUN_DIR/config.json given).
+
+Own process, so that TensorFlow and PyTorch never share one, timings and peak memory belong to one
+model, and a crash is one failed row. The protocol is the same for every plugin: the same batches
+from shared_data's iterator, the same budget, the same evaluation schedule (loss and decoded BLEU-4
+on val after every epoch, best epoch by val BLEU-4, then test decoding and metrics).
+Writes metrics.json last (atomically): a run folder without it did not finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+WARMUP_STEPS = 5  # excluded from throughput: graph building, allocator warm-up, caches
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None = None,
+                  permutation: np.ndarray | None = None, batch: int = 500) -> tuple[dict, dict, float]:
+    """Greedy captions for a split's images; returns (hypotheses, references, captions/s)."""
+    sp = ds.splits[split]
+    rows = sp.feature_rows[:limit] if limit else sp.feature_rows
+    src = rows[permutation] if permutation is not None else rows  # shuffled-feature control
+    ids = sp.image_ids[: len(rows)]
+    hyps: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), batch):
+        r = src[start:start + batch]
+        g = feats.global_[r]
+        s = None if feats.spatial is None else feats.spatial[r]
+        out = runner.greedy(g, s, max_len)
+        for i, seq in zip(ids[start:start + batch], out, strict=True):
+            hyps[i] = " ".join(ds.vocab.decode(seq))
+    runner.sync()
+    rate = len(rows) / (time.perf_counter() - t0)
+    refs = {i: [" ".join(c) for c in caps] for i, caps in zip(ids, sp.captions, strict=False)}
+    return hyps, refs, rate
+
+
+def run(run_dir: Path) -> dict:
+    cfg = json.loads((run_dir / "config.json").read_text())
+    plugin_name, _, keras_backend = cfg["plugin"].partition("@")
+    if keras_backend:
+        os.environ["KERAS_BACKEND"] = keras_backend  # before keras is first imported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    import importlib
+
+    from backends.common import OptimConfig
+    from plugins.registry import ModelSpec, get_plugin
+    from shared_data.batches import CaptionTable, iterate_batches, num_batches
+    from shared_data.dataset import load_dataset
+    from shared_data.errors import UserError
+
+    from .grounding import grounded_scores
+    from .metrics import coco_scores, nltk_bleu4
+
+    ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
+                      verify=cfg.get("verify", True))
+    feats = ds.features(cfg["extractor"])
+    plugin = get_plugin(plugin_name)
+    if plugin.needs_spatial and feats.spatial is None:
+        raise UserError(f"{plugin_name} needs spatial features, and '{cfg['extractor']}' has none; "
+                        "use an extractor with a grid (grid, resnet101, regnetx400mf)")
+    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1],
+                     None if feats.spatial is None else tuple(feats.spatial.shape[1:]), ds.max_length)
+    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    optim = OptimConfig(**cfg["optim"])
+    t_build = time.perf_counter()
+    runner = backend.Runner(plugin, spec, cfg["hparams"], cfg["seed"], optim)
+    build_s = time.perf_counter() - t_build
+    params = runner.parameters()
+
+    budget = cfg["budget"]
+    bs = cfg["batch_size"]
+    train_table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
+    val_table = CaptionTable(ds.splits["val"], ds.vocab, ds.max_length)
+    steps_per_epoch = num_batches(len(train_table), bs)
+    max_epochs = budget.get("epochs") or math.inf
+    max_steps = budget.get("steps") or math.inf
+    time_budget = budget.get("time_budget") or math.inf
+    if max_epochs == math.inf and max_steps == math.inf and time_budget == math.inf:
+        raise UserError("no budget: give --epochs, --steps or --time-budget")
+
+    history, step, train_time, first_step_s = [], 0, 0.0, None
+    steady_tokens = steady_captions = 0
+    steady_time = 0.0
+    best = {"bleu4": -1.0, "epoch": 0, "weights": None}
+    status, patience_left = "ok", cfg.get("patience") or math.inf
+    epoch = 0
+    while epoch < max_epochs and step < max_steps and train_time < time_budget:
+        losses, tokens_seen = [], 0
+        for batch in iterate_batches(ds, "train", feats, bs, cfg["seed"], epoch, table=train_table,
+                                     pad_to_max=backend.FIXED_SHAPES):
+            t0 = time.perf_counter()
+            loss = runner.train_step(batch)
+            runner.sync()
+            dt = time.perf_counter() - t0
+            train_time += dt
+            step += 1
+            if first_step_s is None:
+                first_step_s = dt
+            if step > WARMUP_STEPS:
+                steady_time += dt
+                steady_tokens += batch.num_tokens
+                steady_captions += len(batch.lengths)
+            if not math.isfinite(loss):
+                status = "diverged"
+                break
+            losses.append(loss)
+            tokens_seen += batch.num_tokens
+            if step >= max_steps or train_time >= time_budget:
+                break
+        if status == "diverged":
+            break
+        epoch += 1
+        val_loss = runner.eval_loss(iterate_batches(ds, "val", feats, bs, 0, 0, shuffle=False, table=val_table,
+                                                    pad_to_max=backend.FIXED_SHAPES))
+        hyps, refs, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
+        val_bleu4 = coco_scores(refs, hyps, meteor=False)[0]["BLEU-4"]
+        row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "val_loss": val_loss, "val_bleu4": val_bleu4, "train_time_s": train_time}
+        history.append(row)
+        print(json.dumps(row), flush=True)
+        if val_bleu4 > best["bleu4"]:
+            best = {"bleu4": val_bleu4, "epoch": epoch, "weights": runner.state_dict()}
+            patience_left = cfg.get("patience") or math.inf
+        else:
+            patience_left -= 1
+            if patience_left <= 0:
+                print(f"early stop after epoch {epoch}", flush=True)
+                break
+
+    with open(run_dir / "history.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"])
+        w.writeheader()
+        w.writerows(history)
+    if best["weights"] is not None:
+        runner.load_state_dict(best["weights"])
+    weights_file = runner.save(run_dir / "weights")
+
+    t_eval = time.perf_counter()
+    hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
+    quality, per_image = coco_scores(refs, hyps, meteor=cfg.get("meteor", True))
+    quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
+    perm = np.random.default_rng(cfg["seed"]).permutation(len(ds.splits["test"].image_ids))
+    sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm)
+    shuffled, _ = coco_scores(refs, sh_hyps, meteor=False)
+    n_train_eval = min(1000, len(ds.splits["train"].image_ids))
+    tr_hyps, tr_refs, _ = _decode_split(runner, ds, "train", feats, ds.max_length, limit=n_train_eval)
+    train_bleu4 = coco_scores(tr_refs, tr_hyps, meteor=False)[0]["BLEU-4"]
+    objects = ds.objects()
+    grounding = grounded_scores(hyps, objects) if objects else None
+    eval_s = time.perf_counter() - t_eval
+
+    peak, peak_kind = runner.peak_memory()
+    metrics = {
+        "status": status,
+        "plugin": cfg["plugin"], "framework": plugin.framework, "family": plugin.family,
+        "device": runner.device_name(), "versions": runner.versions(),
+        "quality": quality,
+        "shuffled_control": {"BLEU-4": shuffled["BLEU-4"], "CIDEr": shuffled["CIDEr"]},
+        "grounding": grounding,
+        "params": params,
+        "weights_file": Path(weights_file).name, "weights_bytes": Path(weights_file).stat().st_size,
+        "speed": {
+            "train_tokens_per_s": steady_tokens / steady_time if steady_time else float("nan"),
+            "train_captions_per_s": steady_captions / steady_time if steady_time else float("nan"),
+            "time_to_first_step_s": first_step_s, "build_s": build_s,
+            "decode_greedy_captions_per_s": greedy_rate,
+            "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
+            "fixed_shapes": backend.FIXED_SHAPES,
+        },
+        "training": {"epochs": epoch, "steps": step, "steps_per_epoch": steps_per_epoch,
+                     "train_time_s": train_time, "eval_time_s": eval_s},
+        "overfitting": {
+            "best_epoch": best["epoch"],
+            "final_train_loss": history[-1]["train_loss"] if history else None,
+            "final_val_loss": history[-1]["val_loss"] if history else None,
+            "train_bleu4": train_bleu4, "test_bleu4": quality["BLEU-4"],
+        },
+    }
+    _write_json(run_dir / "captions.json", {i: {"generated": hyps[i], "references": refs[i]} for i in hyps})
+    _write_json(run_dir / "per_image.json", per_image)
+    _write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main() -> int:
+    run_dir = Path(sys.argv[1])
+    from shared_data.errors import UserError
+
+    try:
+        run(run_dir)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception:  # a crash is one failed row: its traceback goes to the run's log
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
