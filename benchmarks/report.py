@@ -105,15 +105,19 @@ def write_report(study_dir: Path) -> Path:
         g = m.get("grounding") or {}
         q_rows.append([m["plugin"], m["status"]] + [_f(q.get(k)) for k in
                       ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
+                      + [_f(m["beam"]["BLEU-4"]), _f(m["beam"]["CIDEr"])]
                       + [_f(sh["BLEU-4"]), _f(q["BLEU-4"] - sh["BLEU-4"]), _f(q["CIDEr"] - sh["CIDEr"]),
                          _f(g.get("colour_acc")), _f(g.get("shape_precision")), _f(g.get("relation_acc")),
                          _f(g.get("hallucination_rate"))])
     if ceiling:
         q_rows.append(["human ceiling", ""] + [_f(ceiling.get(k)) for k in
-                       ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")] + [""] * 8)
-    lines += ["## 1. Quality (test split, greedy decoding)", "",
+                       ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")] + [""] * 10)
+    beam_note = ", ".join(sorted({f"beam {r['metrics']['beam']['size']}, alpha {r['metrics']['beam']['length_alpha']}"
+                                  for r in done}))
+    lines += [f"## 1. Quality (test split; greedy decoding unless marked beam: {beam_note or 'n/a'})", "",
               tabulate(q_rows, headers=["plugin", "status", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR",
-                                        "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "shuffled BLEU-4", "gap BLEU-4",
+                                        "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "beam BLEU-4", "beam CIDEr-D",
+                                        "shuffled BLEU-4", "gap BLEU-4",
                                         "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc."],
                        tablefmt="github"), "",
               "Shuffled: the same model with test image features permuted across images; the gap is how much "
@@ -134,10 +138,12 @@ def write_report(study_dir: Path) -> Path:
         s = r["metrics"]["speed"]
         sp_rows.append([r["metrics"]["plugin"], f"{s['train_tokens_per_s']:,.0f}", f"{s['train_captions_per_s']:,.0f}",
                         _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
+                        f"{s['decode_beam_captions_per_s']:,.0f}",
                         f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
                         "max length" if s["fixed_shapes"] else "longest in batch"])
     lines += ["## 3. Speed", "", tabulate(sp_rows, headers=["plugin", "train tokens/s", "train captions/s",
-                                                             "first step s", "greedy captions/s", "peak MiB",
+                                                             "first step s", "greedy captions/s",
+                                                             "beam captions/s", "peak MiB",
                                                              "device", "batch padded to"], tablefmt="github"), "",
               "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised.", ""]
 

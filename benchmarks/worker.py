@@ -30,8 +30,9 @@ def _write_json(path: Path, data) -> None:
 
 
 def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None = None,
-                  permutation: np.ndarray | None = None, batch: int = 500) -> tuple[dict, dict, float]:
-    """Greedy captions for a split's images; returns (hypotheses, references, captions/s)."""
+                  permutation: np.ndarray | None = None, batch: int = 500, beam: int = 1,
+                  alpha: float = 0.0) -> tuple[dict, dict, float]:
+    """Greedy (beam 1) or beam-search captions for a split's images: (hypotheses, references, captions/s)."""
     sp = ds.splits[split]
     rows = sp.feature_rows[:limit] if limit else sp.feature_rows
     src = rows[permutation] if permutation is not None else rows  # shuffled-feature control
@@ -42,7 +43,7 @@ def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None
         r = src[start:start + batch]
         g = feats.global_[r]
         s = None if feats.spatial is None else feats.spatial[r]
-        out = runner.greedy(g, s, max_len)
+        out = runner.greedy(g, s, max_len) if beam == 1 else runner.beam(g, s, max_len, beam, alpha)
         for i, seq in zip(ids[start:start + batch], out, strict=True):
             hyps[i] = " ".join(ds.vocab.decode(seq))
     runner.sync()
@@ -157,6 +158,9 @@ def run(run_dir: Path) -> dict:
     hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
     quality, per_image = coco_scores(refs, hyps, meteor=cfg.get("meteor", True))
     quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
+    beam_size, alpha = cfg.get("beam_size", 3), cfg.get("length_alpha", 0.6)
+    beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=beam_size, alpha=alpha)
+    beam_quality, _ = coco_scores(refs, beam_hyps, meteor=False)
     perm = np.random.default_rng(cfg["seed"]).permutation(len(ds.splits["test"].image_ids))
     sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm)
     shuffled, _ = coco_scores(refs, sh_hyps, meteor=False)
@@ -174,6 +178,8 @@ def run(run_dir: Path) -> dict:
         "device": runner.device_name(), "versions": runner.versions(),
         "quality": quality,
         "shuffled_control": {"BLEU-4": shuffled["BLEU-4"], "CIDEr": shuffled["CIDEr"]},
+        "beam": {"size": beam_size, "length_alpha": alpha, "BLEU-4": beam_quality["BLEU-4"],
+                 "CIDEr": beam_quality["CIDEr"]},
         "grounding": grounding,
         "params": params,
         "weights_file": Path(weights_file).name, "weights_bytes": Path(weights_file).stat().st_size,
@@ -181,7 +187,7 @@ def run(run_dir: Path) -> dict:
             "train_tokens_per_s": steady_tokens / steady_time if steady_time else float("nan"),
             "train_captions_per_s": steady_captions / steady_time if steady_time else float("nan"),
             "time_to_first_step_s": first_step_s, "build_s": build_s,
-            "decode_greedy_captions_per_s": greedy_rate,
+            "decode_greedy_captions_per_s": greedy_rate, "decode_beam_captions_per_s": beam_rate,
             "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
             "fixed_shapes": backend.FIXED_SHAPES,
         },

@@ -84,6 +84,23 @@ class Runner:
                 break
         return np.stack(out, 1)
 
+    def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
+             alpha: float = 0.0) -> np.ndarray:
+        from backends.decoding import beam_search
+
+        ops = keras.ops
+        state = tuple(ops.repeat(x, beam, axis=0) for x in self.model.init_state(global_feats, spatial_feats))
+
+        def step(state, tokens):
+            logits, state = self.model.step(state, tokens.astype(np.int32))
+            return ops.convert_to_numpy(logits), state
+
+        def reorder(state, rows):
+            return tuple(ops.take(x, rows, axis=0) for x in state)
+
+        return beam_search(step, state, reorder, global_feats.shape[0], beam, max_len, self.spec.start_id,
+                           self.spec.end_id, self.spec.pad_id, alpha)
+
     def state_dict(self) -> list:
         return [np.array(w) for w in self.model.get_weights()]
 

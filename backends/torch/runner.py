@@ -74,6 +74,27 @@ class Runner:
                 break
         return torch.stack(out, 1).cpu().numpy()
 
+    @torch.no_grad()
+    def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
+             alpha: float = 0.0) -> np.ndarray:
+        from backends.decoding import beam_search
+
+        m = self.model.eval()
+        g = torch.from_numpy(global_feats).to(self.dev)
+        s = None if spatial_feats is None else torch.from_numpy(spatial_feats).to(self.dev)
+        state = tuple(x.repeat_interleave(beam, 0) for x in m.init_state(g, s))
+
+        def step(state, tokens):
+            logits, state = m.step(state, torch.from_numpy(tokens).to(self.dev))
+            return logits.float().cpu().numpy(), state
+
+        def reorder(state, rows):
+            idx = torch.from_numpy(rows).to(self.dev)
+            return tuple(x.index_select(0, idx) for x in state)
+
+        return beam_search(step, state, reorder, g.shape[0], beam, max_len, self.spec.start_id,
+                           self.spec.end_id, self.spec.pad_id, alpha)
+
     def state_dict(self) -> dict:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
