@@ -23,12 +23,6 @@ import numpy as np
 WARMUP_STEPS = 5  # excluded from throughput: graph building, allocator warm-up, caches
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None = None,
                   permutation: np.ndarray | None = None, batch: int = 500, beam: int = 1,
                   alpha: float = 0.0) -> tuple[dict, dict, float]:
@@ -64,7 +58,7 @@ def run(run_dir: Path) -> dict:
     from backends.common import OptimConfig
     from plugins.registry import ModelSpec, get_plugin
     from shared_data.batches import CaptionTable, iterate_batches, num_batches
-    from shared_data.dataset import load_dataset
+    from shared_data.dataset import load_dataset, write_json_atomic
     from shared_data.errors import UserError
 
     from .grounding import grounded_scores
@@ -200,9 +194,9 @@ def run(run_dir: Path) -> dict:
             "train_bleu4": train_bleu4, "test_bleu4": quality["BLEU-4"],
         },
     }
-    _write_json(run_dir / "captions.json", {i: {"generated": hyps[i], "references": refs[i]} for i in hyps})
-    _write_json(run_dir / "per_image.json", per_image)
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json_atomic(run_dir / "captions.json", {i: {"generated": hyps[i], "references": refs[i]} for i in hyps})
+    write_json_atomic(run_dir / "per_image.json", per_image)
+    write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 

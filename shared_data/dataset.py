@@ -49,7 +49,7 @@ def sha256_file(path: Path) -> str:
 
 def write_json_atomic(path: Path, data: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False))
+    tmp.write_text(json.dumps(data, indent=1, default=float))  # default: numpy scalars
     os.replace(tmp, path)
 
 
