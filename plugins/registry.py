@@ -10,8 +10,10 @@ TensorFlow, and the reverse. Third-party packages add plugins through the entry-
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
+import importlib.util
 import pkgutil
 import warnings
 from collections.abc import Callable
@@ -108,17 +110,15 @@ def available_names() -> list[str]:
     for framework in FRAMEWORKS:
         package = importlib.import_module(f"plugins.{framework}")
         for info in pkgutil.iter_modules(package.__path__):
-            for line in _registered_names_in(f"plugins.{framework}.{info.name}"):
-                names.add(line)
+            names.update(_registered_names_in(f"plugins.{framework}.{info.name}"))
     return sorted(names)
 
 
 def _registered_names_in(module: str) -> list[str]:
     """Names a built-in module registers, read from its source (so that listing imports nothing)."""
-    import ast
-
     spec = importlib.util.find_spec(module)
-    tree = ast.parse(open(spec.origin).read())
+    with open(spec.origin) as f:
+        tree = ast.parse(f.read())
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,8 +12,7 @@ import pytest
 
 def run(*argv, data_dir, cwd):
     return subprocess.run([sys.executable, "-m", "benchmarks", *map(str, argv), "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, cwd=cwd, env={**__import__("os").environ,
-                                                                         "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 @pytest.fixture(scope="module")
