@@ -8,7 +8,6 @@ real (non-pad) position.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from plugins.registry import ModelSpec, get_plugin
@@ -17,6 +16,16 @@ from shared_data.dataset import load_dataset
 
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
+
+from tests.parity import (  # noqa: E402
+    assert_forward_parity,
+    assert_same_losses_over_steps,
+    assert_stepwise_matches_teacher_forcing,
+    embedding_to_keras,
+    linear_to_dense,
+    n_params,
+    recurrent_to_keras,
+)
 
 PAIRS = [("keras_merge", "torch_merge"), ("keras_concat", "torch_concat")]
 LSTM_SECOND_BIAS = 4 * 256
@@ -27,12 +36,6 @@ def closed_form(name: str, D: int, V: int) -> int:
     return base + {"keras_merge": 591_104, "torch_merge": 591_104 + LSTM_SECOND_BIAS,
                    "torch_merge_packed": 591_104 + LSTM_SECOND_BIAS,
                    "keras_concat": 657_664 - LSTM_SECOND_BIAS, "torch_concat": 657_664}[name]
-
-
-def n_params(model) -> int:
-    if isinstance(model, torch.nn.Module):
-        return sum(p.numel() for p in model.parameters())
-    return model.count_params()
 
 
 @pytest.mark.parametrize("D, V", [(192, 176), (4096, 8485)])
@@ -50,19 +53,12 @@ def test_flickr8k_reference_counts():
 
 
 def copy_torch_to_keras(t, k) -> None:
-    """Same math, different layouts: Linear is [out, in], Dense [in, out]; both LSTMs order the
-    gates i, f, g(c), o, and Keras' single bias is PyTorch's b_ih + b_hh."""
-    def lin(dense, linear):
-        dense.set_weights([linear.weight.detach().numpy().T, linear.bias.detach().numpy()])
-
-    lin(k.img, t.img)
-    k.embed.set_weights([t.embed.weight.detach().numpy()])
-    lstm = t.lstm
-    k.lstm.set_weights([lstm.weight_ih_l0.detach().numpy().T, lstm.weight_hh_l0.detach().numpy().T,
-                        (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach().numpy()])
+    linear_to_dense(k.img, t.img)
+    embedding_to_keras(k.embed, t.embed)
+    recurrent_to_keras(k.lstm, t.lstm)
     for kd, tl in zip(k.hidden, t.hidden, strict=True):
-        lin(kd, tl)
-    lin(k.out, t.out)
+        linear_to_dense(kd, tl)
+    linear_to_dense(k.out, t.out)
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +77,7 @@ def test_forward_parity_after_weight_transfer(batch, keras_name, torch_name):
     k = get_plugin(keras_name).build(spec)
     assert n_params(t) - n_params(k) == LSTM_SECOND_BIAS
     copy_torch_to_keras(t, k)
-    with torch.no_grad():
-        lt = t(torch.from_numpy(b.global_feats), None, torch.from_numpy(b.inputs).long(),
-               torch.from_numpy(b.lengths - 1)).numpy()
-    lk = keras.ops.convert_to_numpy(k({"global": b.global_feats, "tokens": b.inputs}, training=False))
-    real = b.mask.astype(bool)
-    assert lt.shape == lk.shape == (*b.inputs.shape, spec.vocab_size)
-    np.testing.assert_allclose(lk[real], lt[real], atol=1e-5, rtol=0)
+    assert_forward_parity(t, k, b)
 
 
 def test_packing_changes_no_logit_at_real_positions(batch):
@@ -111,18 +101,7 @@ def test_stepwise_decoding_matches_teacher_forcing(batch, keras_name, torch_name
     t = get_plugin(torch_name).build(spec).eval()
     k = get_plugin(keras_name).build(spec)
     copy_torch_to_keras(t, k)
-    steps = 4
-    with torch.no_grad():
-        full = t(torch.from_numpy(b.global_feats), None, torch.from_numpy(b.inputs).long(),
-                 torch.from_numpy(b.lengths - 1))
-        state = t.init_state(torch.from_numpy(b.global_feats), None)
-        for s in range(steps):
-            logits, state = t.step(state, torch.from_numpy(b.inputs[:, s]).long())
-            torch.testing.assert_close(logits, full[:, s], atol=1e-5, rtol=0)
-    kstate = k.init_state(b.global_feats, None)
-    for s in range(steps):
-        klogits, kstate = k.step(kstate, b.inputs[:, s])
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(klogits), full[:, s].numpy(), atol=1e-5, rtol=0)
+    assert_stepwise_matches_teacher_forcing(t, k, b)
 
 
 @pytest.mark.parametrize("keras_name, torch_name", PAIRS)
@@ -134,10 +113,6 @@ def test_five_optimizer_steps_give_the_same_losses(small_dataset, keras_name, to
       vectors by ~lr per step, so their sum moves twice as fast as Keras' single bias;
     - where Adam's eps enters (backends/common.py): eps = 1e-12 makes it negligible in both.
     Left as they are, the losses differed by up to 6.6e-3 within 5 steps (measured at lr 3e-3)."""
-    from backends.common import OptimConfig
-    from backends.keras import train as ktrain
-    from backends.torch import train as ttrain
-
     ds = load_dataset(str(small_dataset))
     feats = ds.features("grid")
     spec = ModelSpec(len(ds.vocab), feats.global_.shape[1], None, ds.max_length)
@@ -145,13 +120,4 @@ def test_five_optimizer_steps_give_the_same_losses(small_dataset, keras_name, to
     t = get_plugin(torch_name).build(spec, dropout=0.0, lstm_bias="one")
     k = get_plugin(keras_name).build(spec, dropout=0.0)
     copy_torch_to_keras(t, k)
-    cfg = OptimConfig(lr=3e-3, eps=1e-12)
-    opt = ttrain.make_optimizer(t, cfg)
-    ktrain.compile_model(k, cfg)
-    dev = torch.device("cpu")
-    batches = list(iterate_batches(ds, "train", feats, batch_size=32, seed=0, epoch=0))[:5]
-    losses_t = [ttrain.train_step(t, opt, b, cfg, dev) for b in batches]
-    losses_k = [ktrain.train_step(k, b) for b in batches]
-    assert losses_t[-1] < losses_t[0] - 0.05  # it did learn: the comparison is not between two no-ops
-    for step, (lt, lk) in enumerate(zip(losses_t, losses_k, strict=True)):
-        assert lk == pytest.approx(lt, rel=5e-5), f"step {step}: torch {lt:.6f} keras {lk:.6f}"
+    assert_same_losses_over_steps(t, k, ds, feats)

@@ -84,6 +84,22 @@ class Runner:
                 break
         return np.stack(out, 1)
 
+    def has_attention(self) -> bool:
+        return hasattr(self.model, "attention_step")
+
+    def greedy_attention(self, global_feats: np.ndarray, spatial_feats: np.ndarray, max_len: int):
+        """Greedy captions and the attention weights behind each word: ([B, T], [B, T, positions])."""
+        ops = keras.ops
+        state = self.model.init_state(global_feats, spatial_feats)
+        tok = np.full((global_feats.shape[0],), self.spec.start_id, np.int32)
+        out, alphas = [], []
+        for _ in range(max_len - 1):
+            logits, state, alpha = self.model.attention_step(state, tok)
+            tok = ops.convert_to_numpy(ops.argmax(logits, -1)).astype(np.int32)
+            out.append(tok)
+            alphas.append(ops.convert_to_numpy(alpha))
+        return np.stack(out, 1), np.stack(alphas, 1)
+
     def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
              alpha: float = 0.0) -> np.ndarray:
         from backends.decoding import beam_search

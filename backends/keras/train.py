@@ -1,5 +1,9 @@
 """The Keras side of the training protocol, through Keras' own compile/train_on_batch, so that it
-runs unchanged on the TensorFlow, JAX and torch Keras backends."""
+runs unchanged on the TensorFlow, JAX and torch Keras backends.
+
+A plugin with its own regulariser (attention's doubly stochastic term, EOS suppression) adds it
+with `self.add_loss(...)` inside `call` when `training` is true: train_on_batch then optimises and
+returns CE + aux, test_on_batch (training off) returns CE alone, as the torch backend does."""
 
 from __future__ import annotations
 

@@ -74,6 +74,26 @@ class Runner:
                 break
         return torch.stack(out, 1).cpu().numpy()
 
+    def has_attention(self) -> bool:
+        return hasattr(self.model, "attention_step")
+
+    @torch.no_grad()
+    def greedy_attention(self, global_feats: np.ndarray, spatial_feats: np.ndarray, max_len: int):
+        """Greedy captions and the attention weights behind each word: ([B, T], [B, T, positions]).
+
+        For plugins with `attention_step(state, tokens) -> (logits, state, alpha)`."""
+        m = self.model.eval()
+        g = torch.from_numpy(global_feats).to(self.dev)
+        state = m.init_state(g, torch.from_numpy(spatial_feats).to(self.dev))
+        tok = torch.full((g.shape[0],), self.spec.start_id, dtype=torch.long, device=self.dev)
+        out, alphas = [], []
+        for _ in range(max_len - 1):
+            logits, state, alpha = m.attention_step(state, tok)
+            tok = logits.argmax(-1)
+            out.append(tok)
+            alphas.append(alpha)
+        return torch.stack(out, 1).cpu().numpy(), torch.stack(alphas, 1).float().cpu().numpy()
+
     @torch.no_grad()
     def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
              alpha: float = 0.0) -> np.ndarray:

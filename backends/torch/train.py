@@ -27,16 +27,23 @@ def to_tensors(batch: Batch, dev: torch.device) -> dict:
     }
 
 
-def masked_loss(model: torch.nn.Module, t: dict) -> torch.Tensor:
-    logits = model(t["global"], t["spatial"], t["inputs"], t["lengths"])
+def masked_loss(model: torch.nn.Module, t: dict, with_aux: bool = False) -> torch.Tensor:
+    """Token-mean cross-entropy; with_aux adds the plugin's own regulariser when it has one.
+
+    A plugin's forward returns logits, or (logits, aux) where aux is a scalar the architecture
+    trains with (Show, Attend and Tell's attention regulariser, the Transformer seed's EOS
+    suppression). Training optimises CE + aux; validation loss is CE alone, comparable across plugins."""
+    out = model(t["global"], t["spatial"], t["inputs"], t["lengths"])
+    logits, aux = out if isinstance(out, tuple) else (out, None)
     # ignore_index=0 drops pads from both the sum and the count: a mean over real target tokens
-    return F.cross_entropy(logits.flatten(0, 1), t["targets"].flatten(), ignore_index=0)
+    loss = F.cross_entropy(logits.flatten(0, 1), t["targets"].flatten(), ignore_index=0)
+    return loss + aux if with_aux and aux is not None else loss
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: OptimConfig,
                dev: torch.device) -> float:
     model.train()
-    loss = masked_loss(model, to_tensors(batch, dev))
+    loss = masked_loss(model, to_tensors(batch, dev), with_aux=True)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
