@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="budget in optimizer steps")
     p.add_argument("--time-budget", type=float, help="budget in seconds of training (evaluation excluded)")
     p.add_argument("--batch-size", type=int, default=64, help="captions per batch (default 64)")
+    p.add_argument("--training", choices=["sequence", "prefix"], default="sequence",
+                   help="sequence: whole-caption teacher forcing (default); prefix: the Keras recipe's "
+                        "one-sample-per-prefix expansion, same loss at many times the cost")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--adam-eps", type=float, default=1e-8)
     p.add_argument("--clip-norm", type=float, default=5.0)
@@ -185,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         results_dir=args.results_dir, dataset=args.dataset, data_dir=args.data_dir,
                         extractor=args.extractor, epochs=args.epochs, steps=args.steps,
                         time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed,
+                        training=args.training,
                         patience=args.patience, optim=OptimConfig(lr=args.lr, eps=args.adam_eps,
                                                                   clip_norm=args.clip_norm),
                         overrides=parse_overrides(args.overrides, plugins), meteor=args.meteor,

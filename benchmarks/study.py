@@ -35,6 +35,7 @@ class StudyOptions:
     steps: int | None = None
     time_budget: float | None = None
     batch_size: int = 64
+    training: str = "sequence"
     seed: int = 0
     patience: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -107,7 +108,8 @@ def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
             (run_dir / "metrics.json").unlink(missing_ok=True)
             config = {"plugin": name, "hparams": hparams, "seed": opts.seed, "dataset": opts.dataset,
                       "data_dir": str(opts.data_dir) if opts.data_dir else None, "extractor": opts.extractor,
-                      "budget": budget, "batch_size": opts.batch_size, "optim": opts.optim.to_json(),
+                      "budget": budget, "batch_size": opts.batch_size, "training": opts.training,
+                      "optim": opts.optim.to_json(),
                       "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify}
             (run_dir / "config.json").write_text(json.dumps(config, indent=1))
             log(f"[{i}/{len(opts.plugins)}] {name}: training ({_budget_text(budget)}), log in {run_dir / 'stdout.log'}")

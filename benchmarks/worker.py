@@ -57,7 +57,7 @@ def run(run_dir: Path) -> dict:
 
     from backends.common import OptimConfig
     from plugins.registry import ModelSpec, get_plugin
-    from shared_data.batches import CaptionTable, iterate_batches, num_batches
+    from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
     from shared_data.dataset import load_dataset, write_json_atomic
     from shared_data.errors import UserError
 
@@ -84,7 +84,20 @@ def run(run_dir: Path) -> dict:
     bs = cfg["batch_size"]
     train_table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
     val_table = CaptionTable(ds.splits["val"], ds.vocab, ds.max_length)
-    steps_per_epoch = num_batches(len(train_table), bs)
+    training = cfg.get("training", "sequence")
+    if training == "prefix":
+        # the Keras recipe pre-pads (its models mask, so leading pads are skipped); PyTorch models
+        # do not mask, and leading pads would run through the recurrence: post-pad there
+        padding = "pre" if plugin.framework == "keras" else "post"
+
+        def train_batches(epoch):
+            return iterate_prefix_batches(ds, "train", feats, bs, cfg["seed"], epoch, padding=padding,
+                                          pad_to_max=backend.FIXED_SHAPES, table=train_table)
+    else:
+        def train_batches(epoch):
+            return iterate_batches(ds, "train", feats, bs, cfg["seed"], epoch, table=train_table,
+                                   pad_to_max=backend.FIXED_SHAPES)
+    steps_per_epoch = sum(1 for _ in train_batches(0)) if training == "prefix" else num_batches(len(train_table), bs)
     max_epochs = budget.get("epochs") or math.inf
     max_steps = budget.get("steps") or math.inf
     time_budget = budget.get("time_budget") or math.inf
@@ -99,8 +112,7 @@ def run(run_dir: Path) -> dict:
     epoch = 0
     while epoch < max_epochs and step < max_steps and train_time < time_budget:
         losses, tokens_seen = [], 0
-        for batch in iterate_batches(ds, "train", feats, bs, cfg["seed"], epoch, table=train_table,
-                                     pad_to_max=backend.FIXED_SHAPES):
+        for batch in train_batches(epoch):
             t0 = time.perf_counter()
             loss = runner.train_step(batch)
             runner.sync()

@@ -45,12 +45,39 @@ class Batch:
         return int(self.lengths.sum() - len(self.lengths))  # every token after <start> is a target
 
 
+@dataclass
+class PrefixBatch(Batch):
+    """The Keras recipe's expansion: one sample per caption prefix, predicting only the next word.
+
+    `tokens` holds the prefixes themselves (the model's inputs), padded before ("pre", the recipe's
+    pad_sequences default, right for models that mask and so skip leading pads) or after ("post",
+    for models that do not mask, where leading pads would run through the recurrence). The one
+    target of each sample sits at its prefix's last position in `next_tokens`, zeros elsewhere, so
+    the same masked token-mean loss applies: a mean over samples, i.e. over the same target tokens
+    whole-sequence teacher forcing averages over."""
+
+    next_tokens: np.ndarray = None  # [S, W] int32
+
+    @property
+    def inputs(self) -> np.ndarray:
+        return self.tokens
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.next_tokens
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.rows)
+
+
 class CaptionTable:
     """A split's captions encoded once: [n_captions, max_length] token ids and the image rows."""
 
     def __init__(self, split: Split, vocab: Vocab, max_length: int):
         encoded = [vocab.encode(c) for caps in split.captions for c in caps]
-        self.rows = np.repeat(split.feature_rows, [len(c) for c in split.captions]).astype(np.int64)
+        self.per_image = np.array([len(c) for c in split.captions], np.int64)  # an image's captions are contiguous
+        self.rows = np.repeat(split.feature_rows, self.per_image).astype(np.int64)
         self.lengths = np.array([len(e) for e in encoded], np.int32)
         if self.lengths.max(initial=0) > max_length:
             raise ValueError(f"caption of {self.lengths.max()} tokens exceeds max_length {max_length}")
@@ -85,6 +112,51 @@ def iterate_batches(ds: Dataset, split: str, features: Features, batch_size: int
         yield Batch(rows=rows, tokens=table.tokens[idx, :width], lengths=lengths,
                     global_feats=features.global_[rows],
                     spatial_feats=None if features.spatial is None else features.spatial[rows])
+
+
+def expand_prefixes(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray, features: Features,
+                    width: int | None = None, padding: str = "post") -> PrefixBatch:
+    """Captions [B, L] (with <start>/<end>) -> one sample per prefix: sum(lengths - 1) samples."""
+    if padding not in ("pre", "post"):
+        raise ValueError(f"padding must be 'pre' or 'post', got {padding!r}")
+    n = lengths.astype(np.int64) - 1  # prefixes per caption = its target tokens
+    cap = np.repeat(np.arange(len(lengths)), n)
+    k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + 1  # prefix length 1..n
+    width = width or int(n.max())
+    col = np.arange(width)[None, :]
+    src = col if padding == "post" else col - (width - k[:, None])  # which caption token lands in each column
+    valid = (src >= 0) & (src < k[:, None])
+    prefix = np.where(valid, tokens[cap[:, None], np.clip(src, 0, tokens.shape[1] - 1)], 0).astype(np.int32)
+    target_col = k - 1 if padding == "post" else np.full_like(k, width - 1)
+    next_tokens = np.zeros_like(prefix)
+    next_tokens[np.arange(len(k)), target_col] = tokens[cap, k]
+    sample_rows = rows[cap]
+    return PrefixBatch(rows=sample_rows, tokens=prefix, lengths=(k + 1).astype(np.int32),
+                       global_feats=features.global_[sample_rows],
+                       spatial_feats=None if features.spatial is None else features.spatial[sample_rows],
+                       next_tokens=next_tokens)
+
+
+def iterate_prefix_batches(ds: Dataset, split: str, features: Features, batch_size: int, seed: int, epoch: int,
+                           padding: str = "post", pad_to_max: bool = False,
+                           table: CaptionTable | None = None) -> Iterator[PrefixBatch]:
+    """`--training prefix`: batches of whole images, each with all its captions' prefixes.
+
+    As in the Keras recipe's data generator, a batch is N images with every (image, prefix, next
+    word) sample of their captions. N is the batch size in captions divided by the mean number of
+    captions per image (64 captions -> 13 images of 5 captions), so both modes see the same number
+    of target tokens per step on average. Image order: a permutation from default_rng([seed, epoch])."""
+    table = table or CaptionTable(ds.splits[split], ds.vocab, ds.max_length)
+    per_image = table.per_image
+    starts = np.cumsum(per_image) - per_image
+    n_images = len(per_image)
+    images_per_batch = max(1, round(batch_size * n_images / len(table)))
+    order = np.random.default_rng([seed, epoch]).permutation(n_images)
+    for start in range(0, n_images, images_per_batch):
+        imgs = order[start:start + images_per_batch]
+        idx = np.concatenate([np.arange(starts[i], starts[i] + per_image[i]) for i in imgs])
+        yield expand_prefixes(table.tokens[idx], table.lengths[idx], table.rows[idx], features,
+                              width=ds.max_length - 1 if pad_to_max else None, padding=padding)
 
 
 def num_batches(num_captions: int, batch_size: int, drop_last: bool = False) -> int:
