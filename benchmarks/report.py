@@ -91,6 +91,7 @@ def write_report(study_dir: Path) -> Path:
         f"captions, seeds: {sorted({r['config']['seed'] for r in runs})}",
         f"- optimizer: Adam {json.dumps(cfg['optim'])}; loss: token-level masked cross-entropy; "
         "model selection: best val BLEU-4 (greedy decoding)",
+        f"- training: {_training_text(cfg.get('training', 'sequence'))}",
         "",
     ]
     failed = [r for r in runs if "metrics" not in r]
@@ -160,7 +161,8 @@ def write_report(study_dir: Path) -> Path:
     plot = _plot_history(study_dir, done)
     if plot:
         lines += [f"![training curves]({plot.name})", ""]
-    lines += _samples(done)
+    lines += _samples(study_dir, done, ds)
+    lines += _attention(study_dir, done, ds)
     out = study_dir / "report.md"
     tmp = out.with_name("report.md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -172,11 +174,7 @@ def _plot_history(study_dir: Path, runs: list[dict]) -> Path | None:
     runs = [r for r in runs if r.get("history")]
     if not runs:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for r in runs:
         h, name = r["history"], r["metrics"]["plugin"]
@@ -196,12 +194,50 @@ def _plot_history(study_dir: Path, runs: list[dict]) -> Path | None:
     return path
 
 
-def _samples(runs: list[dict], n: int = 4) -> list[str]:
+def _training_text(mode: str) -> str:
+    if mode == "prefix":
+        return ("prefix expansion (the Keras recipe: one sample per caption prefix, batches of whole images; "
+                "Keras pre-padded and masked, PyTorch post-padded)")
+    return "whole-sequence teacher forcing (every prefix of a caption in one pass)"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _load_image(ds, image_id: str):
+    from PIL import Image
+
+    try:
+        with Image.open(ds.image_dir / image_id) as im:
+            return im.convert("RGB").copy()
+    except (OSError, AttributeError):
+        return None
+
+
+def _samples(study_dir: Path, runs: list[dict], ds, n: int = 4) -> list[str]:
     if not runs:
         return []
     caps = {r["metrics"]["plugin"]: json.loads((r["dir"] / "captions.json").read_text()) for r in runs}
     ids = sorted(next(iter(caps.values())))[:n]
     lines = ["## Sample captions (test)", ""]
+    images = [_load_image(ds, i) for i in ids] if ds is not None else []
+    if images and all(im is not None for im in images):
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, len(ids), figsize=(3 * len(ids), 3.2))
+        for ax, i, im in zip(list(getattr(axes, "flat", [axes])), ids, images, strict=True):
+            ax.imshow(im)
+            ax.set_title(i, fontsize=9)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(study_dir / "samples.png", dpi=80)
+        plt.close(fig)
+        lines += ["![sample test images](samples.png)", ""]
     for i in ids:
         first = next(iter(caps.values()))[i]
         lines.append(f"**{i}**: reference: _{first['references'][0]}_")
@@ -209,3 +245,40 @@ def _samples(runs: list[dict], n: int = 4) -> list[str]:
             lines.append(f"- {plugin}: {c[i]['generated']}")
         lines.append("")
     return lines
+
+
+def _attention(study_dir: Path, runs: list[dict], ds, words: int = 7) -> list[str]:
+    """For plugins that attend: each word of the first test image's caption with its attention map
+    drawn over the image (as Show, Attend and Tell does)."""
+    lines = []
+    for r in runs:
+        path = r["dir"] / "attention.npz"
+        if not path.exists() or ds is None:
+            continue
+        import numpy as np
+
+        data = np.load(path)
+        image_id = str(data["image_ids"][0])
+        alphas, ws = data["alphas"][0], [str(w) for w in data["words"][0]]
+        side = int(round(alphas.shape[-1] ** 0.5))
+        im = _load_image(ds, image_id)
+        if im is None or side * side != alphas.shape[-1]:
+            continue
+        n = min(words, next((k + 1 for k, w in enumerate(ws) if w == "<end>"), len(ws)))
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, n + 1, figsize=(2.2 * (n + 1), 2.5))
+        axes[0].imshow(im)
+        axes[0].set_title(image_id, fontsize=8)
+        for ax, k in zip(axes[1:], range(n), strict=True):
+            ax.imshow(im)
+            ax.imshow(alphas[k].reshape(side, side), cmap="gray", alpha=0.6, extent=(0, im.width, im.height, 0),
+                      interpolation="bilinear")
+            ax.set_title(ws[k], fontsize=10)
+        for ax in axes:
+            ax.axis("off")
+        fig.tight_layout()
+        name = f"attention_{r['metrics']['plugin'].replace('@', '-')}.png"
+        fig.savefig(study_dir / name, dpi=80)
+        plt.close(fig)
+        lines += [f"![{r['metrics']['plugin']} attention]({name})", ""]
+    return (["## Attention (first test image, greedy caption, one map per word)", ""] + lines) if lines else []

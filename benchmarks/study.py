@@ -20,6 +20,8 @@ from plugins.registry import get_plugin
 from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path
 from shared_data.errors import UserError
 
+from .worker import DIVERGED_EXIT, PROGRESS
+
 DEFAULT_EPOCHS = 3
 
 
@@ -135,16 +137,44 @@ def _spawn(run_dir: Path, log) -> int:
     with open(run_dir / "stdout.log", "w") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(run_dir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
-        for line in proc.stdout:  # progress: one JSON line per epoch, echoed in short form
-            logf.write(line)
-            if line.startswith("{"):
-                try:
-                    row = json.loads(line)
-                    log(f"    epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss "
-                        f"{row['val_loss']:.3f}, val BLEU-4 {row['val_bleu4']:.3f}")
-                except (json.JSONDecodeError, KeyError):
-                    pass
+        try:
+            _follow(proc, logf, log)
+        except KeyboardInterrupt:  # stop the run in flight too; its folder stays, marked unfinished
+            proc.terminate()
+            proc.wait()
+            raise
         return proc.wait()
+
+
+def _follow(proc: subprocess.Popen, logf, log) -> None:
+    """Worker output -> the run's log, per-epoch lines echoed short, progress lines -> a progress bar."""
+    from tqdm import tqdm
+
+    bar, phase, shown = None, None, 0
+    for line in proc.stdout:
+        if line.startswith(PROGRESS):  # a bar on a terminal (none when not a tty), nothing in the log
+            p = json.loads(line[len(PROGRESS):])
+            if p["phase"] != phase:
+                if bar is not None:
+                    bar.close()
+                phase, shown = p["phase"], 0
+                bar = tqdm(total=p["total"], desc=f"    {phase}", leave=False, disable=None)
+            bar.update(p["done"] - shown)
+            shown = p["done"]
+            continue
+        logf.write(line)
+        if line.startswith("{"):
+            try:
+                row = json.loads(line)
+                if bar is not None:
+                    bar.close()
+                    bar, phase = None, None
+                log(f"    epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss "
+                    f"{row['val_loss']:.3f}, val BLEU-4 {row['val_bleu4']:.3f}")
+            except (json.JSONDecodeError, KeyError):
+                pass
+    if bar is not None:
+        bar.close()
 
 
 def _outcome(name: str, run_dir: Path, code: int, wall: float, log) -> dict:
@@ -157,5 +187,6 @@ def _outcome(name: str, run_dir: Path, code: int, wall: float, log) -> dict:
     lines = [ln for ln in (run_dir / "stdout.log").read_text().splitlines() if ln.strip()]
     error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
     (run_dir / "error.txt").write_text(error + "\n")
-    log(f"    FAILED ({error}); the study goes on")
-    return {"plugin": name, "status": "failed", "error": error, "wall_s": wall}
+    status = "diverged" if code == DIVERGED_EXIT else "failed"
+    log(f"    {status.upper()} ({error}); the study goes on")
+    return {"plugin": name, "status": status, "error": error, "wall_s": wall}

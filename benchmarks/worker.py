@@ -21,19 +21,36 @@ from pathlib import Path
 import numpy as np
 
 WARMUP_STEPS = 5  # excluded from throughput: graph building, allocator warm-up, caches
+PROGRESS = "@progress "  # lines the study turns into a progress bar instead of logging them
+ATTENTION_IMAGES = 4  # test images whose attention maps are saved (plugins with attention_step)
+
+
+class _Progress:
+    """At most a few lines a second on stdout: `@progress {"phase", "done", "total"}`."""
+
+    def __init__(self, phase: str, total: int):
+        self.phase, self.total, self.last = phase, total, 0.0
+
+    def __call__(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self.last > 0.25:
+            self.last = now
+            print(PROGRESS + json.dumps({"phase": self.phase, "done": done, "total": self.total}), flush=True)
 
 
 def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None = None,
                   permutation: np.ndarray | None = None, batch: int = 500, beam: int = 1,
-                  alpha: float = 0.0) -> tuple[dict, dict, float]:
+                  alpha: float = 0.0, phase: str | None = None) -> tuple[dict, dict, float]:
     """Greedy (beam 1) or beam-search captions for a split's images: (hypotheses, references, captions/s)."""
     sp = ds.splits[split]
     rows = sp.feature_rows[:limit] if limit else sp.feature_rows
     src = rows[permutation] if permutation is not None else rows  # shuffled-feature control
     ids = sp.image_ids[: len(rows)]
     hyps: dict[str, str] = {}
+    progress = _Progress(phase or f"decode {split}", len(rows))
     t0 = time.perf_counter()
     for start in range(0, len(rows), batch):
+        progress(start)
         r = src[start:start + batch]
         g = feats.global_[r]
         s = None if feats.spatial is None else feats.spatial[r]
@@ -44,6 +61,23 @@ def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None
     rate = len(rows) / (time.perf_counter() - t0)
     refs = {i: [" ".join(c) for c in caps] for i, caps in zip(ids, sp.captions, strict=False)}
     return hyps, refs, rate
+
+
+class Diverged(Exception):
+    """A NaN/inf loss before any epoch could be evaluated: a row marked diverged, not a crash."""
+
+
+DIVERGED_EXIT = 3
+
+
+def _save_attention(runner, ds, feats, run_dir: Path) -> None:
+    """attention.npz: the first test images' greedy captions and each word's attention over positions."""
+    sp = ds.splits["test"]
+    rows = sp.feature_rows[:ATTENTION_IMAGES]
+    tokens, alphas = runner.greedy_attention(feats.global_[rows], feats.spatial[rows], ds.max_length)
+    np.savez_compressed(run_dir / "attention.npz", image_ids=np.array(sp.image_ids[:ATTENTION_IMAGES]),
+                        tokens=tokens, alphas=alphas.astype(np.float32),
+                        words=np.array([ds.vocab.itos[t] for t in tokens.ravel()]).reshape(tokens.shape))
 
 
 def run(run_dir: Path) -> dict:
@@ -112,7 +146,9 @@ def run(run_dir: Path) -> dict:
     epoch = 0
     while epoch < max_epochs and step < max_steps and train_time < time_budget:
         losses, tokens_seen = [], 0
-        for batch in train_batches(epoch):
+        progress = _Progress(f"train epoch {epoch + 1}", steps_per_epoch)
+        for i, batch in enumerate(train_batches(epoch)):
+            progress(i)
             t0 = time.perf_counter()
             loss = runner.train_step(batch)
             runner.sync()
@@ -156,6 +192,9 @@ def run(run_dir: Path) -> dict:
         w = csv.DictWriter(f, fieldnames=["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"])
         w.writeheader()
         w.writerows(history)
+    if status == "diverged" and best["weights"] is None:
+        raise Diverged(f"diverged: non-finite training loss at step {step}, before any epoch finished "
+                       f"(lower --lr or --clip-norm)")
     if best["weights"] is not None:
         runner.load_state_dict(best["weights"])
     weights_file = runner.save(run_dir / "weights")
@@ -165,14 +204,18 @@ def run(run_dir: Path) -> dict:
     quality, per_image = coco_scores(refs, hyps, meteor=cfg.get("meteor", True))
     quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
     beam_size, alpha = cfg.get("beam_size", 3), cfg.get("length_alpha", 0.6)
-    beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=beam_size, alpha=alpha)
+    beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=beam_size, alpha=alpha,
+                                              phase=f"decode test (beam {beam_size})")
     beam_quality, _ = coco_scores(refs, beam_hyps, meteor=False)
     perm = np.random.default_rng(cfg["seed"]).permutation(len(ds.splits["test"].image_ids))
-    sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm)
+    sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm,
+                                   phase="decode test (shuffled features)")
     shuffled, _ = coco_scores(refs, sh_hyps, meteor=False)
     n_train_eval = min(1000, len(ds.splits["train"].image_ids))
     tr_hyps, tr_refs, _ = _decode_split(runner, ds, "train", feats, ds.max_length, limit=n_train_eval)
     train_bleu4 = coco_scores(tr_refs, tr_hyps, meteor=False)[0]["BLEU-4"]
+    if feats.spatial is not None and runner.has_attention():
+        _save_attention(runner, ds, feats, run_dir)
     objects = ds.objects()
     grounding = grounded_scores(hyps, objects) if objects else None
     eval_s = time.perf_counter() - t_eval
@@ -221,6 +264,9 @@ def main() -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return DIVERGED_EXIT
     except Exception:  # a crash is one failed row: its traceback goes to the run's log
         traceback.print_exc()
         return 1

@@ -77,3 +77,45 @@ def test_bad_run_input_is_one_line(small_dataset, data_dir, tmp_path, argv, mess
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_nan_loss_marks_the_run_diverged(small_dataset, data_dir, tmp_path):
+    """Adam moves every weight by ~lr per step whatever the gradient: lr 1e30 overflows at step 2."""
+    proc = run("run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "5", "--lr", "1e30",
+               "--no-meteor", "--study", "nan", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "DIVERGED (error: diverged: non-finite training loss at step 2" in proc.stdout
+    report = (tmp_path / "results" / "nan" / "report.md").read_text()
+    assert "torch_merge: error: diverged" in report
+
+
+def test_prefix_training_runs_end_to_end(small_dataset, data_dir, tmp_path):
+    proc = run("run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "3",
+               "--training", "prefix", "--no-meteor", "--study", "prefix", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = json.loads((tmp_path / "results" / "prefix" / "torch_merge-s0" / "metrics.json").read_text())
+    # whole images per step: 300 train images / 13 per batch (64 captions / 5 per image) = 24 steps
+    assert m["training"]["steps"] == 3 and m["training"]["steps_per_epoch"] == 24
+    assert "prefix expansion" in (tmp_path / "results" / "prefix" / "report.md").read_text()
+
+
+def test_ctrl_c_keeps_finished_runs_and_writes_their_report(small_dataset, data_dir, tmp_path):
+    import signal
+    import time
+
+    study_dir = tmp_path / "results" / "cc"
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge,torch_concat",
+                             "--dataset", "synthetic-small", "--epochs", "3", "--no-meteor", "--study", "cc",
+                             "--data-dir", str(data_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first, second = study_dir / "torch_merge-s0", study_dir / "torch_concat-s0"
+    deadline = time.time() + 600
+    while not (second / "stdout.log").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "interrupted" in out and "Traceback" not in err
+    assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()
+    report = (study_dir / "report.md").read_text()
+    assert "torch_concat: no metrics.json (unfinished)" in report and "| torch_merge " in report
