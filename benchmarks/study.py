@@ -73,10 +73,29 @@ def parse_overrides(items: list[str], plugins: list[str]) -> dict[str, dict]:
     return out
 
 
+KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # backend -> module it needs
+
+
+def _check_keras_backend(name: str, framework: str) -> None:
+    import importlib.util
+
+    base, at, backend = name.partition("@")
+    if not at:
+        return
+    if framework != "keras":
+        raise UserError(f"{name}: '@backend' picks the Keras backend, and {base} is not a Keras plugin")
+    if backend not in KERAS_BACKENDS:
+        raise UserError(f"{name}: unknown Keras backend '{backend}'; use one of {', '.join(KERAS_BACKENDS)}")
+    if importlib.util.find_spec(KERAS_BACKENDS[backend]) is None:
+        raise UserError(f"{name}: the Keras backend '{backend}' needs the {KERAS_BACKENDS[backend]} package "
+                        f"(pip install {KERAS_BACKENDS[backend]})")
+
+
 def _check(opts: StudyOptions) -> dict:
     budget = opts.budget()
     for name in opts.plugins:
         plugin = get_plugin(name.split("@", 1)[0])
+        _check_keras_backend(name, plugin.framework)
         for hp in opts.overrides.get(name, {}):
             if hp not in plugin.defaults:
                 raise UserError(f"{name} has no hyperparameter {hp}; it has: {', '.join(sorted(plugin.defaults))}")

@@ -11,9 +11,11 @@ TensorFlow, and the reverse. Third-party packages add plugins through the entry-
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib
 import importlib.util
+import os
 import pkgutil
 import warnings
 from collections.abc import Callable
@@ -80,12 +82,33 @@ def register(name: str, *, family: str, defaults: dict | None = None, descriptio
     return wrap
 
 
+@contextlib.contextmanager
+def _native_logs_silenced():
+    """TensorFlow's C++ start-up lines (oneDNN, CPU features) go straight to file descriptor 2 whatever
+    TF_CPP_MIN_LOG_LEVEL says; in the harness process, which only resolves plugins, they would bury
+    the one-line error messages. Python-level errors still propagate (printed after restoring)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _load_builtin(framework: str) -> None:
     if framework in _loaded:
         return
     package = importlib.import_module(f"plugins.{framework}")
-    for info in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"plugins.{framework}.{info.name}")
+    with _native_logs_silenced() if framework == "keras" else contextlib.nullcontext():
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"plugins.{framework}.{info.name}")
     _loaded.add(framework)
 
 

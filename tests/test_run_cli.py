@@ -41,7 +41,7 @@ def test_study_writes_runs_and_report(study):
     for section in ("## 1. Quality", "## 2. Size", "## 3. Speed", "## 4. Overfitting"):
         assert section in report
     assert "keras_merge" in report and "torch_concat" in report and "human ceiling" in report
-    assert (study_dir / "curves.png").stat().st_size > 0
+    assert (study_dir / "curves.png").stat().st_size > 0 and (study_dir / "samples.png").stat().st_size > 0
 
 
 def test_failed_run_is_a_row_not_a_crash(study):
@@ -68,6 +68,8 @@ def test_report_rebuilds_from_saved_runs(study, data_dir):
     (["--plugins", "torch_merge", "--set", "torch_merge.dropuot=0.1"], "torch_merge has no hyperparameter dropuot"),
     (["--plugins", "torch_merge", "--set", "keras_merge.dropout=0.1"], "keras_merge is not among --plugins"),
     (["--plugins", "torch_merge", "--epochs", "0"], "--epochs must be positive"),
+    (["--plugins", "torch_merge@jax"], "torch_merge@jax: '@backend' picks the Keras backend"),
+    (["--plugins", "keras_merge@mxnet"], "unknown Keras backend 'mxnet'; use one of tensorflow, jax, torch"),
     (["--plugins", "torch_merge", "--dataset", "flickr8k"], "no prepared dataset at"),
     (["--plugins", "torch_merge", "--dataset", "synthetic-small", "--extractor", "resnet101"],
      "has no 'resnet101' features"),
@@ -119,3 +121,12 @@ def test_ctrl_c_keeps_finished_runs_and_writes_their_report(small_dataset, data_
     assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()
     report = (study_dir / "report.md").read_text()
     assert "torch_concat: no metrics.json (unfinished)" in report and "| torch_merge " in report
+
+
+def test_missing_keras_backend_is_named(small_dataset, data_dir, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is not None:
+        pytest.skip("jax is installed here")
+    proc = run("run", "--plugins", "keras_merge@jax", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "needs the jax package (pip install jax)" in proc.stderr
