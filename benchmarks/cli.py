@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
                    help="hyperparameter override, e.g. torch_merge.dropout=0.5 (repeatable)")
     p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
+    p.add_argument("--force", action="store_true",
+                   help="redo runs that already finished with the same configuration (default: reuse them)")
     _add_data_args(p)
     _add_verify_arg(p)
 
@@ -192,9 +194,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                         patience=args.patience, optim=OptimConfig(lr=args.lr, eps=args.adam_eps,
                                                                   clip_norm=args.clip_norm),
                         overrides=parse_overrides(args.overrides, plugins), meteor=args.meteor,
-                        verify=args.verify)
+                        verify=args.verify, force=args.force)
     report, rows = run_study(opts)
     failed = [r for r in rows if r["status"] != "ok"]
+    from .report import summary
+
+    print("\n" + summary(report.parent))
     print(f"\nreport: {report}")
     if failed or len(rows) < len(plugins):
         print(f"{len(failed)} run(s) failed or diverged, {len(plugins) - len(rows)} not run", file=sys.stderr)

@@ -170,6 +170,25 @@ def write_report(study_dir: Path) -> Path:
     return out
 
 
+def summary(study_dir: Path) -> str:
+    """The one-screen end of a study: a line per run, the numbers people look at first."""
+    rows = []
+    for cfg_path in sorted(Path(study_dir).glob("*/config.json")):
+        metrics = cfg_path.parent / "metrics.json"
+        if not metrics.exists():
+            err = cfg_path.parent / "error.txt"
+            rows.append([cfg_path.parent.name, err.read_text().strip()[:60] if err.exists() else "unfinished"])
+            continue
+        m = json.loads(metrics.read_text())
+        q, sp = m["quality"], m["speed"]
+        rows.append([cfg_path.parent.name, m["status"], f"{q['BLEU-4']:.3f}",
+                     f"{m['shuffled_control']['BLEU-4']:.3f}", f"{q['CIDEr']:.3f}",
+                     f"{m['params']['total']:,}", f"{sp['train_tokens_per_s']:,.0f}",
+                     f"{m['training']['train_time_s']:.0f}"])
+    return tabulate(rows, headers=["run", "status", "BLEU-4", "shuffled", "CIDEr", "params", "train tok/s",
+                                   "train s"])
+
+
 def _plot_history(study_dir: Path, runs: list[dict]) -> Path | None:
     runs = [r for r in runs if r.get("history")]
     if not runs:

@@ -7,6 +7,7 @@ study, keeps the finished runs and writes the report of what finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from backends.common import OptimConfig
 from plugins.registry import get_plugin
-from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path
+from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path, sha256_file, write_json_atomic
 from shared_data.errors import UserError
 
 from .worker import DIVERGED_EXIT, PROGRESS
@@ -44,6 +45,7 @@ class StudyOptions:
     overrides: dict[str, dict] = field(default_factory=dict)  # plugin -> {hparam: value}
     meteor: bool = True
     verify: bool = True
+    force: bool = False  # redo runs that already finished with the same configuration
 
     def budget(self) -> dict:
         for name, v in (("--epochs", self.epochs), ("--steps", self.steps), ("--time-budget", self.time_budget)):
@@ -102,7 +104,8 @@ def _check(opts: StudyOptions) -> dict:
     return budget
 
 
-def ensure_dataset(opts: StudyOptions, log=print) -> None:
+def ensure_dataset(opts: StudyOptions, log=print) -> str:
+    """Prepare the default dataset if missing, check the requested one; returns its manifest's sha256."""
     path = resolve_dataset_path(opts.dataset, opts.data_dir)
     if not (path / "manifest.json").exists():
         if opts.dataset != DEFAULT_DATASET:
@@ -113,11 +116,29 @@ def ensure_dataset(opts: StudyOptions, log=print) -> None:
         prepare(PrepareOptions(data_dir=opts.data_dir), log=log)
     ds = load_dataset(opts.dataset, opts.data_dir, verify=opts.verify)
     ds.features(opts.extractor)  # missing extractor / corrupt file: fail before any run starts
+    return sha256_file(ds.path / "manifest.json")
+
+
+def config_hash(config: dict, manifest_sha: str) -> str:
+    """What identifies a run: everything that can change its numbers, and the exact dataset.
+    Where the data lives and whether checksums were verified do not."""
+    keep = {k: v for k, v in config.items() if k not in ("data_dir", "verify", "config_hash")}
+    blob = json.dumps(keep, sort_keys=True) + manifest_sha
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _finished_with(run_dir: Path, digest: str) -> dict | None:
+    try:
+        old = json.loads((run_dir / "config.json").read_text())
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return metrics if old.get("config_hash") == digest else None
 
 
 def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
     budget = _check(opts)
-    ensure_dataset(opts, log)
+    manifest_sha = ensure_dataset(opts, log)
     study_dir = Path(opts.results_dir) / opts.study
     study_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -125,14 +146,22 @@ def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
         for i, name in enumerate(opts.plugins, 1):
             hparams = {**get_plugin(name.split("@", 1)[0]).defaults, **opts.overrides.get(name, {})}
             run_dir = study_dir / f"{name.replace('@', '-')}-s{opts.seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.json").unlink(missing_ok=True)
             config = {"plugin": name, "hparams": hparams, "seed": opts.seed, "dataset": opts.dataset,
                       "data_dir": str(opts.data_dir) if opts.data_dir else None, "extractor": opts.extractor,
                       "budget": budget, "batch_size": opts.batch_size, "training": opts.training,
                       "optim": opts.optim.to_json(),
                       "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify}
-            (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+            config["config_hash"] = digest = config_hash(config, manifest_sha)
+            done = None if opts.force else _finished_with(run_dir, digest)
+            if done is not None:
+                log(f"[{i}/{len(opts.plugins)}] {name}: finished earlier with the same configuration ({digest}), "
+                    "reused (--force redoes it)")
+                rows.append({"plugin": name, "status": done["status"], "wall_s": 0.0, "reused": True})
+                continue
+            run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in ("metrics.json", "error.txt"):
+                (run_dir / stale).unlink(missing_ok=True)
+            write_json_atomic(run_dir / "config.json", config)
             log(f"[{i}/{len(opts.plugins)}] {name}: training ({_budget_text(budget)}), log in {run_dir / 'stdout.log'}")
             t0 = time.perf_counter()
             code = _spawn(run_dir, log)

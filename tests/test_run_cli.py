@@ -130,3 +130,30 @@ def test_missing_keras_backend_is_named(small_dataset, data_dir, tmp_path):
         pytest.skip("jax is installed here")
     proc = run("run", "--plugins", "keras_merge@jax", data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "needs the jax package (pip install jax)" in proc.stderr
+
+
+def test_study_killed_with_sigkill_finishes_only_what_is_missing(small_dataset, data_dir, tmp_path):
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge,torch_concat", "--dataset",
+            "synthetic-small", "--steps", "30", "--no-meteor", "--study", "k9", "--data-dir", str(data_dir)]
+    study_dir = tmp_path / "results" / "k9"
+    first, second = study_dir / "torch_merge-s0", study_dir / "torch_concat-s0"
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while not (second / "stdout.log").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the study and its worker, no chance to clean up
+    proc.wait()
+    assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()
+    finished_at = (first / "metrics.json").stat().st_mtime
+
+    again = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "torch_merge: finished earlier with the same configuration" in again.stdout
+    assert (first / "metrics.json").stat().st_mtime == finished_at  # not redone
+    assert json.loads((second / "metrics.json").read_text())["status"] == "ok"
+    report = (study_dir / "report.md").read_text()
+    assert "| torch_merge " in report and "| torch_concat " in report and "unfinished" not in report
