@@ -94,7 +94,8 @@ def assert_same_losses_over_steps(t, k, ds, feats, lr: float = 3e-3, steps: int 
                                   rel: float = 5e-5, min_drop: float = 0.05) -> list[float]:
     """Same init, same batches, dropout off (the caller builds t and k so): every step's training loss
     agrees within `rel`. Adam eps = 1e-12 makes the one difference in Adam's formula negligible
-    (backends/common.py). Returns the torch losses."""
+    (backends/common.py). As in the harness, torch gets batches cut to their longest caption and
+    Keras the same captions padded to max_length. Returns the torch losses."""
     from backends.common import OptimConfig
     from backends.keras import train as ktrain
     from backends.torch import train as ttrain
@@ -102,9 +103,10 @@ def assert_same_losses_over_steps(t, k, ds, feats, lr: float = 3e-3, steps: int 
     cfg = OptimConfig(lr=lr, eps=1e-12)
     opt = ttrain.make_optimizer(t, cfg)
     ktrain.compile_model(k, cfg)
-    batches = list(iterate_batches(ds, "train", feats, batch_size=batch_size, seed=0, epoch=0))[:steps]
-    losses_t = [ttrain.train_step(t, opt, b, cfg, torch.device("cpu")) for b in batches]
-    losses_k = [ktrain.train_step(k, b) for b in batches]
+    cut = list(iterate_batches(ds, "train", feats, batch_size=batch_size, seed=0, epoch=0))[:steps]
+    padded = list(iterate_batches(ds, "train", feats, batch_size=batch_size, seed=0, epoch=0, pad_to_max=True))
+    losses_t = [ttrain.train_step(t, opt, b, cfg, torch.device("cpu")) for b in cut]
+    losses_k = [ktrain.train_step(k, b) for b in padded[:steps]]
     assert losses_t[-1] < losses_t[0] - min_drop  # it learned: not a comparison between two no-ops
     for step, (lt, lk) in enumerate(zip(losses_t, losses_k, strict=True)):
         assert lk == pytest.approx(lt, rel=rel), f"step {step}: torch {lt:.6f} keras {lk:.6f}"

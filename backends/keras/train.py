@@ -19,6 +19,8 @@ def compile_model(model: keras.Model, cfg: OptimConfig, jit_compile: bool | str 
                                 global_clipnorm=cfg.clip_norm)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")
     model.compile(optimizer=opt, loss=loss, jit_compile=jit_compile)
+    # slots are zeros either way; built now, the first train_on_batch traces the step once, not twice
+    model.optimizer.build(model.trainable_variables)
 
 
 def inputs(batch: Batch) -> dict:
