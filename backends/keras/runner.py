@@ -127,6 +127,10 @@ class Runner:
         self.model.save_weights(str(path) + ".weights.h5")
         return str(path) + ".weights.h5"
 
+    def load_file(self, path) -> None:
+        """Weights written by save(): an HDF5 file of arrays, no code."""
+        self.model.load_weights(str(path))
+
     def peak_memory(self) -> tuple[float, str]:
         import resource
 

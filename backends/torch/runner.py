@@ -127,6 +127,12 @@ class Runner:
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path) + ".safetensors")
         return str(path) + ".safetensors"
 
+    def load_file(self, path) -> None:
+        """Weights written by save(): safetensors holds tensors only, nothing is unpickled."""
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(path), device=str(self.dev)))
+
     def peak_memory(self) -> tuple[float, str]:
         if self.dev.type == "cuda":
             return torch.cuda.max_memory_allocated(self.dev) / 2**20, "GPU allocator peak"
