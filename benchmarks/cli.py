@@ -152,14 +152,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _plugin_rows(spec) -> list[tuple]:
     """Each plugin built once on the dataset's shapes: the parameter count is measured, not quoted."""
-    from plugins.registry import available_names, get_plugin
+    from plugins.registry import available_names, get_plugin, native_logs_silenced
 
     rows = []
     for name in available_names():
         p = get_plugin(name)
         count = ""
         if spec is not None and not (p.needs_spatial and spec.spatial_shape is None):
-            model = p.build(spec)
+            with native_logs_silenced():
+                model = p.build(spec)
             n = model.count_params() if p.framework == "keras" else sum(x.numel() for x in model.parameters())
             count = f"{n:,}"
         rows.append((name, p.framework, p.family, count, p.description))

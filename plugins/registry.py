@@ -83,7 +83,7 @@ def register(name: str, *, family: str, defaults: dict | None = None, descriptio
 
 
 @contextlib.contextmanager
-def _native_logs_silenced():
+def native_logs_silenced():
     """TensorFlow's C++ start-up lines (oneDNN, CPU features) go straight to file descriptor 2 whatever
     TF_CPP_MIN_LOG_LEVEL says; in the harness process, which only resolves plugins, they would bury
     the one-line error messages. Python-level errors still propagate (printed after restoring)."""
@@ -106,7 +106,7 @@ def _load_builtin(framework: str) -> None:
     if framework in _loaded:
         return
     package = importlib.import_module(f"plugins.{framework}")
-    with _native_logs_silenced() if framework == "keras" else contextlib.nullcontext():
+    with native_logs_silenced() if framework == "keras" else contextlib.nullcontext():
         for info in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"plugins.{framework}.{info.name}")
     _loaded.add(framework)
