@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmarks {prepare,list,run,report,export}`.
+"""Command line: `python -m benchmarks {prepare,list,run,report,export,perf}`.
 
 Every user-fixable problem arrives here as a UserError and leaves as one line on stderr with exit
 code 2; anything else is a bug and keeps its traceback.
@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
+
+    from . import perf  # argparse only: perf imports no framework in this process
+
+    p = sub.add_parser("perf", help="speed-ups over the recipes' ways (training, decoding) and MFU",
+                       description=(perf.__doc__ or "").strip().split("\n")[0])
+    perf.add_arguments(p)
     return parser
 
 
@@ -217,8 +223,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perf(args: argparse.Namespace) -> int:
+    from . import perf
+
+    return perf.main(args)
+
+
 COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run,
-            "report": cmd_report}
+            "report": cmd_report, "perf": cmd_perf}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,404 @@
+"""`python -m benchmarks perf`: how much faster than the recipes people copy, and how close to the machine.
+
+Three measurements (issue 6), each plugin in its own child process (`python -m benchmarks.perf --one JOB`)
+so that TensorFlow and PyTorch never share one and every figure belongs to one model:
+
+1. Training: whole-sequence teacher forcing against the Keras recipe's prefix expansion (one sample
+   per caption prefix), same model, data and batch size in captions. Target tokens/s in steady state
+   (after --warmup steps, each step device-synchronised), and time per epoch extrapolated from the
+   step rate and the number of batches in an epoch.
+2. Decoding: batched beam search (all images' beams in one forward per time step) against one image
+   at a time (batch = beam, the Show, Attend and Tell tutorial's way), on the same images; the
+   captions must be identical.
+3. Hardware efficiency: useful training FLOP/s (target tokens/s x FLOPs per target token) as a share
+   of the machine's measured fp32 matmul rate (MFU), at the dataset's shapes and at Flickr8k's
+   (V=8485, D=4096, 128 captions a batch, random captions of 8-37 tokens). Padding and the prefix
+   expansion's repeated work count as waste: the FLOPs are those a token needs, not those computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+RESULT = "@perf-result "  # the child's last stdout line: its JSON result
+FLICKR8K = dict(vocab_size=8485, global_dim=4096, spatial_shape=(196, 2048), max_length=37, batch_size=128,
+                min_length=8, train_captions=30000)  # 6,000 train images x 5 captions
+QUICK = dict(steps=3, warmup=1, images=2, beams="3", matmul_n=1024)  # smaller n understates the peak
+
+
+# ----------------------------------------------------------------------------------------- FLOPs
+def merge_flops_per_token(spec, hp: dict, tokens_per_caption: float) -> float:
+    """Training FLOPs per target token of the merge family, counted from the architecture.
+
+    MACs per target token (U = units, V = vocabulary, D = image vector size, T = mean target tokens
+    per caption; biases, activations and the softmax are ignored as lower-order terms):
+        image Dense      D*U / T          (once per caption, amortised over its tokens)
+        embedding        0                (a lookup)
+        LSTM             4*(U + U)*U      (4 gates, input U and hidden U, one step per token)
+        hidden Dense(s)  W*U per layer    (W = U for add fusion, 2U for concat on the first layer)
+        output Dense     U*V
+    forward FLOPs = 2 * MACs; training = 3 * forward (the backward pass costs twice the forward).
+    """
+    u, v, d = hp["units"], spec.vocab_size, spec.global_dim
+    width = u if hp.get("fusion", "add") == "add" else 2 * u
+    hidden = sum((width if i == 0 else u) * u for i in range(hp.get("hidden_layers", 1)))
+    macs = d * u / tokens_per_caption + 4 * (u + u) * u + hidden + u * v
+    return 3 * 2 * macs
+
+
+def counted_flops_per_token(model, batch) -> float:
+    """A torch model's FLOPs for one forward+backward of `batch`, per target token (FlopCounterMode).
+
+    oneDNN is switched off while counting: its fused LSTM kernel is invisible to the counter, the
+    reference implementation runs the same matmuls through ops the counter sees."""
+    import warnings
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from backends.torch import train as T
+
+    dev = next(model.parameters()).device
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # oneDNN's flags() warns about Intel-GPU TF32, irrelevant here
+        with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter:
+            T.masked_loss(model, T.to_tensors(batch, dev), with_aux=True).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch.num_tokens
+
+
+# -------------------------------------------------------------------------------------- children
+def flickr8k_batches(spec, batch_size: int, pad_to_max: bool, seed: int, pool: int = 4) -> list:
+    """Random captions at Flickr8k's shapes: lengths uniform in [8, 37] tokens with <start>/<end>."""
+    from shared_data.batches import Batch
+
+    out = []
+    for i in range(pool):
+        rng = np.random.default_rng([seed, i])
+        lengths = rng.integers(FLICKR8K["min_length"], spec.max_length + 1, batch_size).astype(np.int32)
+        tokens = np.zeros((batch_size, spec.max_length), np.int32)
+        for r, n in enumerate(lengths):
+            tokens[r, 0], tokens[r, n - 1] = spec.start_id, spec.end_id
+            tokens[r, 1:n - 1] = rng.integers(4, spec.vocab_size, n - 2)  # after <pad> <start> <end> <unk>
+        width = spec.max_length if pad_to_max else int(lengths.max())
+        spatial = None
+        if spec.spatial_shape is not None:
+            spatial = rng.standard_normal((batch_size, *spec.spatial_shape), np.float32)
+        out.append(Batch(rows=np.arange(batch_size), tokens=tokens[:, :width], lengths=lengths,
+                         global_feats=rng.standard_normal((batch_size, spec.global_dim), np.float32),
+                         spatial_feats=spatial))
+    return out
+
+
+def _cycle(make_epoch):
+    epoch = 0
+    while True:
+        yield from make_epoch(epoch)
+        epoch += 1
+
+
+def time_training(runner, batches, steps: int, warmup: int) -> dict:
+    """Steady-state rate: the mean over `steps` device-synchronised steps after `warmup` ones."""
+    t_first, tokens, seconds = None, 0, 0.0
+    for i in range(warmup + steps):
+        batch = next(batches)  # built outside the timed region, as in the worker
+        t0 = time.perf_counter()
+        runner.train_step(batch)
+        runner.sync()
+        dt = time.perf_counter() - t0
+        t_first = dt if t_first is None else t_first
+        if i >= warmup:
+            seconds += dt
+            tokens += batch.num_tokens
+    return {"tokens_per_s": tokens / seconds, "steps_per_s": steps / seconds, "first_step_s": t_first,
+            "tokens_per_step": tokens / steps}
+
+
+def time_decoding(runner, global_feats, spatial_feats, max_len: int, beam: int, alpha: float) -> dict:
+    """Batched beam search against a loop of batch-1 searches on the same images."""
+    def strip(row):
+        return [int(t) for t in row if t != runner.spec.pad_id]
+
+    n = len(global_feats)
+    t0 = time.perf_counter()
+    batched = runner.beam(global_feats, spatial_feats, max_len, beam, alpha)
+    runner.sync()
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    single = [runner.beam(global_feats[i:i + 1], None if spatial_feats is None else spatial_feats[i:i + 1],
+                          max_len, beam, alpha)[0] for i in range(n)]
+    runner.sync()
+    t_single = time.perf_counter() - t0
+    differ = sum(strip(a) != strip(b) for a, b in zip(batched, single, strict=True))
+    return {"beam": beam, "images": n, "batched_captions_per_s": n / t_batched,
+            "per_image_captions_per_s": n / t_single, "captions_differ": differ}
+
+
+def measure_matmul(n: int, repeats: int = 5) -> dict:
+    """The machine's fp32 matmul rate in GFLOP/s (2*n^3 per product), by torch and by numpy."""
+    import torch
+
+    def rate(mm, a, b, sync=lambda: None):
+        for _ in range(2):
+            mm(a, b)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            mm(a, b)
+        sync()
+        return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    x = np.random.default_rng(0).standard_normal((n, n), np.float32)
+    return {"n": n, "torch_gflops": rate(torch.matmul, a, b, sync), "numpy_gflops": rate(np.matmul, x, x),
+            "device": str(dev), "torch_threads": torch.get_num_threads()}
+
+
+def run_plugin(job: dict) -> dict:
+    name, _, keras_backend = job["plugin"].partition("@")
+    if keras_backend:
+        os.environ["KERAS_BACKEND"] = keras_backend  # before keras is first imported
+    import importlib
+
+    from backends.common import OptimConfig
+    from plugins.registry import ModelSpec, get_plugin
+    from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
+    from shared_data.dataset import load_dataset
+
+    plugin = get_plugin(name)
+    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    hp = dict(plugin.defaults)
+    bs, seed = job["batch_size"], job["seed"]
+    out = {"plugin": job["plugin"], "framework": plugin.framework, "family": plugin.family,
+           "shapes": job["shapes"]}
+    if job["shapes"] == "flickr8k":
+        f = FLICKR8K
+        spec = ModelSpec(f["vocab_size"], f["global_dim"], f["spatial_shape"] if plugin.needs_spatial else None,
+                         f["max_length"])
+        bs = f["batch_size"]
+        pool = flickr8k_batches(spec, bs, backend.FIXED_SHAPES, seed)
+        sequence = _cycle(lambda _: pool)
+        prefix = None  # the expansion at these shapes costs minutes a step on a CPU: measured on the dataset
+        epoch_batches = {"sequence": num_batches(f["train_captions"], bs)}
+        lengths = np.concatenate([b.lengths for b in pool])
+    else:
+        ds = load_dataset(job["dataset"], Path(job["data_dir"]) if job.get("data_dir") else None, verify=False)
+        feats = ds.features(job["extractor"])
+        spec = ModelSpec(len(ds.vocab), feats.global_.shape[1],
+                         None if feats.spatial is None else tuple(feats.spatial.shape[1:]), ds.max_length)
+        table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
+        # as in benchmarks/worker.py: the Keras recipe pre-pads (its models mask); PyTorch models do not mask
+        padding = "pre" if plugin.framework == "keras" else "post"
+        sequence = _cycle(lambda e: iterate_batches(ds, "train", feats, bs, seed, e, table=table,
+                                                    pad_to_max=backend.FIXED_SHAPES))
+        prefix = _cycle(lambda e: iterate_prefix_batches(ds, "train", feats, bs, seed, e, padding=padding,
+                                                         pad_to_max=backend.FIXED_SHAPES, table=table))
+        n_images = len(table.per_image)
+        images_per_batch = max(1, round(bs * n_images / len(table)))  # as iterate_prefix_batches does
+        epoch_batches = {"sequence": num_batches(len(table), bs), "prefix": -(-n_images // images_per_batch)}
+        lengths = table.lengths
+    out.update(vocab_size=spec.vocab_size, global_dim=spec.global_dim, batch_size=bs,
+               epoch_batches=epoch_batches, tokens_per_caption=float(np.mean(lengths - 1)))
+
+    runner = backend.Runner(plugin, spec, {}, seed, OptimConfig())
+    out["device"] = runner.device_name()
+    if plugin.family == "merge":
+        out["flops_per_token"] = merge_flops_per_token(spec, hp, out["tokens_per_caption"])
+        out["flops_source"] = "formula"
+    elif plugin.framework == "torch":
+        out["flops_per_token"] = counted_flops_per_token(runner.model, next(sequence))
+        out["flops_source"] = "FlopCounterMode"
+    else:
+        out["flops_per_token"], out["flops_source"] = None, "n/a"
+
+    out["training"] = {"sequence": time_training(runner, sequence, job["steps"], job["warmup"])}
+    if prefix is not None:
+        out["training"]["prefix"] = time_training(runner, prefix, job["steps"], job["warmup"])
+    out["decoding"] = []
+    if job["shapes"] == "dataset" and job["images"]:
+        rows = ds.splits["test"].feature_rows[:job["images"]]
+        g = feats.global_[rows]
+        s = None if feats.spatial is None else feats.spatial[rows]
+        for beam in job["beams"]:
+            out["decoding"].append(time_decoding(runner, g, s, ds.max_length, beam, job["alpha"]))
+    return out
+
+
+def child_main(job: dict) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = measure_matmul(job["matmul_n"]) if job["kind"] == "matmul" else run_plugin(job)
+    print(RESULT + json.dumps(result), flush=True)
+    return 0
+
+
+def _run_child(job: dict) -> dict:
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--one", json.dumps(job)], cwd=root,
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
+    if proc.returncode or not lines:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        return {"error": f"{job.get('plugin', job['kind'])} ({job.get('shapes', '')}) exited {proc.returncode}",
+                "log_tail": tail}
+    return json.loads(lines[-1][len(RESULT):])
+
+
+# ------------------------------------------------------------------------------------------ table
+HEADERS = ["plugin", "shapes", "measure", "recipe's way", "ours", "speed-up"]
+
+
+def _fmt(x, digits=1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:,.{digits}f}"
+
+
+def table_rows(results: list[dict], matmul_gflops: float) -> list[list]:
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["error"], "", "failed", "", "", ""])
+            continue
+        shapes = f"{r['shapes']} (V={r['vocab_size']}, D={r['global_dim']}, B={r['batch_size']})"
+        seq, pre = r["training"]["sequence"], r["training"].get("prefix")
+
+        def ratio(ours, theirs):
+            return f"{ours / theirs:.1f}x" if ours and theirs else "—"
+
+        pre_tps = pre["tokens_per_s"] if pre else None
+        rows.append([r["plugin"], shapes, "training tokens/s (prefix vs sequence)", _fmt(pre_tps),
+                     _fmt(seq["tokens_per_s"]), ratio(seq["tokens_per_s"], pre_tps)])
+        epoch = {m: r["epoch_batches"][m] / t["steps_per_s"] for m, t in r["training"].items()}
+        rows.append([r["plugin"], shapes, "s per epoch (extrapolated: batches/epoch ÷ steps/s)",
+                     _fmt(epoch.get("prefix")), _fmt(epoch["sequence"]),
+                     ratio(epoch.get("prefix"), epoch["sequence"])])
+        for d in r["decoding"]:
+            same = "" if d["captions_differ"] == 0 else f" ({d['captions_differ']} captions DIFFER)"
+            rows.append([r["plugin"], shapes, f"beam {d['beam']} captions/s (per image vs batched){same}",
+                         _fmt(d["per_image_captions_per_s"]), _fmt(d["batched_captions_per_s"]),
+                         ratio(d["batched_captions_per_s"], d["per_image_captions_per_s"])])
+        fpt = r["flops_per_token"]
+        if fpt is None:
+            rows.append([r["plugin"], shapes, "MFU", "n/a", "n/a", ""])
+            continue
+        r["achieved_gflops"] = {m: t["tokens_per_s"] * fpt / 1e9 for m, t in r["training"].items()}
+        r["mfu"] = {m: g / matmul_gflops for m, g in r["achieved_gflops"].items()}
+        rows.append([r["plugin"], shapes, f"training GFLOP/s ({fpt / 1e6:.2f} MFLOP/token, {r['flops_source']})",
+                     _fmt(r["achieved_gflops"].get("prefix"), 2), _fmt(r["achieved_gflops"]["sequence"], 2), ""])
+        rows.append([r["plugin"], shapes, f"MFU (of {matmul_gflops:.1f} GFLOP/s fp32 matmul)",
+                     _fmt(100 * r["mfu"]["prefix"], 1) + "%" if "prefix" in r["mfu"] else "—",
+                     _fmt(100 * r["mfu"]["sequence"], 1) + "%", ""])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- command
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from shared_data.dataset import DEFAULT_DATASET
+
+    p.add_argument("--plugins", default="torch_merge,keras_merge", help="comma-separated plugin names")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="prepared dataset (default: the embedded one)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where prepared datasets live")
+    p.add_argument("--extractor", default="grid")
+    p.add_argument("--batch-size", type=int, default=64, help="captions per batch on the dataset (default 64)")
+    p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (default 30)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 5)")
+    p.add_argument("--beams", default=None, help="beam sizes for decoding (default 3,5)")
+    p.add_argument("--images", type=int, default=None, help="test images decoded both ways (default 32)")
+    p.add_argument("--length-alpha", type=float, default=0.6)
+    p.add_argument("--shapes", choices=["dataset", "flickr8k", "both"], default="both",
+                   help="dataset: training, decoding and MFU on the dataset; flickr8k: MFU at Flickr8k's shapes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("results/perf"), help="where perf.json and perf.md go")
+    p.add_argument("--quick", action="store_true", help="tiny: a few steps and images (tests, CI)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from shared_data.dataset import load_dataset
+
+    defaults = QUICK if args.quick else dict(steps=30, warmup=5, images=32, beams="3,5", matmul_n=2048)
+    steps = args.steps if args.steps is not None else defaults["steps"]
+    warmup = args.warmup if args.warmup is not None else defaults["warmup"]
+    images = args.images if args.images is not None else defaults["images"]
+    beams = [int(b) for b in (args.beams or defaults["beams"]).split(",") if b]
+    plugins = [p for p in args.plugins.split(",") if p]
+    shapes = ["dataset", "flickr8k"] if args.shapes == "both" else [args.shapes]
+    dataset = None
+    if "dataset" in shapes:  # fail in one line now, not in every child
+        ds = load_dataset(args.dataset, args.data_dir, verify=True)
+        ds.features(args.extractor)
+        dataset = str(ds.path)
+
+    matmul = _run_child({"kind": "matmul", "matmul_n": defaults["matmul_n"]})
+    if "error" in matmul:
+        print(f"error: {matmul['error']}\n" + "\n".join(matmul["log_tail"]), file=sys.stderr)
+        return 1
+    results = []
+    for plugin in plugins:
+        for shape in shapes:
+            print(f"perf: {plugin} at {shape} shapes ...", file=sys.stderr, flush=True)
+            results.append(_run_child({
+                "kind": "plugin", "plugin": plugin, "shapes": shape, "dataset": dataset,
+                "extractor": args.extractor, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
+                "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed}))
+    rows = table_rows(results, matmul["torch_gflops"])
+    table = tabulate(rows, headers=HEADERS, tablefmt="github")
+    device = next((r["device"] for r in results if "device" in r), matmul["device"])
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    machine = (f"{platform.processor() or platform.machine()}, {device}; fp32 matmul {matmul['n']}x{matmul['n']}: "
+               f"torch {matmul['torch_gflops']:.1f} GFLOP/s, numpy {matmul['numpy_gflops']:.1f} GFLOP/s")
+    notes = (f"Training: {steps} timed steps after {warmup} warm-up steps, each device-synchronised; tokens are "
+             "target tokens (Batch.num_tokens). Epoch times are extrapolated from steps/s and the batches in one "
+             "epoch (Flickr8k: 30,000 train captions). Prefix expansion is measured on the dataset only. "
+             "Decoding: the same test images, batched vs one image at a time (batch = beam); captions asserted "
+             "identical. MFU: target tokens/s x FLOPs per target token (merge: counted from the architecture, "
+             "see merge_flops_per_token), over the torch matmul rate above.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "perf.json").write_text(json.dumps(
+        {"date": date, "machine": machine, "matmul": matmul, "headers": HEADERS, "rows": rows, "results": results,
+         "settings": {"steps": steps, "warmup": warmup, "images": images, "beams": beams, "plugins": plugins,
+                      "shapes": shapes, "dataset": dataset, "batch_size": args.batch_size, "quick": args.quick}},
+        indent=1, default=float))
+    (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{table}\n\n{notes}\n")
+    print(f"{date}; {machine}\n\n{table}\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"error: {r['error']}\n  " + "\n  ".join(r["log_tail"]), file=sys.stderr)
+    differ = any(d["captions_differ"] for r in results if "error" not in r for d in r["decoding"])
+    if differ:
+        print("error: batched and per-image beam search gave different captions", file=sys.stderr)
+    return 1 if failed or differ else 0
+
+
+def _standalone(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.perf [--one JOB | options]`: a child's entry point, and perf without the CLI."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--one"]:
+        return child_main(json.loads(argv[1]))
+    from shared_data.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks perf", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    try:
+        return main(parser.parse_args(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_standalone())

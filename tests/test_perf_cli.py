@@ -1,0 +1,110 @@
+"""`python -m benchmarks perf` (benchmarks/perf.py): what its figures rest on.
+
+Proven here: batched beam search gives the very captions one-image-at-a-time search gives (so the
+decoding speed-up compares equal work); the merge family's FLOP formula, the numerator of MFU, agrees
+with torch's own FlopCounterMode count of a forward+backward; a quick run writes perf.json and
+perf.md with the expected columns and positive rates; a missing dataset is a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import perf
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    perf.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _torch_runner(small_dataset, units: int = 32):
+    from backends.common import OptimConfig
+    from backends.torch.runner import Runner
+    from plugins.registry import ModelSpec, get_plugin
+    from shared_data.dataset import load_dataset
+
+    ds = load_dataset(str(small_dataset), verify=False)
+    feats = ds.features("grid")
+    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1], tuple(feats.spatial.shape[1:]), ds.max_length)
+    return Runner(get_plugin("torch_merge"), spec, {"units": units}, 0, OptimConfig()), ds, feats
+
+
+def test_batched_beam_gives_the_per_image_captions(small_dataset):
+    runner, ds, feats = _torch_runner(small_dataset)
+    rows = ds.splits["test"].feature_rows[:6]
+    for beam in (3, 5):
+        d = perf.time_decoding(runner, feats.global_[rows], None, ds.max_length, beam, 0.6)
+        assert d["images"] == 6 and d["captions_differ"] == 0
+        assert d["batched_captions_per_s"] > 0 and d["per_image_captions_per_s"] > 0
+
+
+@pytest.mark.parametrize("fusion", ["add", "concat"])
+def test_merge_flop_formula_matches_flop_counter(fusion):
+    """Equal-length captions, so no padding: the formula and the counter see the same work.
+
+    Tolerance 2%: the formula's "backward = 2 x forward" charges two things the backward skips, the
+    gradient into the image features (not trainable) and the recurrent weight gradient of the first
+    step (h0 = 0); at these shapes they are ~1% of the total. The counter also checks the 3x rule."""
+    import torch
+
+    from plugins.registry import ModelSpec, get_plugin
+    from shared_data.batches import Batch
+
+    torch.manual_seed(0)
+    spec = ModelSpec(vocab_size=176, global_dim=192, spatial_shape=None, max_length=22)
+    hp = dict(get_plugin("torch_merge").defaults, units=32, fusion=fusion, hidden_layers=2)
+    model = get_plugin("torch_merge").build(spec, **hp)
+    b, length = 16, 22
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(4, spec.vocab_size, (b, length)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = spec.start_id, spec.end_id
+    batch = Batch(rows=np.arange(b), tokens=tokens, lengths=np.full(b, length, np.int32),
+                  global_feats=rng.standard_normal((b, spec.global_dim), np.float32), spatial_feats=None)
+    counted = perf.counted_flops_per_token(model, batch)
+    formula = perf.merge_flops_per_token(spec, hp, tokens_per_caption=length - 1)
+    assert counted == pytest.approx(formula, rel=0.02)
+    assert counted < formula  # the skipped gradients, not a missing layer
+
+
+def test_quick_perf_run_writes_table(small_dataset, data_dir, tmp_path, capsys):
+    plugins = ["torch_merge", "keras_merge"]
+    args = _parse(["--quick", "--plugins", ",".join(plugins), "--dataset", str(small_dataset),
+                   "--data-dir", str(data_dir), "--shapes", "dataset", "--out", str(tmp_path)])
+    assert perf.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| plugin" in printed and "speed-up" in printed  # the github table went to stdout
+    report = json.loads((tmp_path / "perf.json").read_text())
+    assert report["headers"] == perf.HEADERS
+    assert report["matmul"]["torch_gflops"] > 0 and report["matmul"]["numpy_gflops"] > 0
+    assert [r["plugin"] for r in report["results"]] == plugins
+    for r in report["results"]:
+        assert "error" not in r, r
+        for mode in ("sequence", "prefix"):
+            assert r["training"][mode]["tokens_per_s"] > 0
+        assert r["flops_per_token"] > 0 and 0 < r["mfu"]["sequence"]
+        assert [d["beam"] for d in r["decoding"]] == [3] and r["decoding"][0]["captions_differ"] == 0
+    measures = {row[2].split(" (")[0] for row in report["rows"]}
+    assert {"training tokens/s", "s per epoch", "beam 3 captions/s", "training GFLOP/s", "MFU"} <= measures
+    md = (tmp_path / "perf.md").read_text()
+    assert "| plugin" in md and "keras_merge" in md and "torch_merge" in md
+
+
+def test_missing_dataset_is_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--dataset", "nope", "--data-dir",
+                           str(tmp_path), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
+    assert "python -m benchmarks prepare" in proc.stderr
+    assert not (tmp_path / "out").exists()
