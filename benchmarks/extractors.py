@@ -28,6 +28,9 @@ EXTRACTORS = {s.name: s for s in [
     ExtractorSpec("grid", "numpy", 128, "shared_data.grid:extract",
                   "offline default: colour + edge-orientation histograms on an 8x8 grid; "
                   "global 192, spatial 64x32", needs_weights=False),
+    ExtractorSpec("synthnet", "torch", 128, "backends.torch.synthnet:synthnet",
+                  "small CNN pretrained on generated shapes (the embedded dataset's ImageNet stand-in); "
+                  "global 192, spatial 64x96"),
     ExtractorSpec("vgg16_fc2", "keras", 224, "backends.keras.extractors:vgg16_fc2",
                   "Keras VGG16 fc2 (the Kaggle Keras recipe); global 4096, no spatial"),
     ExtractorSpec("resnet101", "torch", 256, "backends.torch.extractors:resnet101",

@@ -413,6 +413,17 @@ def render_image(scene: Scene, seed: int, index: int) -> Image.Image:
     return render(scene, np.random.default_rng([seed, index, 1]))
 
 
+def label_map(scene: Scene) -> np.ndarray:
+    """[IMAGE_SIZE, IMAGE_SIZE] uint8: which object (index + 1) is visible at each pixel, 0 for the
+    background. Drawn with the renderer's own shapes in the renderer's order, so occlusion is exact;
+    used to pretrain the `synthnet` extractor (the stand-in for an ImageNet-trained CNN)."""
+    img = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
+    draw = ImageDraw.Draw(img)
+    for k, o in enumerate(scene.objects):
+        _draw_object(draw, o, k + 1, 0, 1)
+    return np.asarray(img)
+
+
 def generate_image(seed: int, index: int) -> tuple[Image.Image, Scene, list[str]]:
     scene, captions = generate_scene(seed, index)
     return render_image(scene, seed, index), scene, captions
