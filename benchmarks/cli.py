@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", nargs="?", default="synthetic", metavar="DATASET",
                    help=f"one of {', '.join(DATASETS)} (default: synthetic)")
     p.add_argument("--size", default="full", help="synthetic only: full (8,000 images) or small (400)")
-    p.add_argument("--extractor", default=DEFAULT_EXTRACTOR,
-                   help=f"feature extractor, one of {', '.join(EXTRACTORS)} (default: {DEFAULT_EXTRACTOR})")
+    p.add_argument("--extractor", default=None,
+                   help=f"feature extractor, one of {', '.join(EXTRACTORS)} (default: synthnet for the "
+                        f"synthetic dataset, {DEFAULT_EXTRACTOR} otherwise)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (from the library's weights cache), none (random, for testing) or a file")
     p.add_argument("--images", type=Path, help="flickr8k/karpathy: the image folder")
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, help="study name (default: the plugin names joined)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--dataset", default=DEFAULT_DATASET)
-    p.add_argument("--extractor", default="grid")
+    p.add_argument("--extractor", default=None,
+                   help="features to train on (default: the dataset's first, the one it was prepared with)")
     p.add_argument("--epochs", type=int, help="budget in epochs (default 3 when no budget is given)")
     p.add_argument("--steps", type=int, help="budget in optimizer steps")
     p.add_argument("--time-budget", type=float, help="budget in seconds of training (evaluation excluded)")
@@ -130,7 +132,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         from plugins.registry import ModelSpec
 
         ds = load_dataset(args.dataset, args.data_dir, verify=False)
-        f = ds.features("grid" if "grid" in ds.extractors else ds.extractors[0])
+        f = ds.features(ds.default_extractor)
         spec = ModelSpec(len(ds.vocab), f.global_.shape[1],
                          None if f.spatial is None else tuple(f.spatial.shape[1:]), ds.max_length)
         spec_from = f"{ds.name}, {f.extractor} features: V={len(ds.vocab)}, D={f.global_.shape[1]}"

@@ -38,7 +38,12 @@ EXTRACTORS = {s.name: s for s in [
     ExtractorSpec("regnetx400mf", "torch", 124, "backends.torch.extractors:regnetx400mf",
                   "RegNetX-400MF at 124px (seed 004); global 400, spatial 16x400"),
 ]}
-DEFAULT_EXTRACTOR = "grid"
+DEFAULT_EXTRACTOR = "grid"  # offline and framework-free: works on any images
+
+
+def default_extractor(dataset: str) -> str:
+    """synthnet on the embedded dataset (its pretrained-CNN stand-in), grid elsewhere."""
+    return "synthnet" if dataset == "synthetic" else DEFAULT_EXTRACTOR
 
 
 def get_extractor(name: str) -> ExtractorSpec:

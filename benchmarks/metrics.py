@@ -12,12 +12,29 @@ reported on the COCO leaderboard; its IDF comes from the references being scored
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+CORENLP = "stanford-corenlp-3.6.0"
+
+
+def spice_missing() -> str | None:
+    """None when SPICE can run; otherwise why not and how to fix it. SPICE needs Stanford CoreNLP's
+    jars, which pycocoevalcap downloads on first use (not possible offline, so never at run time)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pycocoevalcap")  # a namespace package: no __init__, no origin
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    lib = Path(locations[0]) / "spice" / "lib" if locations else None
+    if lib is not None and all((lib / f"{CORENLP}{suffix}.jar").exists() for suffix in ("", "-models")):
+        return None
+    return (f"SPICE left out: it needs {CORENLP}.jar and {CORENLP}-models.jar in {lib or 'pycocoevalcap/spice/lib'} "
+            "(fetch them once with: python -c 'from pycocoevalcap.spice.get_stanford_models import "
+            "get_stanford_models as g; g()')")
 
 
 def coco_scores(references: dict[str, Sequence[str]], hypotheses: dict[str, str],
-                meteor: bool = True) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+                meteor: bool = True, spice: bool = False) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Corpus scores and per-image scores (for paired comparisons) for one set of captions.
 
     references: image id -> reference captions (space-joined tokens)
@@ -38,10 +55,15 @@ def coco_scores(references: dict[str, Sequence[str]], hypotheses: dict[str, str]
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
         scorers.append((Meteor(), ["METEOR"]))
+    if spice and spice_missing() is None:
+        from pycocoevalcap.spice.spice import Spice
+        scorers.append((Spice(), ["SPICE"]))
     corpus: dict[str, float] = {}
     per_image: dict[str, dict[str, float]] = {i: {} for i in ids}
     for scorer, names in scorers:
         score, scores = scorer.compute_score(gts, res, **({"verbose": 0} if names[0] == "BLEU-1" else {}))
+        if names == ["SPICE"]:  # per-image results are dicts of F-scores by tuple category
+            scores = [x["All"]["f"] for x in scores]
         if len(names) == 1:
             score, scores = [score], [scores]
         for name, s, per in zip(names, score, scores, strict=True):

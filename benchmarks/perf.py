@@ -311,7 +311,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plugins", default="torch_merge,keras_merge", help="comma-separated plugin names")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="prepared dataset (default: the embedded one)")
     p.add_argument("--data-dir", type=Path, default=None, help="where prepared datasets live")
-    p.add_argument("--extractor", default="grid")
+    p.add_argument("--extractor", default=None, help="default: the dataset's first extractor")
     p.add_argument("--batch-size", type=int, default=64, help="captions per batch on the dataset (default 64)")
     p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (default 30)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 5)")
@@ -340,6 +340,7 @@ def main(args: argparse.Namespace) -> int:
     dataset = None
     if "dataset" in shapes:  # fail in one line now, not in every child
         ds = load_dataset(args.dataset, args.data_dir, verify=True)
+        args.extractor = args.extractor or ds.default_extractor
         ds.features(args.extractor)
         dataset = str(ds.path)
 

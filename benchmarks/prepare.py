@@ -30,7 +30,7 @@ from shared_data.errors import UserError
 from shared_data.features import write_features
 from shared_data.sources import SPLITS, Source
 
-from .extractors import DEFAULT_EXTRACTOR, get_extractor
+from .extractors import default_extractor, get_extractor
 
 DATASETS = ("synthetic", "flickr8k", "karpathy")
 
@@ -39,7 +39,7 @@ DATASETS = ("synthetic", "flickr8k", "karpathy")
 class PrepareOptions:
     dataset: str = "synthetic"
     size: str = "full"
-    extractor: str = DEFAULT_EXTRACTOR
+    extractor: str | None = None  # None: synthnet for synthetic, grid otherwise
     weights: str = "imagenet"
     images: Path | None = None
     captions: Path | None = None
@@ -73,6 +73,8 @@ def prepare(opts: PrepareOptions, log=print) -> Path:
         raise UserError(f"unknown size '{opts.size}'; choose one of: {', '.join(synthetic.SIZES)}")
     if opts.min_freq < 1:
         raise UserError(f"--min-freq must be at least 1, got {opts.min_freq}")
+    if opts.extractor is None:
+        opts.extractor = default_extractor(opts.dataset)
     spec = get_extractor(opts.extractor)
     data_dir = Path(opts.data_dir) if opts.data_dir else default_data_dir()
     _ensure_writable(data_dir)

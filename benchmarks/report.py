@@ -124,6 +124,13 @@ def write_report(study_dir: Path) -> Path:
               "Shuffled: the same model with test image features permuted across images; the gap is how much "
               "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
               "(benchmarks/grounding.py).", ""]
+    spice = [r["metrics"]["quality"]["SPICE"] for r in done if "SPICE" in r["metrics"]["quality"]]
+    notes = sorted({r["metrics"].get("spice_note") for r in done} - {None})
+    if spice:
+        lines += ["SPICE: " + ", ".join(f"{r['metrics']['plugin']} {_f(r['metrics']['quality'].get('SPICE'))}"
+                                        for r in done), ""]
+    elif notes:
+        lines += [notes[0] + ".", ""]
 
     s_rows = []
     for r in done:

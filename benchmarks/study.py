@@ -33,7 +33,7 @@ class StudyOptions:
     results_dir: Path = Path("results")
     dataset: str = DEFAULT_DATASET
     data_dir: Path | None = None
-    extractor: str = "grid"
+    extractor: str | None = None  # None: the dataset's first extractor
     epochs: int | None = None
     steps: int | None = None
     time_budget: float | None = None
@@ -115,6 +115,10 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
         log(f"the default dataset is missing: preparing it first ({path})")
         prepare(PrepareOptions(data_dir=opts.data_dir), log=log)
     ds = load_dataset(opts.dataset, opts.data_dir, verify=opts.verify)
+    if opts.extractor is None:
+        if ds.default_extractor is None:
+            raise UserError(f"{ds.path} has no features; add some with: python -m benchmarks prepare --extractor grid")
+        opts.extractor = ds.default_extractor
     ds.features(opts.extractor)  # missing extractor / corrupt file: fail before any run starts
     return sha256_file(ds.path / "manifest.json")
 

@@ -96,7 +96,7 @@ def run(run_dir: Path) -> dict:
     from shared_data.errors import UserError
 
     from .grounding import grounded_scores
-    from .metrics import coco_scores, nltk_bleu4
+    from .metrics import coco_scores, nltk_bleu4, spice_missing
 
     ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
                       verify=cfg.get("verify", True))
@@ -201,7 +201,7 @@ def run(run_dir: Path) -> dict:
 
     t_eval = time.perf_counter()
     hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
-    quality, per_image = coco_scores(refs, hyps, meteor=cfg.get("meteor", True))
+    quality, per_image = coco_scores(refs, hyps, meteor=cfg.get("meteor", True), spice=True)
     quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
     beam_size, alpha = cfg.get("beam_size", 3), cfg.get("length_alpha", 0.6)
     beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=beam_size, alpha=alpha,
@@ -226,6 +226,7 @@ def run(run_dir: Path) -> dict:
         "plugin": cfg["plugin"], "framework": plugin.framework, "family": plugin.family,
         "device": runner.device_name(), "versions": runner.versions(),
         "quality": quality,
+        "spice_note": spice_missing(),
         "shuffled_control": {"BLEU-4": shuffled["BLEU-4"], "CIDEr": shuffled["CIDEr"]},
         "beam": {"size": beam_size, "length_alpha": alpha, "BLEU-4": beam_quality["BLEU-4"],
                  "CIDEr": beam_quality["CIDEr"]},

@@ -152,6 +152,11 @@ class Dataset:
     def extractors(self) -> list[str]:
         return sorted(self.manifest["features"])
 
+    @property
+    def default_extractor(self) -> str | None:
+        """The extractor the dataset was prepared with (later ones are added after it)."""
+        return next(iter(self.manifest["features"]), None)
+
     def features(self, extractor: str) -> Features:
         if extractor not in self._features:
             self._features[extractor] = _load_features(self, extractor)

@@ -18,7 +18,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_dataset(data_dir) -> Path:
-    """synthetic --size small with grid features, prepared once per session."""
+    """synthetic --size small with grid features (fast, numpy; synthnet has its own tests), prepared once
+    per session."""
     from benchmarks.prepare import PrepareOptions, prepare
 
-    return prepare(PrepareOptions(size="small", data_dir=data_dir), log=lambda *_: None)
+    return prepare(PrepareOptions(size="small", extractor="grid", data_dir=data_dir), log=lambda *_: None)

@@ -39,7 +39,7 @@ def test_report_of_a_missing_study(capsys, tmp_path):
 
 def test_second_prepare_reuses(capsys, small_dataset, data_dir):
     before = (small_dataset / "manifest.json").read_text()
-    code, out, _ = run_cli(capsys, "prepare", "--size", "small", "--data-dir", data_dir)
+    code, out, _ = run_cli(capsys, "prepare", "--size", "small", "--extractor", "grid", "--data-dir", data_dir)
     assert code == 0 and "reusing" in out
     assert (small_dataset / "manifest.json").read_text() == before
 
@@ -48,7 +48,7 @@ def test_list_shows_datasets_and_extractors(capsys, small_dataset, data_dir):
     code, out, _ = run_cli(capsys, "list", "--data-dir", data_dir)
     assert code == 0
     assert "synthetic-small" in out and "300/50/50" in out
-    for name in ("grid", "vgg16_fc2", "resnet101", "regnetx400mf"):
+    for name in ("grid", "synthnet", "vgg16_fc2", "resnet101", "regnetx400mf"):
         assert name in out
     code, out, _ = run_cli(capsys, "list", "--data-dir", data_dir, "--dataset", "synthetic-small")
     D, V = 192, len(load_dataset(str(small_dataset)).vocab)  # measured counts equal the closed forms
@@ -151,7 +151,7 @@ def test_interrupted_prepare_leaves_no_dataset_and_resumes(tmp_path, small_datas
         return real(path, size)
 
     monkeypatch.setattr(features_mod, "load_image", flaky)
-    opts = PrepareOptions(size="small", data_dir=tmp_path, batch_size=32)
+    opts = PrepareOptions(size="small", extractor="grid", data_dir=tmp_path, batch_size=32)
     with pytest.raises(KeyboardInterrupt):
         prepare(opts, log=lambda *_: None)
     assert not (tmp_path / "synthetic-small").exists()
@@ -165,6 +165,13 @@ def test_interrupted_prepare_leaves_no_dataset_and_resumes(tmp_path, small_datas
     assert not (tmp_path / ".synthetic-small.partial").exists()
 
 
+def test_default_extractor_is_synthnet_on_the_embedded_dataset_only():
+    from benchmarks.extractors import default_extractor
+
+    assert default_extractor("synthetic") == "synthnet"
+    assert default_extractor("flickr8k") == default_extractor("karpathy") == "grid"
+
+
 def test_adding_an_extractor_keeps_the_rest(tmp_path, small_dataset, monkeypatch):
     import benchmarks.extractors as ex
 
@@ -174,6 +181,6 @@ def test_adding_an_extractor_keeps_the_rest(tmp_path, small_dataset, monkeypatch
     monkeypatch.setitem(ex.EXTRACTORS, "grid2", fake)
     prepare(PrepareOptions(size="small", extractor="grid2", data_dir=tmp_path), log=lambda *_: None)
     ds = load_dataset("synthetic-small", data_dir=tmp_path)
-    assert ds.extractors == ["grid", "grid2"]
+    assert ds.extractors == ["grid", "grid2"] and ds.default_extractor == "grid"  # the one it was prepared with
     np.testing.assert_array_equal(ds.features("grid").spatial, ds.features("grid2").spatial)
     assert ds.manifest["files"]["captions.json"] == load_dataset(str(small_dataset)).manifest["files"]["captions.json"]

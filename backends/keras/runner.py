@@ -124,12 +124,25 @@ class Runner:
         self.model.set_weights(state)
 
     def save(self, path) -> str:
-        self.model.save_weights(str(path) + ".weights.h5")
-        return str(path) + ".weights.h5"
+        """The model's weights only, one HDF5 dataset per variable path. Keras' own save_weights also
+        writes the compiled optimizer's slots (Adam's m and v: three times the size of the model),
+        which would make the size table compare different things across frameworks."""
+        import h5py
+
+        out = str(path) + ".h5"
+        with h5py.File(out, "w") as f:
+            for i, w in enumerate(self.model.weights):  # in model order; the path is kept for readers
+                f[f"{i:04d}"] = keras.ops.convert_to_numpy(w)
+                f[f"{i:04d}"].attrs["path"] = w.path
+        return out
 
     def load_file(self, path) -> None:
-        """Weights written by save(): an HDF5 file of arrays, no code."""
-        self.model.load_weights(str(path))
+        """Weights written by save(), in model order (a second instance gets uniquified variable
+        paths, so names cannot be the key); shapes are checked by set_weights. No code is loaded."""
+        import h5py
+
+        with h5py.File(str(path), "r") as f:
+            self.model.set_weights([f[f"{i:04d}"][()] for i in range(len(self.model.weights))])
 
     def peak_memory(self) -> tuple[float, str]:
         import resource
