@@ -41,6 +41,9 @@ def test_study_writes_runs_and_report(study):
     for section in ("## 1. Quality", "## 2. Size", "## 3. Speed", "## 4. Overfitting"):
         assert section in report
     assert "keras_merge" in report and "torch_concat" in report and "human ceiling" in report
+    from benchmarks.metrics import spice_missing
+
+    assert ("SPICE left out" in report) == (spice_missing() is not None)
     assert (study_dir / "curves.png").stat().st_size > 0 and (study_dir / "samples.png").stat().st_size > 0
 
 
