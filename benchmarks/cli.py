@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmarks {prepare,list,run,report,export,perf}`.
+"""Command line: `python -m benchmarks {prepare,list,run,ablate,study,report,export,perf}`.
 
 Every user-fixable problem arrives here as a UserError and leaves as one line on stderr with exit
 code 2; anything else is a bug and keeps its traceback.
@@ -22,6 +22,37 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_verify_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the sha256 checks of the dataset's files (shapes and NaN are still checked)")
+
+
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by run and ablate: one budget, one protocol."""
+    p.add_argument("--study", default=None, help="study name (default: the plugin names joined)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"))
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--extractor", default=None,
+                   help="features to train on (default: the dataset's first, the one it was prepared with)")
+    p.add_argument("--epochs", type=int, help="budget in epochs (default 3 when no budget is given)")
+    p.add_argument("--steps", type=int, help="budget in optimizer steps")
+    p.add_argument("--time-budget", type=float, help="budget in seconds of training (evaluation excluded)")
+    p.add_argument("--batch-size", type=int, default=64, help="captions per batch (default 64)")
+    p.add_argument("--training", choices=["sequence", "prefix"], default="sequence",
+                   help="sequence: whole-caption teacher forcing (default); prefix: the Keras recipe's "
+                        "one-sample-per-prefix expansion, same loss at many times the cost")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--adam-eps", type=float, default=1e-8)
+    p.add_argument("--clip-norm", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="runs per plugin (seeds --seed, --seed+1, ...); quality as mean ± 95%% CI")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better val BLEU-4")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                   help="hyperparameter override, e.g. torch_merge.dropout=0.5 (repeatable)")
+    p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
+    p.add_argument("--force", action="store_true",
+                   help="redo runs that already finished with the same configuration (default: reuse them)")
+    _add_data_args(p)
+    _add_verify_arg(p)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,30 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on the test split and write results/<study>/report.md.")
     p.add_argument("--plugins", required=True, help="comma-separated plugin names (see `list`); "
                    "keras_merge@jax picks another Keras backend")
-    p.add_argument("--study", default=None, help="study name (default: the plugin names joined)")
-    p.add_argument("--results-dir", type=Path, default=Path("results"))
-    p.add_argument("--dataset", default=DEFAULT_DATASET)
-    p.add_argument("--extractor", default=None,
-                   help="features to train on (default: the dataset's first, the one it was prepared with)")
-    p.add_argument("--epochs", type=int, help="budget in epochs (default 3 when no budget is given)")
-    p.add_argument("--steps", type=int, help="budget in optimizer steps")
-    p.add_argument("--time-budget", type=float, help="budget in seconds of training (evaluation excluded)")
-    p.add_argument("--batch-size", type=int, default=64, help="captions per batch (default 64)")
-    p.add_argument("--training", choices=["sequence", "prefix"], default="sequence",
-                   help="sequence: whole-caption teacher forcing (default); prefix: the Keras recipe's "
-                        "one-sample-per-prefix expansion, same loss at many times the cost")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--adam-eps", type=float, default=1e-8)
-    p.add_argument("--clip-norm", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, help="early stopping: epochs without a better val BLEU-4")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
-                   help="hyperparameter override, e.g. torch_merge.dropout=0.5 (repeatable)")
-    p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
-    p.add_argument("--force", action="store_true",
-                   help="redo runs that already finished with the same configuration (default: reuse them)")
-    _add_data_args(p)
-    _add_verify_arg(p)
+    _add_study_args(p)
+
+    p = sub.add_parser("ablate", help="a base configuration and variations of it under one budget, with effects",
+                       description="Train a plugin's base configuration and each --vary value (one factor at a time, "
+                                   "or all combinations with --factorial) under one budget and seeds; the report "
+                                   "attributes each change's effect on BLEU-4, CIDEr, val loss and throughput.")
+    p.add_argument("plugin", help="the plugin to ablate (see `list`)")
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2", required=True,
+                   help="a hyperparameter or run setting (batch_size, training, lr, adam_eps, clip_norm, "
+                        "keras_backend) and its values (repeatable)")
+    p.add_argument("--factorial", action="store_true", help="every combination instead of one factor at a time")
+    _add_study_args(p)
+
+    p = sub.add_parser("study", help="a ready-made study from a study file (seed000: seed 000's hypotheses)",
+                       description="Run a shipped study (benchmarks/studies/NAME.json) or a study file of your own: "
+                                   "a base configuration and variants, each with the hypothesis it tests.")
+    p.add_argument("name", help="seed000, or a path to a study .json file")
+    _add_study_args(p)
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
@@ -189,31 +214,62 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from backends.common import OptimConfig
     from plugins.registry import parse_plugin_list
 
-    from .study import StudyOptions, parse_overrides, run_study
+    from .study import parse_overrides
 
     plugins = parse_plugin_list(args.plugins)
-    opts = StudyOptions(plugins=plugins, study=args.study or "_".join(p.replace("@", "-") for p in plugins),
-                        results_dir=args.results_dir, dataset=args.dataset, data_dir=args.data_dir,
-                        extractor=args.extractor, epochs=args.epochs, steps=args.steps,
+    opts = _study_options(args, plugins, args.study or "_".join(p.replace("@", "-") for p in plugins))
+    opts.overrides = parse_overrides(args.overrides, plugins)
+    return _finish_study(opts, len(plugins) * args.seeds)
+
+
+def _study_options(args: argparse.Namespace, plugins: list[str], study: str):
+    from backends.common import OptimConfig
+
+    from .study import StudyOptions
+
+    return StudyOptions(plugins=plugins, study=study, results_dir=args.results_dir, dataset=args.dataset,
+                        data_dir=args.data_dir, extractor=args.extractor, epochs=args.epochs, steps=args.steps,
                         time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed,
-                        training=args.training,
-                        patience=args.patience, optim=OptimConfig(lr=args.lr, eps=args.adam_eps,
-                                                                  clip_norm=args.clip_norm),
-                        overrides=parse_overrides(args.overrides, plugins), meteor=args.meteor,
-                        verify=args.verify, force=args.force)
+                        seeds=args.seeds, training=args.training, patience=args.patience,
+                        optim=OptimConfig(lr=args.lr, eps=args.adam_eps, clip_norm=args.clip_norm),
+                        meteor=args.meteor, verify=args.verify, force=args.force)
+
+
+def _finish_study(opts, expected: int) -> int:
+    from .report import summary
+    from .study import run_study
+
     report, rows = run_study(opts)
     failed = [r for r in rows if r["status"] != "ok"]
-    from .report import summary
-
     print("\n" + summary(report.parent))
     print(f"\nreport: {report}")
-    if failed or len(rows) < len(plugins):
-        print(f"{len(failed)} run(s) failed or diverged, {len(plugins) - len(rows)} not run", file=sys.stderr)
+    if failed or len(rows) < expected:
+        print(f"{len(failed)} run(s) failed or diverged, {expected - len(rows)} not run", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import load_study_file
+
+    name, variants = load_study_file(args.name)
+    opts = _study_options(args, sorted({v.plugin for v in variants}), args.study or name)
+    opts.variants = variants
+    return _finish_study(opts, len(variants) * args.seeds)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import variants
+    from .study import parse_overrides
+
+    opts = _study_options(args, [args.plugin], args.study or f"ablate_{args.plugin.replace('@', '-')}")
+    base = parse_overrides(args.overrides, [args.plugin]).get(args.plugin, {})
+    settings = {"batch_size": args.batch_size, "training": args.training, "lr": args.lr, "adam_eps": args.adam_eps,
+                "clip_norm": args.clip_norm}
+    opts.variants = variants(args.plugin, args.vary, base, factorial=args.factorial, base_settings=settings)
+    return _finish_study(opts, len(opts.variants) * args.seeds)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -232,7 +288,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run,
-            "report": cmd_report, "perf": cmd_perf}
+            "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "perf": cmd_perf}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,13 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
+
+from .stats import mean_ci
 
 
 def _runs(study_dir: Path) -> list[dict]:
@@ -32,7 +35,8 @@ def _runs(study_dir: Path) -> list[dict]:
         if (d / "error.txt").exists():
             run["error"] = (d / "error.txt").read_text().strip()
         runs.append(run)
-    return runs
+    # the study's own order (base first in ablations and study files); folders by name otherwise
+    return sorted(runs, key=lambda r: (r["config"].get("order", 0), r["config"].get("seed", 0), str(r["dir"])))
 
 
 def _f(x, digits=3) -> str:
@@ -99,17 +103,31 @@ def write_report(study_dir: Path) -> Path:
         lines += ["**Failed or unfinished runs:** " + "; ".join(
             f"{r['config']['plugin']}: {r.get('error', 'no metrics.json (unfinished)')}" for r in failed), ""]
 
+    groups = _groups(done)
+    multi = any(len(g) > 1 for g in groups.values())
+
+    def agg(group: list[dict], get) -> str:
+        """One run: its value; several seeds: mean +- 95% t-interval half-width."""
+        values = [get(r["metrics"]) for r in group]
+        if len(values) == 1:
+            return _f(values[0])
+        mean, half = mean_ci(values)
+        return f"{_f(mean)} ± {_f(half)}"
+
     q_rows = []
-    for r in done:
-        m = r["metrics"]
-        q, sh = m["quality"], m["shuffled_control"]
-        g = m.get("grounding") or {}
-        q_rows.append([m["plugin"], m["status"]] + [_f(q.get(k)) for k in
-                      ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
-                      + [_f(m["beam"]["BLEU-4"]), _f(m["beam"]["CIDEr"])]
-                      + [_f(sh["BLEU-4"]), _f(q["BLEU-4"] - sh["BLEU-4"]), _f(q["CIDEr"] - sh["CIDEr"]),
-                         _f(g.get("colour_acc")), _f(g.get("shape_precision")), _f(g.get("relation_acc")),
-                         _f(g.get("hallucination_rate"))])
+    for label, group in groups.items():
+        def grounded(key):
+            return lambda m: (m.get("grounding") or {}).get(key)
+        getters = [lambda m, k=k: m["quality"].get(k) for k in
+                   ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
+        getters += [lambda m: m["beam"]["BLEU-4"], lambda m: m["beam"]["CIDEr"],
+                    lambda m: m["shuffled_control"]["BLEU-4"],
+                    lambda m: m["quality"]["BLEU-4"] - m["shuffled_control"]["BLEU-4"],
+                    lambda m: m["quality"]["CIDEr"] - m["shuffled_control"]["CIDEr"],
+                    grounded("colour_acc"), grounded("shape_precision"), grounded("relation_acc"),
+                    grounded("hallucination_rate")]
+        status = ",".join(sorted({r["metrics"]["status"] for r in group}))
+        q_rows.append([label + (f" (n={len(group)})" if multi else ""), status] + [agg(group, g) for g in getters])
     if ceiling:
         q_rows.append(["human ceiling", ""] + [_f(ceiling.get(k)) for k in
                        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")] + [""] * 10)
@@ -124,6 +142,9 @@ def write_report(study_dir: Path) -> Path:
               "Shuffled: the same model with test image features permuted across images; the gap is how much "
               "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
               "(benchmarks/grounding.py).", ""]
+    if multi:
+        lines += ["With several seeds: mean ± half-width of the 95% t-interval over seeds (n runs each).", ""]
+    lines += _significance(groups)
     spice = [r["metrics"]["quality"]["SPICE"] for r in done if "SPICE" in r["metrics"]["quality"]]
     notes = sorted({r["metrics"].get("spice_note") for r in done} - {None})
     if spice:
@@ -148,12 +169,15 @@ def write_report(study_dir: Path) -> Path:
                         _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
                         f"{s['decode_beam_captions_per_s']:,.0f}",
                         f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
-                        "max length" if s["fixed_shapes"] else "longest in batch"])
+                        "max length" if s["fixed_shapes"] else "longest in batch", _time_split(r["metrics"])])
     lines += ["## 3. Speed", "", tabulate(sp_rows, headers=["plugin", "train tokens/s", "train captions/s",
                                                              "first step s", "greedy captions/s",
                                                              "beam captions/s", "peak MiB",
-                                                             "device", "batch padded to"], tablefmt="github"), "",
-              "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised.", ""]
+                                                             "device", "batch padded to",
+                                                             "s: train / val / test / other"], tablefmt="github"), "",
+              "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
+              "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
+              "(data loading, model building, saving; interpreter start and imports not included).", ""]
 
     o_rows = []
     for r in done:
@@ -175,6 +199,89 @@ def write_report(study_dir: Path) -> Path:
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)
     return out
+
+
+def _time_split(m: dict) -> str:
+    t = m["training"]
+    if "other_time_s" not in t:
+        return "n/a"
+    return " / ".join(f"{t[k]:.0f}" for k in ("train_time_s", "val_eval_time_s", "eval_time_s", "other_time_s"))
+
+
+def _groups(done: list[dict]) -> dict[str, list[dict]]:
+    """Runs of the same configuration (all but the seed), in the order the study listed them."""
+    groups: dict[str, list[dict]] = {}
+    for r in done:
+        groups.setdefault(r["config"].get("label") or r["config"]["plugin"], []).append(r)
+    return groups
+
+
+def _image_scores(group: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Test images, their BLEU statistics summed over the group's seeds, their CIDEr-D averaged."""
+    from .stats import bleu_stats
+
+    ids, bleu, cider = None, None, None
+    for r in group:
+        caps = json.loads((r["dir"] / "captions.json").read_text())
+        per = json.loads((r["dir"] / "per_image.json").read_text())
+        ids = ids or sorted(caps)
+        b = np.stack([bleu_stats(caps[i]["references"], caps[i]["generated"]) for i in ids])
+        c = np.array([per[i]["CIDEr"] for i in ids])
+        bleu = b if bleu is None else bleu + b
+        cider = c if cider is None else cider + c
+    return ids, bleu, cider / len(group)
+
+
+def _paired_over_seeds(a: list[dict], b: list[dict], get, relative: bool = False) -> str:
+    by_seed = {r["config"]["seed"]: get(r["metrics"]) for r in a}
+    diffs = []
+    for r in b:
+        base, value = by_seed.get(r["config"]["seed"]), get(r["metrics"])
+        if base is not None and value is not None:
+            diffs.append(100 * (value - base) / base if relative else value - base)
+    if not diffs:
+        return "n/a"
+    mean, half = mean_ci(diffs)
+    digits, unit = (1, "%") if relative else (3, "")
+    return f"{mean:+.{digits}f}{unit}" + ("" if half != half else f" ± {half:.{digits}f}{unit}")
+
+
+def _significance(groups: dict[str, list[dict]], samples: int = 1000) -> list[str]:
+    """Each configuration against the first, paired over the same test images (bootstrap)."""
+    from .stats import paired_bootstrap
+
+    labels = list(groups)
+    if len(labels) < 2:
+        return []
+    base = labels[0]
+    ids_a, bleu_a, cider_a = _image_scores(groups[base])
+    rows = []
+    for label in labels[1:]:
+        ids_b, bleu_b, cider_b = _image_scores(groups[label])
+        if ids_b != ids_a:
+            continue  # different test sets cannot be paired
+        res = paired_bootstrap(bleu_a, bleu_b, cider_a, cider_b, samples=samples)
+        note = groups[label][0]["config"].get("note")
+        row = [f"{label} − {base}" + (f" ({note})" if note else ""), _paired_over_seeds(groups[base], groups[label],
+                                                       lambda m: m["overfitting"]["final_val_loss"]),
+               _paired_over_seeds(groups[base], groups[label], lambda m: m["speed"]["train_tokens_per_s"],
+                                  relative=True)]
+        for metric in ("BLEU-4", "CIDEr"):
+            d = res[metric]
+            mark = " *" if d["p"] < 0.05 else ""
+            p = f"{d['p']:.3f}" if d["p"] > 0 else f"< {2 / samples:.3f}"  # none of the resamples crossed 0
+            row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", p]
+        rows.append(row)
+    if not rows:
+        return []
+    return ["### Differences against " + base + " (paired bootstrap over test images)", "",
+            tabulate(rows, headers=["comparison", "Δ final val loss", "Δ train tokens/s", "Δ BLEU-4", "95% interval",
+                                    "p", "Δ CIDEr-D", "95% interval", "p"],
+                     tablefmt="github", disable_numparse=True), "",
+            f"{samples} resamples of the test images; BLEU-4 recomputed from summed n-gram statistics per resample, "
+            "CIDEr-D as a mean of per-image scores; over several seeds the statistics are pooled (BLEU) or averaged "
+            "(CIDEr) per image. * marks p < 0.05. Val loss and throughput: differences between runs of the same seed, "
+            "mean ± 95% t-interval over seeds (throughput in percent).", ""]
 
 
 def summary(study_dir: Path) -> str:

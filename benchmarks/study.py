@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backends.common import OptimConfig
@@ -24,6 +24,21 @@ from shared_data.errors import UserError
 from .worker import DIVERGED_EXIT, PROGRESS
 
 DEFAULT_EPOCHS = 3
+
+
+SETTINGS = ("batch_size", "training", "lr", "adam_eps", "clip_norm")  # run-level keys a variant may change
+
+
+@dataclass
+class Variant:
+    """One configuration of a study: a plugin, hyperparameter overrides and run-setting overrides.
+    `run` makes one per plugin (label = plugin name); `ablate` makes a base and its variations."""
+
+    label: str
+    plugin: str  # registry name, optionally with @keras_backend
+    hparams: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # keys from SETTINGS
+    note: str = ""  # what the variant tests, shown in the report (a study file's hypothesis)
 
 
 @dataclass
@@ -40,21 +55,52 @@ class StudyOptions:
     batch_size: int = 64
     training: str = "sequence"
     seed: int = 0
+    seeds: int = 1  # runs per plugin, with seeds seed, seed + 1, ...
     patience: int | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     overrides: dict[str, dict] = field(default_factory=dict)  # plugin -> {hparam: value}
     meteor: bool = True
     verify: bool = True
     force: bool = False  # redo runs that already finished with the same configuration
+    variants: list[Variant] | None = None  # None: one per plugin, with `overrides`
+
+    def all_variants(self) -> list[Variant]:
+        if self.variants is not None:
+            return self.variants
+        return [Variant(name, name, dict(self.overrides.get(name, {}))) for name in self.plugins]
 
     def budget(self) -> dict:
         for name, v in (("--epochs", self.epochs), ("--steps", self.steps), ("--time-budget", self.time_budget)):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be positive, got {v}")
+        if self.seeds < 1:
+            raise UserError(f"--seeds must be positive, got {self.seeds}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be positive, got {self.batch_size}")
         epochs = self.epochs if (self.epochs or self.steps or self.time_budget) else DEFAULT_EPOCHS
         return {"epochs": epochs, "steps": self.steps, "time_budget": self.time_budget}
+
+
+STUDIES_DIR = Path(__file__).parent / "studies"
+
+
+def load_study_file(name_or_path: str) -> tuple[str, list[Variant]]:
+    """A shipped study (benchmarks/studies/NAME.json) or a file: (study name, [base, *variants])."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = STUDIES_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        shipped = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.json")))
+        raise UserError(f"no study '{name_or_path}': give a .json study file or one of: {shipped}")
+    try:
+        spec = json.loads(path.read_text())
+        rows = [spec["base"], *spec["variants"]]
+        variants = [Variant(label=r["label"], plugin=r["plugin"], hparams=r.get("hparams", {}),
+                            settings=r.get("settings", {}), note=r.get("hypothesis", "")) for r in rows]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a study file ({e}); it needs 'base' and 'variants' with label and plugin") \
+            from None
+    return path.stem, variants
 
 
 def parse_overrides(items: list[str], plugins: list[str]) -> dict[str, dict]:
@@ -95,12 +141,15 @@ def _check_keras_backend(name: str, framework: str) -> None:
 
 def _check(opts: StudyOptions) -> dict:
     budget = opts.budget()
-    for name in opts.plugins:
-        plugin = get_plugin(name.split("@", 1)[0])
-        _check_keras_backend(name, plugin.framework)
-        for hp in opts.overrides.get(name, {}):
+    for v in opts.all_variants():
+        plugin = get_plugin(v.plugin.split("@", 1)[0])
+        _check_keras_backend(v.plugin, plugin.framework)
+        for hp in v.hparams:
             if hp not in plugin.defaults:
-                raise UserError(f"{name} has no hyperparameter {hp}; it has: {', '.join(sorted(plugin.defaults))}")
+                raise UserError(f"{v.plugin} has no hyperparameter {hp}; it has: {', '.join(sorted(plugin.defaults))}")
+        for key in v.settings:
+            if key not in SETTINGS:
+                raise UserError(f"{v.label}: unknown run setting {key}; settings are {', '.join(SETTINGS)}")
     return budget
 
 
@@ -147,36 +196,49 @@ def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
     study_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     try:
-        for i, name in enumerate(opts.plugins, 1):
-            hparams = {**get_plugin(name.split("@", 1)[0]).defaults, **opts.overrides.get(name, {})}
-            run_dir = study_dir / f"{name.replace('@', '-')}-s{opts.seed}"
-            config = {"plugin": name, "hparams": hparams, "seed": opts.seed, "dataset": opts.dataset,
+        variants = opts.all_variants()
+        jobs = [(k, v, seed) for k, v in enumerate(variants) for seed in range(opts.seed, opts.seed + opts.seeds)]
+        for i, (order, v, seed) in enumerate(jobs, 1):
+            name = v.plugin
+            hparams = {**get_plugin(name.split("@", 1)[0]).defaults, **v.hparams}
+            run_dir = study_dir / f"{_slug(v.label)}-s{seed}"
+            who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
+            st = {"batch_size": opts.batch_size, "training": opts.training, "lr": opts.optim.lr,
+                  "adam_eps": opts.optim.eps, "clip_norm": opts.optim.clip_norm, **v.settings}
+            optim = replace(opts.optim, lr=float(st["lr"]), eps=float(st["adam_eps"]), clip_norm=float(st["clip_norm"]))
+            config = {"label": v.label, "note": v.note, "order": order, "plugin": name, "hparams": hparams,
+                      "seed": seed, "dataset": opts.dataset,
                       "data_dir": str(opts.data_dir) if opts.data_dir else None, "extractor": opts.extractor,
-                      "budget": budget, "batch_size": opts.batch_size, "training": opts.training,
-                      "optim": opts.optim.to_json(),
+                      "budget": budget, "batch_size": int(st["batch_size"]), "training": st["training"],
+                      "optim": optim.to_json(),
                       "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify}
             config["config_hash"] = digest = config_hash(config, manifest_sha)
             done = None if opts.force else _finished_with(run_dir, digest)
             if done is not None:
-                log(f"[{i}/{len(opts.plugins)}] {name}: finished earlier with the same configuration ({digest}), "
+                log(f"[{i}/{len(jobs)}] {who}: finished earlier with the same configuration ({digest}), "
                     "reused (--force redoes it)")
-                rows.append({"plugin": name, "status": done["status"], "wall_s": 0.0, "reused": True})
+                rows.append({"plugin": v.label, "status": done["status"], "wall_s": 0.0, "reused": True})
                 continue
             run_dir.mkdir(parents=True, exist_ok=True)
             for stale in ("metrics.json", "error.txt"):
                 (run_dir / stale).unlink(missing_ok=True)
             write_json_atomic(run_dir / "config.json", config)
-            log(f"[{i}/{len(opts.plugins)}] {name}: training ({_budget_text(budget)}), log in {run_dir / 'stdout.log'}")
+            log(f"[{i}/{len(jobs)}] {who}: training ({_budget_text(budget)}), log in {run_dir / 'stdout.log'}")
             t0 = time.perf_counter()
             code = _spawn(run_dir, log)
             wall = time.perf_counter() - t0
-            rows.append(_outcome(name, run_dir, code, wall, log))
+            rows.append(_outcome(v.label, run_dir, code, wall, log))
     except KeyboardInterrupt:
         log("interrupted: writing the report of the runs that finished")
     from .report import write_report
 
     report = write_report(study_dir)
     return report, rows
+
+
+def _slug(label: str) -> str:
+    """A label as a folder name: readable, and nothing a shell or a filesystem trips over."""
+    return "".join(c if c.isalnum() or c in "._=+-" else "-" for c in label)
 
 
 def _budget_text(budget: dict) -> str:

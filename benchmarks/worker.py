@@ -81,6 +81,7 @@ def _save_attention(runner, ds, feats, run_dir: Path) -> None:
 
 
 def run(run_dir: Path) -> dict:
+    t_start = time.perf_counter()
     cfg = json.loads((run_dir / "config.json").read_text())
     plugin_name, _, keras_backend = cfg["plugin"].partition("@")
     if keras_backend:
@@ -138,7 +139,7 @@ def run(run_dir: Path) -> dict:
     if max_epochs == math.inf and max_steps == math.inf and time_budget == math.inf:
         raise UserError("no budget: give --epochs, --steps or --time-budget")
 
-    history, step, train_time, first_step_s = [], 0, 0.0, None
+    history, step, train_time, first_step_s, val_eval_s = [], 0, 0.0, None, 0.0
     steady_tokens = steady_captions = 0
     steady_time = 0.0
     best = {"bleu4": -1.0, "epoch": 0, "weights": None}
@@ -171,10 +172,12 @@ def run(run_dir: Path) -> dict:
         if status == "diverged":
             break
         epoch += 1
+        t_val = time.perf_counter()
         val_loss = runner.eval_loss(iterate_batches(ds, "val", feats, bs, 0, 0, shuffle=False, table=val_table,
                                                     pad_to_max=backend.FIXED_SHAPES))
         hyps, refs, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
         val_bleu4 = coco_scores(refs, hyps, meteor=False)[0]["BLEU-4"]
+        val_eval_s += time.perf_counter() - t_val
         row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                "val_loss": val_loss, "val_bleu4": val_bleu4, "train_time_s": train_time}
         history.append(row)
@@ -242,7 +245,10 @@ def run(run_dir: Path) -> dict:
             "fixed_shapes": backend.FIXED_SHAPES,
         },
         "training": {"epochs": epoch, "steps": step, "steps_per_epoch": steps_per_epoch,
-                     "train_time_s": train_time, "eval_time_s": eval_s},
+                     "train_time_s": train_time, "eval_time_s": eval_s, "val_eval_time_s": val_eval_s,
+                     # in-process time outside training and evaluation: data loading, model building, saving
+                     # (interpreter start and framework imports happen before and are not counted here)
+                     "other_time_s": time.perf_counter() - t_start - train_time - eval_s - val_eval_s},
         "overfitting": {
             "best_epoch": best["epoch"],
             "final_train_loss": history[-1]["train_loss"] if history else None,

@@ -160,3 +160,25 @@ def test_study_killed_with_sigkill_finishes_only_what_is_missing(small_dataset, 
     assert json.loads((second / "metrics.json").read_text())["status"] == "ok"
     report = (study_dir / "report.md").read_text()
     assert "| torch_merge " in report and "| torch_concat " in report and "unfinished" not in report
+
+
+def test_seeds_give_intervals_and_paired_differences(small_dataset, data_dir, tmp_path):
+    proc = run("run", "--plugins", "torch_merge,torch_concat", "--dataset", "synthetic-small", "--steps", "12",
+               "--seeds", "2", "--seed", "5", "--no-meteor", "--study", "seeds", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study_dir = tmp_path / "results" / "seeds"
+    assert sorted(p.name for p in study_dir.iterdir() if p.is_dir()) == [
+        "torch_concat-s5", "torch_concat-s6", "torch_merge-s5", "torch_merge-s6"]
+    m5 = json.loads((study_dir / "torch_merge-s5" / "metrics.json").read_text())
+    m6 = json.loads((study_dir / "torch_merge-s6" / "metrics.json").read_text())
+    assert m5["quality"] != m6["quality"]  # the seeds are really different runs
+    report = (study_dir / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| torch_merge (n=2)"))
+    assert " ± " in row
+    assert "### Differences against torch_merge (paired bootstrap over test images)" in report
+    assert "| torch_concat − torch_merge" in report
+
+
+def test_bad_seeds_is_one_line(small_dataset, data_dir, tmp_path):
+    proc = run("run", "--plugins", "torch_merge", "--seeds", "0", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "--seeds must be positive" in proc.stderr
