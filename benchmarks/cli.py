@@ -47,6 +47,9 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better val BLEU-4")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
                    help="hyperparameter override, e.g. torch_merge.dropout=0.5 (repeatable)")
+    p.add_argument("--beam-size", type=int, default=3, help="beam width of the test-set beam search (default 3)")
+    p.add_argument("--length-alpha", type=float, default=0.6,
+                   help="GNMT length normalisation of the beam search (default 0.6; 0 = none)")
     p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
     p.add_argument("--force", action="store_true",
                    help="redo runs that already finished with the same configuration (default: reuse them)")
@@ -234,7 +237,8 @@ def _study_options(args: argparse.Namespace, plugins: list[str], study: str):
                         time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed,
                         seeds=args.seeds, training=args.training, patience=args.patience,
                         optim=OptimConfig(lr=args.lr, eps=args.adam_eps, clip_norm=args.clip_norm),
-                        meteor=args.meteor, verify=args.verify, force=args.force)
+                        meteor=args.meteor, verify=args.verify, force=args.force, beam_size=args.beam_size,
+                        length_alpha=args.length_alpha)
 
 
 def _finish_study(opts, expected: int) -> int:

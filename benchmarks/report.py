@@ -112,7 +112,7 @@ def write_report(study_dir: Path) -> Path:
         if len(values) == 1:
             return _f(values[0])
         mean, half = mean_ci(values)
-        return f"{_f(mean)} ± {_f(half)}"
+        return _f(mean) if half != half else f"{_f(mean)} ± {_f(half)}"
 
     q_rows = []
     for label, group in groups.items():

@@ -62,6 +62,8 @@ class StudyOptions:
     meteor: bool = True
     verify: bool = True
     force: bool = False  # redo runs that already finished with the same configuration
+    beam_size: int = 3
+    length_alpha: float = 0.6
     variants: list[Variant] | None = None  # None: one per plugin, with `overrides`
 
     def all_variants(self) -> list[Variant]:
@@ -73,6 +75,8 @@ class StudyOptions:
         for name, v in (("--epochs", self.epochs), ("--steps", self.steps), ("--time-budget", self.time_budget)):
             if v is not None and v <= 0:
                 raise UserError(f"{name} must be positive, got {v}")
+        if self.beam_size < 1:
+            raise UserError(f"--beam-size must be positive, got {self.beam_size}")
         if self.seeds < 1:
             raise UserError(f"--seeds must be positive, got {self.seeds}")
         if self.batch_size < 1:
@@ -211,7 +215,8 @@ def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
                       "data_dir": str(opts.data_dir) if opts.data_dir else None, "extractor": opts.extractor,
                       "budget": budget, "batch_size": int(st["batch_size"]), "training": st["training"],
                       "optim": optim.to_json(),
-                      "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify}
+                      "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify,
+                      "beam_size": opts.beam_size, "length_alpha": opts.length_alpha}
             config["config_hash"] = digest = config_hash(config, manifest_sha)
             done = None if opts.force else _finished_with(run_dir, digest)
             if done is not None:

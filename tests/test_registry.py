@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -59,11 +60,12 @@ def test_hyperparameter_override_reaches_the_model():
     assert model.drop.p == 0.1 and model.lstm.hidden_size == 32
 
 
-def test_third_party_plugin_through_entry_point(tmp_path, monkeypatch):
-    """A tiny installed distribution (dist-info with an entry point) adds `torch_tiny`."""
-    pkg = tmp_path / "capbench_tiny"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(textwrap.dedent('''
+def test_third_party_plugin_through_entry_point(tmp_path):
+    """A tiny package with a `capbench.plugins` entry point, installed by pip during the test (into a
+    folder of its own, so the environment is left as it was), adds `torch_tiny` to a fresh process."""
+    src = tmp_path / "src"
+    (src / "capbench_tiny").mkdir(parents=True)
+    (src / "capbench_tiny" / "__init__.py").write_text(textwrap.dedent('''
         from plugins.registry import register
         import torch
 
@@ -71,16 +73,32 @@ def test_third_party_plugin_through_entry_point(tmp_path, monkeypatch):
         def build(spec, units):
             return torch.nn.Linear(spec.global_dim, units)
     '''))
-    dist = tmp_path / "capbench_tiny-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: capbench-tiny\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[capbench.plugins]\ntorch_tiny = capbench_tiny\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert "torch_tiny" in registry.available_names()
-    plugin = registry.get_plugin("torch_tiny")
-    assert plugin.family == "tiny" and plugin.module == "capbench_tiny"
-    assert plugin.build(registry.ModelSpec(50, 8, None, 10)).out_features == 4
-    monkeypatch.delitem(registry._REGISTRY, "torch_tiny")
+    (src / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "capbench-tiny"
+        version = "0.1"
+
+        [project.entry-points."capbench.plugins"]
+        torch_tiny = "capbench_tiny"
+    '''))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(src)], check=True, capture_output=True)
+    code = textwrap.dedent("""
+        from plugins import registry
+        assert "torch_tiny" in registry.available_names()
+        p = registry.get_plugin("torch_tiny")
+        assert p.family == "tiny" and p.module == "capbench_tiny"
+        print(p.build(registry.ModelSpec(50, 8, None, 10)).out_features)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.getcwd()])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "4"
 
 
 def test_plugin_names_must_name_a_framework():

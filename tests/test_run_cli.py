@@ -96,11 +96,13 @@ def test_nan_loss_marks_the_run_diverged(small_dataset, data_dir, tmp_path):
 
 def test_prefix_training_runs_end_to_end(small_dataset, data_dir, tmp_path):
     proc = run("run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "3",
-               "--training", "prefix", "--no-meteor", "--study", "prefix", data_dir=data_dir, cwd=tmp_path)
+               "--training", "prefix", "--beam-size", "5", "--no-meteor", "--study", "prefix", data_dir=data_dir,
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     m = json.loads((tmp_path / "results" / "prefix" / "torch_merge-s0" / "metrics.json").read_text())
     # whole images per step: 300 train images / 13 per batch (64 captions / 5 per image) = 24 steps
     assert m["training"]["steps"] == 3 and m["training"]["steps_per_epoch"] == 24
+    assert m["beam"]["size"] == 5
     assert "prefix expansion" in (tmp_path / "results" / "prefix" / "report.md").read_text()
 
 
