@@ -161,8 +161,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         ds = load_dataset(args.dataset, args.data_dir, verify=False)
         f = ds.features(ds.default_extractor)
-        spec = ModelSpec(len(ds.vocab), f.global_.shape[1],
-                         None if f.spatial is None else tuple(f.spatial.shape[1:]), ds.max_length)
+        spec = ModelSpec.of(ds, f)
         spec_from = f"{ds.name}, {f.extractor} features: V={len(ds.vocab)}, D={f.global_.shape[1]}"
     except (UserError, IndexError):
         pass

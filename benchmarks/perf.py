@@ -197,8 +197,7 @@ def run_plugin(job: dict) -> dict:
     else:
         ds = load_dataset(job["dataset"], Path(job["data_dir"]) if job.get("data_dir") else None, verify=False)
         feats = ds.features(job["extractor"])
-        spec = ModelSpec(len(ds.vocab), feats.global_.shape[1],
-                         None if feats.spatial is None else tuple(feats.spatial.shape[1:]), ds.max_length)
+        spec = ModelSpec.of(ds, feats)
         table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
         # as in benchmarks/worker.py: the Keras recipe pre-pads (its models mask); PyTorch models do not mask
         padding = "pre" if plugin.framework == "keras" else "post"

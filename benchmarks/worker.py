@@ -106,8 +106,7 @@ def run(run_dir: Path) -> dict:
     if plugin.needs_spatial and feats.spatial is None:
         raise UserError(f"{plugin_name} needs spatial features, and '{cfg['extractor']}' has none; "
                         "use an extractor with a grid (grid, resnet101, regnetx400mf)")
-    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1],
-                     None if feats.spatial is None else tuple(feats.spatial.shape[1:]), ds.max_length)
+    spec = ModelSpec.of(ds, feats)
     backend = importlib.import_module(f"backends.{plugin.framework}.runner")
     optim = OptimConfig(**cfg["optim"])
     t_build = time.perf_counter()

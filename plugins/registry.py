@@ -40,6 +40,12 @@ class ModelSpec:
     start_id: int = 1
     end_id: int = 2
 
+    @classmethod
+    def of(cls, ds, feats) -> ModelSpec:
+        """The spec of a prepared dataset (shared_data.dataset.Dataset) with one extractor's features."""
+        spatial = None if feats.spatial is None else tuple(feats.spatial.shape[1:])
+        return cls(len(ds.vocab), feats.global_.shape[1], spatial, ds.max_length)
+
 
 @dataclass(frozen=True)
 class Plugin:

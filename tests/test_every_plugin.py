@@ -23,7 +23,7 @@ SMALL = {"units": 32, "embed_dim": 32, "attention_dim": 32, "decoder_dim": 32, "
 def data(small_dataset):
     ds = load_dataset(str(small_dataset))
     feats = ds.features("grid")
-    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1], tuple(feats.spatial.shape[1:]), ds.max_length)
+    spec = ModelSpec.of(ds, feats)
     return ds, feats, spec
 
 

@@ -78,7 +78,7 @@ def copy_torch_to_keras(t, k) -> None:
 def data(small_dataset):
     ds = load_dataset(str(small_dataset))
     feats = ds.features("grid")
-    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1], tuple(feats.spatial.shape[1:]), ds.max_length)
+    spec = ModelSpec.of(ds, feats)
     return ds, feats, spec
 
 

@@ -140,7 +140,7 @@ def test_multihead_attention_conversion_is_exact():
 def data(small_dataset):
     ds = load_dataset(str(small_dataset))
     feats = ds.features("grid")
-    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1], feats.spatial.shape[1:], ds.max_length)
+    spec = ModelSpec.of(ds, feats)
     b = next(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0))
     padded = next(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0, pad_to_max=True))
     return ds, feats, spec, b, padded

@@ -36,7 +36,7 @@ def _torch_runner(small_dataset, units: int = 32):
 
     ds = load_dataset(str(small_dataset), verify=False)
     feats = ds.features("grid")
-    spec = ModelSpec(len(ds.vocab), feats.global_.shape[1], tuple(feats.spatial.shape[1:]), ds.max_length)
+    spec = ModelSpec.of(ds, feats)
     return Runner(get_plugin("torch_merge"), spec, {"units": units}, 0, OptimConfig()), ds, feats
 
 
