@@ -53,6 +53,16 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
     p.add_argument("--force", action="store_true",
                    help="redo runs that already finished with the same configuration (default: reuse them)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: runs as subprocesses here (default); ray: each run a task on a Ray cluster")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time (local), each with cores/jobs threads and a GPU of its own where there "
+                        "are GPUs; with ray, each run asks for the cluster's CPUs / jobs (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (Ray: CPUs) per run, instead of cores/jobs")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address, e.g. ray://head:10001 (default: a local Ray instance for the study)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard scalars (losses, BLEU-4, throughput) to each run's tensorboard/ folder")
     _add_data_args(p)
     _add_verify_arg(p)
 
@@ -237,7 +247,8 @@ def _study_options(args: argparse.Namespace, plugins: list[str], study: str):
                         seeds=args.seeds, training=args.training, patience=args.patience,
                         optim=OptimConfig(lr=args.lr, eps=args.adam_eps, clip_norm=args.clip_norm),
                         meteor=args.meteor, verify=args.verify, force=args.force, beam_size=args.beam_size,
-                        length_alpha=args.length_alpha)
+                        length_alpha=args.length_alpha, executor=args.executor, jobs=args.jobs,
+                        threads=args.threads, address=args.address, tensorboard=args.tensorboard)
 
 
 def _finish_study(opts, expected: int) -> int:

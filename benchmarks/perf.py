@@ -315,7 +315,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (default 30)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 5)")
     p.add_argument("--beams", default=None, help="beam sizes for decoding (default 3,5)")
-    p.add_argument("--images", type=int, default=None, help="test images decoded both ways (default 32)")
+    p.add_argument("--images", type=int, default=None,
+                   help="test images decoded both ways (default 500: one batch of the worker's test decoding)")
     p.add_argument("--length-alpha", type=float, default=0.6)
     p.add_argument("--shapes", choices=["dataset", "flickr8k", "both"], default="both",
                    help="dataset: training, decoding and MFU on the dataset; flickr8k: MFU at Flickr8k's shapes")
@@ -329,7 +330,7 @@ def main(args: argparse.Namespace) -> int:
 
     from shared_data.dataset import load_dataset
 
-    defaults = QUICK if args.quick else dict(steps=30, warmup=5, images=32, beams="3,5", matmul_n=2048)
+    defaults = QUICK if args.quick else dict(steps=30, warmup=5, images=500, beams="3,5", matmul_n=2048)
     steps = args.steps if args.steps is not None else defaults["steps"]
     warmup = args.warmup if args.warmup is not None else defaults["warmup"]
     images = args.images if args.images is not None else defaults["images"]

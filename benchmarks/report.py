@@ -178,6 +178,10 @@ def write_report(study_dir: Path) -> Path:
               "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
               "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
               "(data loading, model building, saving; interpreter start and imports not included).", ""]
+    shared = sorted({r["metrics"]["speed"].get("threads") for r in done} - {None})
+    if shared:
+        lines += [f"**Runs shared the machine** (`--jobs`/Ray, {'/'.join(map(str, shared))} CPU thread(s) each): "
+                  "their speed figures measure that setting and are not comparable with one run at a time.", ""]
 
     o_rows = []
     for r in done:

@@ -65,6 +65,11 @@ class StudyOptions:
     beam_size: int = 3
     length_alpha: float = 0.6
     variants: list[Variant] | None = None  # None: one per plugin, with `overrides`
+    executor: str = "local"  # local: subprocesses on this machine; ray: tasks on a Ray cluster
+    jobs: int = 1  # runs at a time (local); with ray, the share of this machine's cores a run asks for
+    threads: int | None = None  # CPU threads per run; None: all cores for one run at a time, else cores // jobs
+    address: str | None = None  # Ray cluster address; None starts a local Ray instance for the study
+    tensorboard: bool = False  # TensorBoard scalars in every run folder
 
     def all_variants(self) -> list[Variant]:
         if self.variants is not None:
@@ -81,6 +86,8 @@ class StudyOptions:
             raise UserError(f"--seeds must be positive, got {self.seeds}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.jobs < 1 or (self.threads is not None and self.threads < 1):
+            raise UserError(f"--jobs and --threads must be positive, got {self.jobs} and {self.threads}")
         epochs = self.epochs if (self.epochs or self.steps or self.time_budget) else DEFAULT_EPOCHS
         return {"epochs": epochs, "steps": self.steps, "time_budget": self.time_budget}
 
@@ -144,7 +151,15 @@ def _check_keras_backend(name: str, framework: str) -> None:
 
 
 def _check(opts: StudyOptions) -> dict:
+    import importlib.util
+
     budget = opts.budget()
+    if opts.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    if opts.executor not in EXECUTORS:
+        raise UserError(f"unknown executor '{opts.executor}'; use one of {', '.join(EXECUTORS)}")
+    if opts.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UserError("--executor ray needs Ray: pip install 'ray>=2.9' (or use --executor local --jobs N)")
     for v in opts.all_variants():
         plugin = get_plugin(v.plugin.split("@", 1)[0])
         _check_keras_backend(v.plugin, plugin.framework)
@@ -176,10 +191,15 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
     return sha256_file(ds.path / "manifest.json")
 
 
+# where the data lives, whether checksums were verified, how many threads ran it and whether it
+# logged scalars do not change what a run measures (thread counts can move the last float bits)
+NOT_HASHED = ("data_dir", "verify", "config_hash", "threads", "tensorboard")
+
+
 def config_hash(config: dict, manifest_sha: str) -> str:
     """What identifies a run: everything that can change its numbers, and the exact dataset.
     Where the data lives and whether checksums were verified do not."""
-    keep = {k: v for k, v in config.items() if k not in ("data_dir", "verify", "config_hash")}
+    keep = {k: v for k, v in config.items() if k not in NOT_HASHED}
     blob = json.dumps(keep, sort_keys=True) + manifest_sha
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -193,52 +213,71 @@ def _finished_with(run_dir: Path, digest: str) -> dict | None:
     return metrics if old.get("config_hash") == digest else None
 
 
+@dataclass
+class Job:
+    """One run of a study: a variant with a seed, its folder and its config.json."""
+
+    number: int  # 1-based position in the study, for the log
+    who: str  # the variant's label (and seed when there are several)
+    run_dir: Path
+    config: dict
+
+
 def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
     budget = _check(opts)
     manifest_sha = ensure_dataset(opts, log)
     study_dir = Path(opts.results_dir) / opts.study
     study_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    jobs = _plan(opts, budget, manifest_sha, study_dir)
+    pending = []
+    for job in jobs:
+        done = None if opts.force else _finished_with(job.run_dir, job.config["config_hash"])
+        if done is not None:
+            log(f"[{job.number}/{len(jobs)}] {job.who}: finished earlier with the same configuration "
+                f"({job.config['config_hash']}), reused (--force redoes it)")
+            rows.append({"plugin": job.config["label"], "status": done["status"], "wall_s": 0.0, "reused": True})
+            continue
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.json", "error.txt", *(["checkpoint.json"] if opts.force else [])):
+            (job.run_dir / stale).unlink(missing_ok=True)
+        write_json_atomic(job.run_dir / "config.json", job.config)
+        pending.append(job)
     try:
-        variants = opts.all_variants()
-        jobs = [(k, v, seed) for k, v in enumerate(variants) for seed in range(opts.seed, opts.seed + opts.seeds)]
-        for i, (order, v, seed) in enumerate(jobs, 1):
-            name = v.plugin
-            hparams = {**get_plugin(name.split("@", 1)[0]).defaults, **v.hparams}
-            run_dir = study_dir / f"{_slug(v.label)}-s{seed}"
-            who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
-            st = {"batch_size": opts.batch_size, "training": opts.training, "lr": opts.optim.lr,
-                  "adam_eps": opts.optim.eps, "clip_norm": opts.optim.clip_norm, **v.settings}
-            optim = replace(opts.optim, lr=float(st["lr"]), eps=float(st["adam_eps"]), clip_norm=float(st["clip_norm"]))
-            config = {"label": v.label, "note": v.note, "order": order, "plugin": name, "hparams": hparams,
-                      "seed": seed, "dataset": opts.dataset,
-                      "data_dir": str(opts.data_dir) if opts.data_dir else None, "extractor": opts.extractor,
-                      "budget": budget, "batch_size": int(st["batch_size"]), "training": st["training"],
-                      "optim": optim.to_json(),
-                      "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify,
-                      "beam_size": opts.beam_size, "length_alpha": opts.length_alpha}
-            config["config_hash"] = digest = config_hash(config, manifest_sha)
-            done = None if opts.force else _finished_with(run_dir, digest)
-            if done is not None:
-                log(f"[{i}/{len(jobs)}] {who}: finished earlier with the same configuration ({digest}), "
-                    "reused (--force redoes it)")
-                rows.append({"plugin": v.label, "status": done["status"], "wall_s": 0.0, "reused": True})
-                continue
-            run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in ("metrics.json", "error.txt"):
-                (run_dir / stale).unlink(missing_ok=True)
-            write_json_atomic(run_dir / "config.json", config)
-            log(f"[{i}/{len(jobs)}] {who}: training ({_budget_text(budget)}), log in {run_dir / 'stdout.log'}")
-            t0 = time.perf_counter()
-            code = _spawn(run_dir, log)
-            wall = time.perf_counter() - t0
-            rows.append(_outcome(v.label, run_dir, code, wall, log))
+        run = _run_on_ray if opts.executor == "ray" else _run_local
+        for job, code, wall in run(pending, opts, len(jobs), log):
+            rows.append(_outcome(job.config["label"], job.run_dir, code, wall, log))
     except KeyboardInterrupt:
         log("interrupted: writing the report of the runs that finished")
     from .report import write_report
 
     report = write_report(study_dir)
     return report, rows
+
+
+def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) -> list[Job]:
+    variants = opts.all_variants()
+    pairs = [(k, v, seed) for k, v in enumerate(variants) for seed in range(opts.seed, opts.seed + opts.seeds)]
+    threads = opts.threads or (None if opts.jobs == 1 else max(1, (os.cpu_count() or 1) // opts.jobs))
+    jobs = []
+    for i, (order, v, seed) in enumerate(pairs, 1):
+        hparams = {**get_plugin(v.plugin.split("@", 1)[0]).defaults, **v.hparams}
+        st = {"batch_size": opts.batch_size, "training": opts.training, "lr": opts.optim.lr,
+              "adam_eps": opts.optim.eps, "clip_norm": opts.optim.clip_norm, **v.settings}
+        optim = replace(opts.optim, lr=float(st["lr"]), eps=float(st["adam_eps"]), clip_norm=float(st["clip_norm"]))
+        config = {"label": v.label, "note": v.note, "order": order, "plugin": v.plugin, "hparams": hparams,
+                  "seed": seed, "dataset": opts.dataset,
+                  # absolute: a run may start in another folder (a Ray worker's)
+                  "data_dir": str(Path(opts.data_dir).resolve()) if opts.data_dir else None,
+                  "extractor": opts.extractor, "budget": budget, "batch_size": int(st["batch_size"]),
+                  "training": st["training"], "optim": optim.to_json(),
+                  "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify,
+                  "beam_size": opts.beam_size, "length_alpha": opts.length_alpha,
+                  "threads": threads, "tensorboard": opts.tensorboard}
+        config["config_hash"] = config_hash(config, manifest_sha)
+        who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
+        jobs.append(Job(i, who, study_dir / f"{_slug(v.label)}-s{seed}", config))
+    return jobs
 
 
 def _slug(label: str) -> str:
@@ -251,27 +290,165 @@ def _budget_text(budget: dict) -> str:
     return ", ".join(parts)
 
 
-def _spawn(run_dir: Path, log) -> int:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with open(run_dir / "stdout.log", "w") as logf:
+# ------------------------------------------------------------------------------------- executors
+EXECUTORS = ("local", "ray")
+
+
+def _start_line(job: Job, total: int, where: str = "") -> str:
+    resumed = " resuming from its last epoch checkpoint," if (job.run_dir / "checkpoint.json").exists() else ""
+    return (f"[{job.number}/{total}] {job.who}: training ({_budget_text(job.config['budget'])}){where},{resumed} "
+            f"log in {job.run_dir / 'stdout.log'}")
+
+
+def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
+    """Subprocesses on this machine: one at a time with progress bars, or `opts.jobs` at once, each
+    with its share of the cores (threads pinned) and, where there are GPUs, one GPU per slot."""
+    if opts.jobs == 1:
+        for job in pending:
+            log(_start_line(job, total))
+            t0 = time.perf_counter()
+            code = _spawn(job.run_dir, log)
+            yield job, code, time.perf_counter() - t0
+        return
+
+    import queue
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    gpus = _local_gpus()
+    slots: queue.Queue = queue.Queue()
+    for k in range(opts.jobs):
+        slots.put(k)
+    procs: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+
+    def one(job: Job) -> tuple[Job, int, float]:
+        slot = slots.get()
+        try:
+            env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus else {}
+            where = f" in slot {slot}" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else "")
+            with lock:
+                log(_start_line(job, total, where))
+            t0 = time.perf_counter()
+            code = _spawn(job.run_dir, log, env=env, prefix=f"{job.who}:", procs=procs)
+            return job, code, time.perf_counter() - t0
+        finally:
+            slots.put(slot)
+
+    pool = ThreadPoolExecutor(opts.jobs)
+    futures = [pool.submit(one, job) for job in pending]
+    try:
+        for f in as_completed(futures):
+            yield f.result()
+    except KeyboardInterrupt:  # stop the runs in flight and the queued ones; finished folders stay
+        for f in futures:
+            f.cancel()
+        for p in list(procs):
+            p.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _local_gpus() -> list[str]:
+    """GPU ids this study may hand out: CUDA_VISIBLE_DEVICES when set, else what nvidia-smi lists.
+    Asked without importing a framework into the study process."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return out.stdout.split() if out.returncode == 0 else []
+
+
+def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
+    """Each run a Ray task asking for its threads' CPUs (and a GPU when the cluster has any). The task
+    runs the worker in a temporary folder on its node and returns the run folder's files, which land
+    in this study's results folder exactly as with the local executor. Every node needs this package
+    installed and the dataset prepared (the config hash pins the dataset's manifest)."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        res = ray.cluster_resources()
+        cpus = opts.threads or max(1, int(res.get("CPU", 1)) // opts.jobs)
+        task = ray.remote(_ray_run).options(num_cpus=cpus, num_gpus=1 if res.get("GPU", 0) >= 1 else 0,
+                                            max_retries=0)
+        refs = {}
+        for job in pending:
+            job.config["threads"] = cpus
+            write_json_atomic(job.run_dir / "config.json", job.config)
+            log(_start_line(job, total, f" as a Ray task ({cpus} CPUs)"))
+            refs[task.remote(job.config)] = job
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            job = refs.pop(done[0])
+            code, files, wall = ray.get(done[0])
+            for rel, data in files.items():
+                (job.run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (job.run_dir / rel).write_bytes(data)
+            yield job, code, wall
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_run(config: dict) -> tuple[int, dict[str, bytes], float]:
+    """On a Ray worker: one run in a temporary folder; returns (exit code, {relative path: bytes}, wall s)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="capbench-run-") as tmp:
+        run_dir = Path(tmp)
+        write_json_atomic(run_dir / "config.json", config)
+        t0 = time.perf_counter()
+        code = _spawn(run_dir, log=lambda *_: None, prefix="")
+        wall = time.perf_counter() - t0
+        files = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
+                 if p.is_file() and p.name != "config.json"}
+    return code, files, wall
+
+
+def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = None,
+           procs: set | None = None) -> int:
+    """The worker as a subprocess. prefix None: progress bars and short epoch lines (one run at a
+    time); a prefix: no bars, epoch lines prefixed (runs side by side)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    mode = "a" if (run_dir / "checkpoint.json").exists() else "w"  # a resumed run keeps its earlier log
+    with open(run_dir / "stdout.log", mode, buffering=1) as logf:  # line-buffered: tail -f works
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(run_dir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
+        if procs is not None:
+            procs.add(proc)
         try:
-            _follow(proc, logf, log)
+            _follow(proc, logf, log, prefix)
         except KeyboardInterrupt:  # stop the run in flight too; its folder stays, marked unfinished
             proc.terminate()
             proc.wait()
             raise
+        finally:
+            if procs is not None:
+                procs.discard(proc)
         return proc.wait()
 
 
-def _follow(proc: subprocess.Popen, logf, log) -> None:
+def _follow(proc: subprocess.Popen, logf, log, prefix: str | None = None) -> None:
     """Worker output -> the run's log, per-epoch lines echoed short, progress lines -> a progress bar."""
     from tqdm import tqdm
 
     bar, phase, shown = None, None, 0
     for line in proc.stdout:
         if line.startswith(PROGRESS):  # a bar on a terminal (none when not a tty), nothing in the log
+            if prefix is not None:
+                continue
             p = json.loads(line[len(PROGRESS):])
             if p["phase"] != phase:
                 if bar is not None:
@@ -288,8 +465,8 @@ def _follow(proc: subprocess.Popen, logf, log) -> None:
                 if bar is not None:
                     bar.close()
                     bar, phase = None, None
-                log(f"    epoch {row['epoch']}: train loss {row['train_loss']:.3f}, val loss "
-                    f"{row['val_loss']:.3f}, val BLEU-4 {row['val_bleu4']:.3f}")
+                log(f"    {prefix + ' ' if prefix else ''}epoch {row['epoch']}: train loss {row['train_loss']:.3f}, "
+                    f"val loss {row['val_loss']:.3f}, val BLEU-4 {row['val_bleu4']:.3f}")
             except (json.JSONDecodeError, KeyError):
                 pass
     if bar is not None:
@@ -300,12 +477,13 @@ def _outcome(name: str, run_dir: Path, code: int, wall: float, log) -> dict:
     metrics = run_dir / "metrics.json"
     if code == 0 and metrics.exists():
         m = json.loads(metrics.read_text())
-        log(f"    done in {wall:.0f}s: test BLEU-4 {m['quality']['BLEU-4']:.3f}, CIDEr {m['quality']['CIDEr']:.3f}"
+        q = m["quality"]
+        log(f"    {name}: done in {wall:.0f}s: test BLEU-4 {q['BLEU-4']:.3f}, CIDEr {q['CIDEr']:.3f}"
             + ("" if m["status"] == "ok" else f" ({m['status']})"))
         return {"plugin": name, "status": m["status"], "wall_s": wall}
     lines = [ln for ln in (run_dir / "stdout.log").read_text().splitlines() if ln.strip()]
     error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
     (run_dir / "error.txt").write_text(error + "\n")
     status = "diverged" if code == DIVERGED_EXIT else "failed"
-    log(f"    {status.upper()} ({error}); the study goes on")
+    log(f"    {name}: {status.upper()} ({error}); the study goes on")
     return {"plugin": name, "status": status, "error": error, "wall_s": wall}

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,25 @@ def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None
     return hyps, refs, rate
 
 
+@dataclass
+class LoopState:
+    """Everything the training loop carries from epoch to epoch: what a checkpoint saves."""
+
+    epoch: int = 0
+    step: int = 0
+    train_time: float = 0.0
+    first_step_s: float | None = None
+    val_eval_s: float = 0.0  # per-epoch validation (loss and decoded BLEU-4)
+    steady_tokens: int = 0  # after WARMUP_STEPS: the throughput figures
+    steady_captions: int = 0
+    steady_time: float = 0.0
+    history: list = field(default_factory=list)  # one row per epoch
+    best_bleu4: float = -1.0
+    best_epoch: int = 0
+    best_file: str | None = None  # weights of the best epoch so far, in the run folder
+    patience_left: float = math.inf
+
+
 class Diverged(Exception):
     """A NaN/inf loss before any epoch could be evaluated: a row marked diverged, not a crash."""
 
@@ -81,7 +101,7 @@ def _save_attention(runner, ds, feats, run_dir: Path) -> None:
 
 
 def run(run_dir: Path) -> dict:
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     cfg = json.loads((run_dir / "config.json").read_text())
     plugin_name, _, keras_backend = cfg["plugin"].partition("@")
     if keras_backend:
@@ -98,6 +118,7 @@ def run(run_dir: Path) -> dict:
 
     from .grounding import grounded_scores
     from .metrics import coco_scores, nltk_bleu4, spice_missing
+    from .scalars import open_scalars
 
     ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
                       verify=cfg.get("verify", True))
@@ -108,6 +129,8 @@ def run(run_dir: Path) -> dict:
                         "use an extractor with a grid (grid, resnet101, regnetx400mf)")
     spec = ModelSpec.of(ds, feats)
     backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    if cfg.get("threads"):  # set by the study when runs share the machine
+        backend.set_threads(int(cfg["threads"]))
     optim = OptimConfig(**cfg["optim"])
     t_build = time.perf_counter()
     runner = backend.Runner(plugin, spec, cfg["hparams"], cfg["seed"], optim)
@@ -138,68 +161,81 @@ def run(run_dir: Path) -> dict:
     if max_epochs == math.inf and max_steps == math.inf and time_budget == math.inf:
         raise UserError("no budget: give --epochs, --steps or --time-budget")
 
-    history, step, train_time, first_step_s, val_eval_s = [], 0, 0.0, None, 0.0
-    steady_tokens = steady_captions = 0
-    steady_time = 0.0
-    best = {"bleu4": -1.0, "epoch": 0, "weights": None}
-    status, patience_left = "ok", cfg.get("patience") or math.inf
-    epoch = 0
-    while epoch < max_epochs and step < max_steps and train_time < time_budget:
+    st = LoopState(patience_left=cfg.get("patience") or math.inf)
+    ckpt = read_checkpoint(run_dir, cfg.get("config_hash"))
+    if ckpt is not None:
+        runner.load_checkpoint(run_dir / ckpt["file"])
+        st = LoopState(**ckpt["loop"])
+        print(f"resumed from the checkpoint after epoch {st.epoch} (step {st.step})", flush=True)
+    resumed = LoopState(**asdict(st))  # the earlier attempts' share, kept out of this process's time split
+    status = "ok"
+    stopped_early = False
+    scalars = open_scalars(run_dir, cfg.get("tensorboard", False))
+    while not stopped_early and st.epoch < max_epochs and st.step < max_steps and st.train_time < time_budget:
         losses, tokens_seen = [], 0
-        progress = _Progress(f"train epoch {epoch + 1}", steps_per_epoch)
-        for i, batch in enumerate(train_batches(epoch)):
+        progress = _Progress(f"train epoch {st.epoch + 1}", steps_per_epoch)
+        for i, batch in enumerate(train_batches(st.epoch)):
             progress(i)
             t0 = time.perf_counter()
             loss = runner.train_step(batch)
             runner.sync()
             dt = time.perf_counter() - t0
-            train_time += dt
-            step += 1
-            if first_step_s is None:
-                first_step_s = dt
-            if step > WARMUP_STEPS:
-                steady_time += dt
-                steady_tokens += batch.num_tokens
-                steady_captions += len(batch.lengths)
+            st.train_time += dt
+            st.step += 1
+            if st.first_step_s is None:
+                st.first_step_s = dt
+            if st.step > WARMUP_STEPS:
+                st.steady_time += dt
+                st.steady_tokens += batch.num_tokens
+                st.steady_captions += len(batch.lengths)
             if not math.isfinite(loss):
                 status = "diverged"
                 break
+            scalars.add("train/loss", loss, st.step)
             losses.append(loss)
             tokens_seen += batch.num_tokens
-            if step >= max_steps or train_time >= time_budget:
+            if st.step >= max_steps or st.train_time >= time_budget:
                 break
         if status == "diverged":
             break
-        epoch += 1
+        st.epoch += 1
         t_val = time.perf_counter()
         val_loss = runner.eval_loss(iterate_batches(ds, "val", feats, bs, 0, 0, shuffle=False, table=val_table,
                                                     pad_to_max=backend.FIXED_SHAPES))
         hyps, refs, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
         val_bleu4 = coco_scores(refs, hyps, meteor=False)[0]["BLEU-4"]
-        val_eval_s += time.perf_counter() - t_val
-        row = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "val_loss": val_loss, "val_bleu4": val_bleu4, "train_time_s": train_time}
-        history.append(row)
-        print(json.dumps(row), flush=True)
-        if val_bleu4 > best["bleu4"]:
-            best = {"bleu4": val_bleu4, "epoch": epoch, "weights": runner.state_dict()}
-            patience_left = cfg.get("patience") or math.inf
+        st.val_eval_s += time.perf_counter() - t_val
+        row = {"epoch": st.epoch, "step": st.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "val_loss": val_loss, "val_bleu4": val_bleu4, "train_time_s": st.train_time}
+        st.history.append(row)
+        for tag, value in (("val/loss", val_loss), ("val/BLEU-4", val_bleu4)):
+            scalars.add(tag, value, st.step)
+        if st.steady_time:
+            scalars.add("train/tokens_per_s", st.steady_tokens / st.steady_time, st.step)
+        if val_bleu4 > st.best_bleu4:
+            # the best epoch's weights go to disk at once: the final weights file, and what a resumed run loads
+            st.best_bleu4, st.best_epoch = val_bleu4, st.epoch
+            st.best_file = Path(runner.save(run_dir / "weights")).name
+            st.patience_left = cfg.get("patience") or math.inf
         else:
-            patience_left -= 1
-            if patience_left <= 0:
-                print(f"early stop after epoch {epoch}", flush=True)
-                break
+            st.patience_left -= 1
+            stopped_early = st.patience_left <= 0
+        write_checkpoint(runner, run_dir, cfg.get("config_hash"), st)
+        print(json.dumps(row), flush=True)
+        if stopped_early:
+            print(f"early stop after epoch {st.epoch}", flush=True)
 
     with open(run_dir / "history.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"])
         w.writeheader()
-        w.writerows(history)
-    if status == "diverged" and best["weights"] is None:
-        raise Diverged(f"diverged: non-finite training loss at step {step}, before any epoch finished "
+        w.writerows(st.history)
+    if status == "diverged" and st.best_file is None:
+        scalars.close()
+        raise Diverged(f"diverged: non-finite training loss at step {st.step}, before any epoch finished "
                        f"(lower --lr or --clip-norm)")
-    if best["weights"] is not None:
-        runner.load_state_dict(best["weights"])
-    weights_file = runner.save(run_dir / "weights")
+    weights_file = run_dir / st.best_file
+    if st.best_epoch != st.epoch or status == "diverged":
+        runner.load_file(weights_file)
 
     t_eval = time.perf_counter()
     hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
@@ -236,29 +272,64 @@ def run(run_dir: Path) -> dict:
         "params": params,
         "weights_file": Path(weights_file).name, "weights_bytes": Path(weights_file).stat().st_size,
         "speed": {
-            "train_tokens_per_s": steady_tokens / steady_time if steady_time else float("nan"),
-            "train_captions_per_s": steady_captions / steady_time if steady_time else float("nan"),
-            "time_to_first_step_s": first_step_s, "build_s": build_s,
+            "train_tokens_per_s": st.steady_tokens / st.steady_time if st.steady_time else float("nan"),
+            "train_captions_per_s": st.steady_captions / st.steady_time if st.steady_time else float("nan"),
+            "time_to_first_step_s": st.first_step_s, "build_s": build_s,
             "decode_greedy_captions_per_s": greedy_rate, "decode_beam_captions_per_s": beam_rate,
             "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
-            "fixed_shapes": backend.FIXED_SHAPES,
+            "fixed_shapes": backend.FIXED_SHAPES, "threads": cfg.get("threads"),
+            "started_at": started_at, "finished_at": time.time(),
         },
-        "training": {"epochs": epoch, "steps": step, "steps_per_epoch": steps_per_epoch,
-                     "train_time_s": train_time, "eval_time_s": eval_s, "val_eval_time_s": val_eval_s,
+        "training": {"epochs": st.epoch, "steps": st.step, "steps_per_epoch": steps_per_epoch,
+                     "train_time_s": st.train_time, "eval_time_s": eval_s, "val_eval_time_s": st.val_eval_s,
                      # in-process time outside training and evaluation: data loading, model building, saving
                      # (interpreter start and framework imports happen before and are not counted here)
-                     "other_time_s": time.perf_counter() - t_start - train_time - eval_s - val_eval_s},
+                     "other_time_s": time.perf_counter() - t_start - (st.train_time - resumed.train_time)
+                     - eval_s - (st.val_eval_s - resumed.val_eval_s),
+                     "resumed_after_epoch": resumed.epoch if ckpt is not None else None},
         "overfitting": {
-            "best_epoch": best["epoch"],
-            "final_train_loss": history[-1]["train_loss"] if history else None,
-            "final_val_loss": history[-1]["val_loss"] if history else None,
+            "best_epoch": st.best_epoch,
+            "final_train_loss": st.history[-1]["train_loss"] if st.history else None,
+            "final_val_loss": st.history[-1]["val_loss"] if st.history else None,
             "train_bleu4": train_bleu4, "test_bleu4": quality["BLEU-4"],
         },
     }
+    for tag, value in (("test/BLEU-4", quality["BLEU-4"]), ("test/CIDEr", quality["CIDEr"])):
+        scalars.add(tag, value, st.step)
+    scalars.close()
     write_json_atomic(run_dir / "captions.json", {i: {"generated": hyps[i], "references": refs[i]} for i in hyps})
     write_json_atomic(run_dir / "per_image.json", per_image)
     write_json_atomic(run_dir / "metrics.json", metrics)
+    remove_checkpoint(run_dir)  # finished: metrics.json is the record now
     return metrics
+
+
+CHECKPOINT = "checkpoint"  # RUN_DIR/checkpoint.json (loop state) + checkpoint.{pt,npz} (model, optimizer)
+
+
+def write_checkpoint(runner, run_dir: Path, config_hash: str | None, st: LoopState) -> None:
+    """After every epoch: the runner's state first, then the json that points at it, each atomically,
+    so a kill at any moment leaves the previous epoch's checkpoint or this one, never half of one."""
+    from shared_data.dataset import write_json_atomic
+
+    file = Path(runner.save_checkpoint(run_dir / CHECKPOINT)).name
+    write_json_atomic(run_dir / f"{CHECKPOINT}.json", {"config_hash": config_hash, "file": file, "loop": asdict(st)})
+
+
+def read_checkpoint(run_dir: Path, config_hash: str | None) -> dict | None:
+    """The last epoch's checkpoint of this very configuration, or None (none, or another config's)."""
+    try:
+        ckpt = json.loads((run_dir / f"{CHECKPOINT}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if ckpt.get("config_hash") != config_hash or not (run_dir / ckpt["file"]).exists():
+        return None
+    return ckpt
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    for f in run_dir.glob(f"{CHECKPOINT}.*"):
+        f.unlink(missing_ok=True)
 
 
 def main() -> int:

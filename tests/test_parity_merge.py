@@ -121,3 +121,46 @@ def test_five_optimizer_steps_give_the_same_losses(small_dataset, keras_name, to
     k = get_plugin(keras_name).build(spec, dropout=0.0)
     copy_torch_to_keras(t, k)
     assert_same_losses_over_steps(t, k, ds, feats)
+
+
+@pytest.mark.parametrize("torch_name, keras_name", [("torch_merge", "keras_merge"), ("torch_concat", "keras_concat")])
+def test_shared_init_gives_torch_keras_initial_weight_distributions(torch_name, keras_name):
+    """init="shared": the torch model starts from Keras' scheme, layer by layer; "framework" does not."""
+    import numpy as np
+
+    spec = ModelSpec(vocab_size=500, global_dim=192, spatial_shape=None, max_length=20)
+    torch.manual_seed(0)
+    keras.utils.set_random_seed(0)
+    t = get_plugin(torch_name).build(spec, init="shared")
+    k = get_plugin(keras_name).build(spec, init="shared")
+    u = 256
+
+    def stats(w):
+        return float(np.abs(w).max()), float(w.std())
+
+    pairs = {  # torch tensor (as Keras' layout) -> keras array
+        "img": (t.img.weight.T, k.img.kernel), "out": (t.out.weight.T, k.out.kernel),
+        "hidden0": (t.hidden[0].weight.T, k.hidden[0].kernel), "embed": (t.embed.weight[1:], k.embed.embeddings),
+        "lstm_kernel": (t.lstm.weight_ih_l0.T, k.lstm.cell.kernel),
+    }
+    for name, (tw, kw) in pairs.items():
+        (tmax, tstd), (kmax, kstd) = stats(tw.detach().numpy()), stats(keras.ops.convert_to_numpy(kw))
+        assert tmax <= kmax * 1.05 and abs(tstd - kstd) / kstd < 0.05, (name, tmax, kmax, tstd, kstd)
+    rec_t = t.lstm.weight_hh_l0.detach().numpy().T  # [U, 4U], rows orthonormal as Keras' orthogonal init
+    rec_k = keras.ops.convert_to_numpy(k.lstm.cell.recurrent_kernel)
+    for rec in (rec_t, rec_k):
+        np.testing.assert_allclose(rec @ rec.T, np.eye(u), atol=1e-4)
+    bias_t = (t.lstm.bias_ih_l0 + t.lstm.bias_hh_l0).detach().numpy()
+    np.testing.assert_array_equal(bias_t, keras.ops.convert_to_numpy(k.lstm.cell.bias))  # 0, forget gate 1
+    assert float(t.img.bias.detach().abs().max()) == 0.0
+
+    default = get_plugin(torch_name).build(spec)  # PyTorch's own scheme: N(0, 1) embeddings, biased gates
+    assert float(default.embed.weight.detach().std()) > 0.5
+    assert float((default.lstm.bias_ih_l0 + default.lstm.bias_hh_l0)[u:2 * u].detach().mean()) < 0.5
+
+
+def test_unknown_init_is_refused():
+    spec = ModelSpec(vocab_size=50, global_dim=8, spatial_shape=None, max_length=10)
+    for name in ("torch_merge", "keras_merge"):
+        with pytest.raises(ValueError, match="init must be"):
+            get_plugin(name).build(spec, init="xavier")

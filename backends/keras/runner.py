@@ -26,6 +26,19 @@ def _gpu() -> bool:
     return False
 
 
+def set_threads(n: int) -> None:
+    """CPU threads of one run, when several runs share the machine (`--jobs N`); before any op runs."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(n)
+
+
 class Runner:
     def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig):
         if keras.backend.backend() == "tensorflow":
@@ -117,12 +130,6 @@ class Runner:
         return beam_search(step, state, reorder, global_feats.shape[0], beam, max_len, self.spec.start_id,
                            self.spec.end_id, self.spec.pad_id, alpha)
 
-    def state_dict(self) -> list:
-        return [np.array(w) for w in self.model.get_weights()]
-
-    def load_state_dict(self, state: list) -> None:
-        self.model.set_weights(state)
-
     def save(self, path) -> str:
         """The model's weights only, one HDF5 dataset per variable path. Keras' own save_weights also
         writes the compiled optimizer's slots (Adam's m and v: three times the size of the model),
@@ -130,10 +137,11 @@ class Runner:
         import h5py
 
         out = str(path) + ".h5"
-        with h5py.File(out, "w") as f:
+        with h5py.File(out + ".tmp", "w") as f:
             for i, w in enumerate(self.model.weights):  # in model order; the path is kept for readers
                 f[f"{i:04d}"] = keras.ops.convert_to_numpy(w)
                 f[f"{i:04d}"].attrs["path"] = w.path
+        os.replace(out + ".tmp", out)
         return out
 
     def load_file(self, path) -> None:
@@ -143,6 +151,24 @@ class Runner:
 
         with h5py.File(str(path), "r") as f:
             self.model.set_weights([f[f"{i:04d}"][()] for i in range(len(self.model.weights))])
+
+    def save_checkpoint(self, path) -> str:
+        """All model state (weights and the dropout layers' seed generators: `model.variables`) and
+        the optimizer's (iteration count, Adam's moments), in order: what a resumed run needs."""
+        out = str(path) + ".npz"
+        arrays = {f"model{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self.model.variables)}
+        arrays |= {f"optim{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self.model.optimizer.variables)}
+        with open(out + ".tmp", "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(out + ".tmp", out)
+        return out
+
+    def load_checkpoint(self, path) -> None:
+        with np.load(str(path)) as f:
+            for i, v in enumerate(self.model.variables):
+                v.assign(f[f"model{i:04d}"])
+            for i, v in enumerate(self.model.optimizer.variables):
+                v.assign(f[f"optim{i:04d}"])
 
     def peak_memory(self) -> tuple[float, str]:
         import resource

@@ -17,6 +17,11 @@ FRAMEWORK = "torch"
 FIXED_SHAPES = False  # eager PyTorch pays nothing for a new sequence length
 
 
+def set_threads(n: int) -> None:
+    """CPU threads of one run, when several runs share the machine (`--jobs N`)."""
+    torch.set_num_threads(n)
+
+
 class Runner:
     def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig):
         random.seed(seed)
@@ -115,23 +120,38 @@ class Runner:
         return beam_search(step, state, reorder, g.shape[0], beam, max_len, self.spec.start_id,
                            self.spec.end_id, self.spec.pad_id, alpha)
 
-    def state_dict(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state)
-
     def save(self, path) -> str:
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(path) + ".safetensors")
-        return str(path) + ".safetensors"
+        out = str(path) + ".safetensors"
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, out + ".tmp")
+        os.replace(out + ".tmp", out)
+        return out
 
     def load_file(self, path) -> None:
         """Weights written by save(): safetensors holds tensors only, nothing is unpickled."""
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(path), device=str(self.dev)))
+
+    def save_checkpoint(self, path) -> str:
+        """Model, Adam's moments and the RNG state after an epoch: what a resumed run needs to go on
+        exactly as if it had not stopped (the batches of an epoch depend on the seed and epoch only)."""
+        out = str(path) + ".pt"
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state()}
+        if self.dev.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.dev)
+        torch.save(state, out + ".tmp")
+        os.replace(out + ".tmp", out)  # a kill while writing leaves the previous checkpoint intact
+        return out
+
+    def load_checkpoint(self, path) -> None:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)  # tensors only, no code
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.dev.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.dev)
 
     def peak_memory(self) -> tuple[float, str]:
         if self.dev.type == "cuda":

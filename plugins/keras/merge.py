@@ -9,7 +9,9 @@ The mirror of plugins/torch/merge.py, hyperparameter for hyperparameter. Padding
 is Keras' `mask_zero=True`, the mask passed explicitly to the LSTM (a subclassed model does not
 propagate it by itself), so masked steps carry the state through; with right-padded batches that
 changes nothing at real positions, and the loss masks pads either way. Keras' LSTM has one bias
-vector per gate where PyTorch has two: 4*U fewer parameters for the same model.
+vector per gate where PyTorch has two: 4*U fewer parameters for the same model. `init="shared"`
+is accepted for symmetry with the torch mirror and changes nothing: the scheme both frameworks
+share is Keras' default one.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from plugins.registry import ModelSpec, register
 
 class MergeCaptioner(keras.Model):
     def __init__(self, spec: ModelSpec, units: int = 256, fusion: str = "add", dropout: float = 0.4,
-                 dropout_placement: str = "early", masking: str = "mask", hidden_layers: int = 1, **kw):
+                 dropout_placement: str = "early", masking: str = "mask", hidden_layers: int = 1,
+                 init: str = "framework", **kw):
         super().__init__(**kw)
+        if init not in ("framework", "shared"):
+            # the shared scheme is Keras' own defaults (see plugins/torch/merge.py): nothing to change here
+            raise ValueError(f"init must be 'framework' or 'shared' (both Keras' defaults here), got {init!r}")
         if fusion not in ("add", "concat") or dropout_placement not in ("early", "late") \
                 or masking not in ("none", "mask"):
             raise ValueError(f"bad merge hyperparameters: {fusion=}, {dropout_placement=}, {masking=}")
@@ -81,7 +87,8 @@ class MergeCaptioner(keras.Model):
         return self.head(img, text[:, 0]), (img, h, c)
 
 
-MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="mask", hidden_layers=1)
+MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="mask", hidden_layers=1,
+             init="framework")
 CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
 
 

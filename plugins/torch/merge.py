@@ -15,7 +15,8 @@ at once. Padding: with right-padded batches an LSTM output at a real position ne
 later pads, so `masking="none"` gives the same logits at real positions as packing; `packed` runs
 `pack_padded_sequence` so the LSTM skips the pads' compute (seed 000's Option 4). The loss masks pads
 either way. `lstm_bias="one"` freezes PyTorch's second LSTM bias at zero (Keras' layout), for exact
-step-by-step parity and as an ablation axis.
+step-by-step parity and as an ablation axis; `init="shared"` replaces PyTorch's initialisers with
+the one scheme both frameworks share (Keras' defaults), another framework-default axis.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from plugins.registry import ModelSpec, register
 class MergeCaptioner(nn.Module):
     def __init__(self, spec: ModelSpec, units: int = 256, fusion: str = "add", dropout: float = 0.4,
                  dropout_placement: str = "early", masking: str = "none", hidden_layers: int = 1,
-                 lstm_bias: str = "two"):
+                 lstm_bias: str = "two", init: str = "framework"):
         super().__init__()
         if fusion not in ("add", "concat") or dropout_placement not in ("early", "late") \
                 or masking not in ("none", "packed"):
@@ -50,6 +51,10 @@ class MergeCaptioner(nn.Module):
         self.hidden = nn.ModuleList(nn.Linear(width if i == 0 else units, units) for i in range(hidden_layers))
         self.out = nn.Linear(units, spec.vocab_size)
         self.drop = nn.Dropout(dropout)
+        if init == "shared":
+            keras_initialisers(self)
+        elif init != "framework":
+            raise ValueError(f"init must be 'framework' (PyTorch's defaults) or 'shared' (Keras'), got {init!r}")
 
     def encode_image(self, global_feats: torch.Tensor) -> torch.Tensor:
         x = self.drop(global_feats) if self.placement == "early" else global_feats
@@ -93,8 +98,30 @@ class MergeCaptioner(nn.Module):
         return self.head(img, text[:, 0]), (img, h[0], c[0])
 
 
+@torch.no_grad()
+def keras_initialisers(model: MergeCaptioner) -> None:
+    """The shared scheme (`init="shared"`): Keras' layer defaults, which both frameworks can express.
+
+    PyTorch's defaults differ everywhere: Linear and LSTM weights U(+-1/sqrt(fan_in)) (kaiming
+    uniform with a=sqrt(5)), biases non-zero, embeddings N(0, 1). Keras: Glorot-uniform kernels,
+    orthogonal recurrent kernels, zero biases with the forget gate's at 1, embeddings U(+-0.05).
+    Gate order is i, f, g, o in both, so the forget slice is [U:2U]."""
+    for layer in [model.img, *model.hidden, model.out]:
+        nn.init.xavier_uniform_(layer.weight)  # fan_in/fan_out as Keras' kernel [in, out] sees them
+        nn.init.zeros_(layer.bias)
+    nn.init.uniform_(model.embed.weight, -0.05, 0.05)
+    model.embed.weight[model.embed.padding_idx].zero_()  # never trained or used at real positions
+    lstm, u = model.lstm, model.lstm.hidden_size
+    nn.init.xavier_uniform_(lstm.weight_ih_l0)
+    # Keras draws one orthogonal [U, 4U] matrix; PyTorch stores its transpose
+    lstm.weight_hh_l0.copy_(nn.init.orthogonal_(torch.empty(u, 4 * u)).T)
+    nn.init.zeros_(lstm.bias_ih_l0)
+    nn.init.zeros_(lstm.bias_hh_l0)
+    lstm.bias_ih_l0[u:2 * u] = 1.0  # unit_forget_bias; b_hh stays 0, so the gate's total bias is 1
+
+
 MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1,
-             lstm_bias="two")
+             lstm_bias="two", init="framework")
 CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
 
 

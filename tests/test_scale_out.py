@@ -1,0 +1,124 @@
+"""Scale-out and long runs: `--jobs N` side by side, `--executor ray`, per-epoch checkpoints, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.test_run_cli import run
+
+BASE = ("--dataset", "synthetic-small", "--no-meteor")
+
+
+def history(run_dir) -> list[dict]:
+    with open(run_dir / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k != "train_time_s"} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def side_by_side(small_dataset, data_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("jobs")
+    proc = run("run", "--plugins", "torch_merge,torch_concat", *BASE, "--steps", "30", "--jobs", "2", "--tensorboard",
+               "--study", "j", data_dir=data_dir, cwd=cwd)
+    return proc, cwd / "results" / "j"
+
+
+def test_jobs_run_side_by_side_with_pinned_threads(side_by_side):
+    proc, study_dir = side_by_side
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = (json.loads((study_dir / f"{p}-s0" / "metrics.json").read_text())["speed"]
+            for p in ("torch_merge", "torch_concat"))
+    assert a["threads"] == b["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"]  # they overlapped
+    assert "Runs shared the machine" in (study_dir / "report.md").read_text()
+
+
+def test_tensorboard_scalars_are_readable(side_by_side):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, study_dir = side_by_side
+    events = EventAccumulator(str(study_dir / "torch_merge-s0" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/loss", "val/BLEU-4", "train/tokens_per_s", "test/BLEU-4"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 31))
+    test_bleu4 = json.loads((study_dir / "torch_merge-s0" / "metrics.json").read_text())["quality"]["BLEU-4"]
+    assert events.Scalars("test/BLEU-4")[0].value == pytest.approx(test_bleu4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install ray)")
+def test_ray_executor_lands_the_same_runs_in_the_results_folder(side_by_side, data_dir):
+    """A local Ray instance, one CPU per task as with --jobs 2 here: the same files and the same numbers."""
+    _, local_dir = side_by_side
+    cwd = local_dir.parent.parent
+    proc = run("run", "--plugins", "torch_merge,torch_concat", *BASE, "--steps", "30", "--executor", "ray",
+               "--jobs", "2", "--study", "r", data_dir=data_dir, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "as a Ray task" in proc.stdout
+    ray_dir = cwd / "results" / "r"
+    for name in ("torch_merge-s0", "torch_concat-s0"):
+        local_files = {p.name for p in (local_dir / name).iterdir()} - {"tensorboard"}
+        assert {p.name for p in (ray_dir / name).iterdir()} == local_files
+        assert history(ray_dir / name) == history(local_dir / name)
+    assert "| torch_concat " in (ray_dir / "report.md").read_text()
+
+
+@pytest.mark.parametrize("plugin", ["torch_merge", "keras_merge"])
+def test_killed_run_resumes_from_its_last_epoch(plugin, small_dataset, data_dir, tmp_path):
+    """kill -9 in epoch 2 of 2, start again: the run goes on from epoch 1's checkpoint (model, Adam's
+    moments, RNG state) and ends with exactly the history and scores of an uninterrupted run."""
+    argv = ["run", "--plugins", plugin, *BASE, "--epochs", "2"]
+    ref = run(*argv, "--study", "ref", data_dir=data_dir, cwd=tmp_path)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+
+    cmd = [sys.executable, "-m", "benchmarks", *argv, "--study", "ck", "--data-dir", str(data_dir)]
+    run_dir = tmp_path / "results" / "ck" / f"{plugin}-s0"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        log = run_dir / "stdout.log"
+        if log.exists() and '{"epoch": 1,' in log.read_text():
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists()
+    assert json.loads((run_dir / "checkpoint.json").read_text())["loop"]["epoch"] >= 1
+
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming from its last epoch checkpoint" in again.stdout
+    assert "resumed from the checkpoint after epoch" in (run_dir / "stdout.log").read_text()
+    assert not list(run_dir.glob("checkpoint.*"))  # finished: the checkpoint is gone
+    ref_dir = tmp_path / "results" / "ref" / f"{plugin}-s0"
+    assert history(run_dir) == history(ref_dir)
+    m, r = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, ref_dir))
+    assert m["quality"]["BLEU-4"] == r["quality"]["BLEU-4"] and m["quality"]["CIDEr"] == r["quality"]["CIDEr"]
+    assert m["training"]["resumed_after_epoch"] >= 1 and m["training"]["steps"] == r["training"]["steps"]
+
+
+def test_force_starts_over_instead_of_resuming(small_dataset, data_dir, tmp_path):
+    run_dir = tmp_path / "results" / "f" / "torch_merge-s0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.json").write_text("{}")
+    proc = run("run", "--plugins", "torch_merge", *BASE, "--steps", "3", "--force", "--study", "f",
+               data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resum" not in proc.stdout and "resumed" not in (run_dir / "stdout.log").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--executor", "dask"), "invalid choice"),
+    (("--jobs", "0"), "--jobs and --threads must be positive"),
+])
+def test_bad_scale_out_flags_are_one_line(argv, message, small_dataset, data_dir, tmp_path):
+    proc = run("run", "--plugins", "torch_merge", *BASE, "--steps", "3", *argv, data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
