@@ -164,3 +164,22 @@ def test_unknown_init_is_refused():
     for name in ("torch_merge", "keras_merge"):
         with pytest.raises(ValueError, match="init must be"):
             get_plugin(name).build(spec, init="xavier")
+
+
+@pytest.mark.parametrize("name", ["torch_merge", "torch_merge_packed", "torch_concat"])
+def test_training_head_on_real_positions_gives_the_padded_loss(batch, name):
+    """In training the torch merge models run their output layer on the real positions only ([N, V]);
+    the backend's loss over them equals the loss over padded [B, T, V] logits."""
+    from backends.torch import train as ttrain
+
+    spec, b = batch
+    torch.manual_seed(0)
+    m = get_plugin(name).build(spec, dropout=0.0)
+    tensors = ttrain.to_tensors(b, torch.device("cpu"))
+    m.train()
+    assert m(tensors["global"], None, tensors["inputs"], tensors["lengths"]).shape == (b.num_tokens, spec.vocab_size)
+    real_only = ttrain.masked_loss(m, tensors)
+    m.eval()
+    padded = ttrain.masked_loss(m, tensors)
+    assert (b.lengths < b.lengths.max()).any()  # the batch has pads for the head to skip
+    torch.testing.assert_close(real_only, padded, rtol=1e-6, atol=0)

@@ -47,7 +47,8 @@ def test_tensorboard_scalars_are_readable(side_by_side):
     _, study_dir = side_by_side
     events = EventAccumulator(str(study_dir / "torch_merge-s0" / "tensorboard"))
     events.Reload()
-    assert {"train/loss", "val/loss", "val/BLEU-4", "train/tokens_per_s", "test/BLEU-4"} <= set(events.Tags()["scalars"])
+    tags = {"train/loss", "val/loss", "val/BLEU-4", "train/tokens_per_s", "test/BLEU-4"}
+    assert tags <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 31))
     test_bleu4 = json.loads((study_dir / "torch_merge-s0" / "metrics.json").read_text())["quality"]["BLEU-4"]
     assert events.Scalars("test/BLEU-4")[0].value == pytest.approx(test_bleu4)

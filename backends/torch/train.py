@@ -30,13 +30,19 @@ def to_tensors(batch: Batch, dev: torch.device) -> dict:
 def masked_loss(model: torch.nn.Module, t: dict, with_aux: bool = False) -> torch.Tensor:
     """Token-mean cross-entropy; with_aux adds the plugin's own regulariser when it has one.
 
-    A plugin's forward returns logits, or (logits, aux) where aux is a scalar the architecture
+    A plugin's forward returns logits [B, T, V], or [N, V] at the real input positions only (those
+    before each caption's length, in (caption, time) order: pads then cost no output-layer FLOPs),
+    or either with aux, (logits, aux), where aux is a scalar the architecture
     trains with (Show, Attend and Tell's attention regulariser, the Transformer seed's EOS
     suppression). Training optimises CE + aux; validation loss is CE alone, comparable across plugins."""
     out = model(t["global"], t["spatial"], t["inputs"], t["lengths"])
     logits, aux = out if isinstance(out, tuple) else (out, None)
+    targets = t["targets"]
+    if logits.dim() == 2:  # [N, V]: the plugin computed only the real input positions, (caption, time) order
+        steps = torch.arange(targets.shape[1], device=targets.device)
+        targets = targets[steps[None, :] < t["lengths"].to(targets.device)[:, None]]
     # ignore_index=0 drops pads from both the sum and the count: a mean over real target tokens
-    loss = F.cross_entropy(logits.flatten(0, 1), t["targets"].flatten(), ignore_index=0)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
     return loss + aux if with_aux and aux is not None else loss
 
 

@@ -73,7 +73,7 @@ class MergeCaptioner(nn.Module):
 
     def forward(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor | None, tokens: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: tokens [B, T] -> logits [B, T, V]."""
+        """Teacher forcing: tokens [B, T] -> logits [B, T, V]; training: [N, V] at the N real positions."""
         img = self.encode_image(global_feats)
         emb = self.embed(tokens)
         if self.placement == "early":
@@ -83,6 +83,12 @@ class MergeCaptioner(nn.Module):
             text, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=tokens.shape[1])
         else:
             text, _ = self.lstm(emb)
+        if self.training:
+            # a loss needs logits only where there is a target: the head (most of the FLOPs, V wide)
+            # runs on the real positions, [N, U] in (caption, time) order, as the torch backend's
+            # loss reads 2-D logits. Pads are 40% of a Flickr8k batch cut to its longest caption.
+            real = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+            return self.head(img[:, None, :].expand(-1, tokens.shape[1], -1)[real], text[real])
         return self.head(img[:, None, :], text)
 
     # --- step-wise decoding: state = (image vector, h, c), every tensor batch-first so that
