@@ -33,12 +33,21 @@ def spice_missing() -> str | None:
             "get_stanford_models as g; g()')")
 
 
+def start_meteor():
+    """pycocoevalcap's METEOR scorer, started now: its JVM spends about 5 s loading paraphrase tables
+    in the background, so a caller can start it before other work and pass it to coco_scores."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
 def coco_scores(references: dict[str, Sequence[str]], hypotheses: dict[str, str],
-                meteor: bool = True, spice: bool = False) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+                meteor=True, spice: bool = False) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Corpus scores and per-image scores (for paired comparisons) for one set of captions.
 
     references: image id -> reference captions (space-joined tokens)
     hypotheses: image id -> one generated caption
+    meteor: True (start a scorer), False, or a scorer from start_meteor()
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -53,8 +62,7 @@ def coco_scores(references: dict[str, Sequence[str]], hypotheses: dict[str, str]
     res = {i: [hypotheses[i] if hypotheses[i].strip() else "<empty>"] for i in ids}
     scorers = [(Bleu(4), ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"]), (Rouge(), ["ROUGE-L"]), (Cider(), ["CIDEr"])]
     if meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-        scorers.append((Meteor(), ["METEOR"]))
+        scorers.append((start_meteor() if meteor is True else meteor, ["METEOR"]))
     if spice and spice_missing() is None:
         from pycocoevalcap.spice.spice import Spice
         scorers.append((Spice(), ["SPICE"]))

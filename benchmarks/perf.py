@@ -57,6 +57,17 @@ def merge_flops_per_token(spec, hp: dict, tokens_per_caption: float) -> float:
     return 3 * 2 * macs
 
 
+def pad_free(batch):
+    """The batch with every caption cut or extended to the mean length: no pads, so the FLOPs a model
+    computes on it are the FLOPs its tokens need (a model that runs over pads would count them)."""
+    from dataclasses import replace
+
+    n = int(round(float(batch.lengths.mean())))
+    tokens = np.where(batch.tokens[:, :n] == 0, 4, batch.tokens[:, :n])  # a word where a pad was
+    tokens[:, 0], tokens[:, n - 1] = batch.tokens[0, 0], 2  # <start> ... <end>
+    return replace(batch, tokens=tokens.astype(np.int32), lengths=np.full(len(batch.lengths), n, np.int32))
+
+
 def counted_flops_per_token(model, batch) -> float:
     """A torch model's FLOPs for one forward+backward of `batch`, per target token (FlopCounterMode).
 
@@ -218,9 +229,9 @@ def run_plugin(job: dict) -> dict:
         out["flops_per_token"] = merge_flops_per_token(spec, hp, out["tokens_per_caption"])
         out["flops_source"] = "formula"
     elif plugin.framework == "torch":
-        out["flops_per_token"] = counted_flops_per_token(runner.model, next(sequence))
+        out["flops_per_token"] = counted_flops_per_token(runner.model, pad_free(next(sequence)))
         out["flops_source"] = "FlopCounterMode"
-    else:
+    else:  # the torch twin of the same architecture (the parity tests show they compute the same thing)
         out["flops_per_token"], out["flops_source"] = None, "n/a"
 
     out["training"] = {"sequence": time_training(runner, sequence, job["steps"], job["warmup"])}
@@ -236,9 +247,26 @@ def run_plugin(job: dict) -> dict:
     return out
 
 
+def twin_flops(job: dict) -> dict:
+    """FLOPs per target token of a Keras plugin's architecture, counted on its torch twin (same layers,
+    same shapes; tests/test_parity_* transfer weights between them) in a process of its own."""
+    import torch
+
+    from plugins.registry import ModelSpec, get_plugin
+
+    torch.manual_seed(0)
+    f = FLICKR8K
+    plugin = get_plugin(job["plugin"])
+    spec = ModelSpec(f["vocab_size"], f["global_dim"], f["spatial_shape"] if plugin.needs_spatial else None,
+                     f["max_length"])
+    batch = pad_free(flickr8k_batches(spec, 16, False, job["seed"], pool=1)[0])
+    return {"flops_per_token": counted_flops_per_token(plugin.build(spec), batch)}
+
+
 def child_main(job: dict) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = measure_matmul(job["matmul_n"]) if job["kind"] == "matmul" else run_plugin(job)
+    kinds = {"matmul": lambda j: measure_matmul(j["matmul_n"]), "plugin": run_plugin, "twin_flops": twin_flops}
+    result = kinds[job["kind"]](job)
     print(RESULT + json.dumps(result), flush=True)
     return 0
 
@@ -303,11 +331,27 @@ def table_rows(results: list[dict], matmul_gflops: float) -> list[list]:
     return rows
 
 
+MFU_HEADERS = ["plugin", "shapes", "MFLOP per target token", "counted by", "train tokens/s", "GFLOP/s", "MFU"]
+
+
+def mfu_rows(results: list[dict]) -> list[list]:
+    """One line per plugin and shapes: the hardware-efficiency figures of table_rows, side by side."""
+    rows = []
+    for r in results:
+        if "error" in r or "mfu" not in r:
+            continue
+        rows.append([r["plugin"], r["shapes"], _fmt(r["flops_per_token"] / 1e6, 2), r["flops_source"],
+                     _fmt(r["training"]["sequence"]["tokens_per_s"], 0), _fmt(r["achieved_gflops"]["sequence"], 1),
+                     _fmt(100 * r["mfu"]["sequence"], 1) + "%"])
+    return rows
+
+
 # ---------------------------------------------------------------------------------------- command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from shared_data.dataset import DEFAULT_DATASET
 
-    p.add_argument("--plugins", default="torch_merge,keras_merge", help="comma-separated plugin names")
+    p.add_argument("--plugins", default="torch_merge,keras_merge",
+                   help="comma-separated plugin names, or all (default torch_merge,keras_merge)")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="prepared dataset (default: the embedded one)")
     p.add_argument("--data-dir", type=Path, default=None, help="where prepared datasets live")
     p.add_argument("--extractor", default=None, help="default: the dataset's first extractor")
@@ -335,7 +379,11 @@ def main(args: argparse.Namespace) -> int:
     warmup = args.warmup if args.warmup is not None else defaults["warmup"]
     images = args.images if args.images is not None else defaults["images"]
     beams = [int(b) for b in (args.beams or defaults["beams"]).split(",") if b]
-    plugins = [p for p in args.plugins.split(",") if p]
+    from plugins.registry import available_names, get_plugin
+
+    plugins = available_names() if args.plugins == "all" else [p for p in args.plugins.split(",") if p]
+    for p in plugins:
+        get_plugin(p.split("@", 1)[0])  # an unknown name: one line now, with the list
     shapes = ["dataset", "flickr8k"] if args.shapes == "both" else [args.shapes]
     dataset = None
     if "dataset" in shapes:  # fail in one line now, not in every child
@@ -352,12 +400,19 @@ def main(args: argparse.Namespace) -> int:
     for plugin in plugins:
         for shape in shapes:
             print(f"perf: {plugin} at {shape} shapes ...", file=sys.stderr, flush=True)
-            results.append(_run_child({
+            r = _run_child({
                 "kind": "plugin", "plugin": plugin, "shapes": shape, "dataset": dataset,
                 "extractor": args.extractor, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
-                "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed}))
+                "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed})
+            twin = "torch_" + plugin.split("@", 1)[0].split("_", 1)[1]
+            if r.get("flops_per_token", 0) is None and shape == "flickr8k" and twin in available_names():
+                counted = _run_child({"kind": "twin_flops", "plugin": twin, "seed": args.seed})
+                if "error" not in counted:
+                    r["flops_per_token"], r["flops_source"] = counted["flops_per_token"], f"counted on {twin}"
+            results.append(r)
     rows = table_rows(results, matmul["torch_gflops"])
     table = tabulate(rows, headers=HEADERS, tablefmt="github")
+    mfu = tabulate(mfu_rows(results), headers=MFU_HEADERS, tablefmt="github")
     device = next((r["device"] for r in results if "device" in r), matmul["device"])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = (f"{platform.processor() or platform.machine()}, {device}; fp32 matmul {matmul['n']}x{matmul['n']}: "
@@ -374,8 +429,9 @@ def main(args: argparse.Namespace) -> int:
          "settings": {"steps": steps, "warmup": warmup, "images": images, "beams": beams, "plugins": plugins,
                       "shapes": shapes, "dataset": dataset, "batch_size": args.batch_size, "quick": args.quick}},
         indent=1, default=float))
-    (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{table}\n\n{notes}\n")
-    print(f"{date}; {machine}\n\n{table}\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
+    (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{table}\n\n{notes}\n\n"
+                                      f"## Hardware efficiency by plugin\n\n{mfu}\n")
+    print(f"{date}; {machine}\n\n{table}\n\n{mfu}\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"error: {r['error']}\n  " + "\n  ".join(r["log_tail"]), file=sys.stderr)

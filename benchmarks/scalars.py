@@ -12,17 +12,24 @@ from pathlib import Path
 
 
 class Scalars:
-    def __init__(self, logdir: Path):
-        from tensorboard.compat.proto.event_pb2 import Event
+    def __init__(self, logdir: Path, resume_step: int | None = None):
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self._event, self._summary = Event, Summary
         self._writer = EventFileWriter(str(logdir))
+        if resume_step is not None:
+            # a run resumed from its checkpoint: TensorBoard drops what the killed attempt wrote after it
+            self._writer.add_event(Event(wall_time=time.time(), step=resume_step,
+                                         session_log=SessionLog(status=SessionLog.START)))
 
     def add(self, tag: str, value: float, step: int) -> None:
         summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(value))])
         self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def flush(self) -> None:
+        self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
@@ -32,9 +39,12 @@ class NoScalars:
     def add(self, tag: str, value: float, step: int) -> None:
         pass
 
+    def flush(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
-def open_scalars(run_dir: Path, enabled: bool) -> Scalars | NoScalars:
-    return Scalars(run_dir / "tensorboard") if enabled else NoScalars()
+def open_scalars(run_dir: Path, enabled: bool, resume_step: int | None = None) -> Scalars | NoScalars:
+    return Scalars(run_dir / "tensorboard", resume_step) if enabled else NoScalars()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from plugins.registry import get_plugin
 from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path, sha256_file, write_json_atomic
 from shared_data.errors import UserError
 
-from .worker import DIVERGED_EXIT, PROGRESS
+from .worker import DIVERGED_EXIT, PROGRESS, read_checkpoint
 
 DEFAULT_EPOCHS = 3
 
@@ -158,6 +159,8 @@ def _check(opts: StudyOptions) -> dict:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")
     if opts.executor not in EXECUTORS:
         raise UserError(f"unknown executor '{opts.executor}'; use one of {', '.join(EXECUTORS)}")
+    if opts.address and opts.executor != "ray":
+        raise UserError("--address is the Ray cluster's: use it with --executor ray")
     if opts.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UserError("--executor ray needs Ray: pip install 'ray>=2.9' (or use --executor local --jobs N)")
     for v in opts.all_variants():
@@ -193,7 +196,7 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
 
 # where the data lives, whether checksums were verified, how many threads ran it and whether it
 # logged scalars do not change what a run measures (thread counts can move the last float bits)
-NOT_HASHED = ("data_dir", "verify", "config_hash", "threads", "tensorboard")
+NOT_HASHED = ("data_dir", "dataset_path", "verify", "config_hash", "threads", "tensorboard")
 
 
 def config_hash(config: dict, manifest_sha: str) -> str:
@@ -241,6 +244,8 @@ def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
         job.run_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.json", "error.txt", *(["checkpoint.json"] if opts.force else [])):
             (job.run_dir / stale).unlink(missing_ok=True)
+        if opts.force:
+            shutil.rmtree(job.run_dir / "tensorboard", ignore_errors=True)
         write_json_atomic(job.run_dir / "config.json", job.config)
         pending.append(job)
     try:
@@ -273,10 +278,15 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
                   "training": st["training"], "optim": optim.to_json(),
                   "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify,
                   "beam_size": opts.beam_size, "length_alpha": opts.length_alpha,
-                  "threads": threads, "tensorboard": opts.tensorboard}
+                  "threads": threads, "tensorboard": opts.tensorboard,
+                  # where the dataset is, absolute: a run may start in another folder (a Ray worker's)
+                  "dataset_path": str(resolve_dataset_path(opts.dataset, opts.data_dir).resolve())}
         config["config_hash"] = config_hash(config, manifest_sha)
         who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
-        jobs.append(Job(i, who, study_dir / f"{_slug(v.label)}-s{seed}", config))
+        run_dir = study_dir / f"{_slug(v.label)}-s{seed}"
+        if any(j.run_dir == run_dir for j in jobs):
+            raise UserError(f"'{v.label}' appears twice in the study; each configuration needs its own label")
+        jobs.append(Job(i, who, run_dir, config))
     return jobs
 
 
@@ -294,8 +304,12 @@ def _budget_text(budget: dict) -> str:
 EXECUTORS = ("local", "ray")
 
 
+def _resumes(job: Job) -> bool:
+    return read_checkpoint(job.run_dir, job.config["config_hash"]) is not None
+
+
 def _start_line(job: Job, total: int, where: str = "") -> str:
-    resumed = " resuming from its last epoch checkpoint," if (job.run_dir / "checkpoint.json").exists() else ""
+    resumed = " resuming from its last epoch checkpoint," if _resumes(job) and "Ray" not in where else ""
     return (f"[{job.number}/{total}] {job.who}: training ({_budget_text(job.config['budget'])}){where},{resumed} "
             f"log in {job.run_dir / 'stdout.log'}")
 
@@ -320,7 +334,13 @@ def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
     for k in range(opts.jobs):
         slots.put(k)
     procs: set[subprocess.Popen] = set()
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
+
+    def started(proc: subprocess.Popen) -> None:
+        with lock:  # with the stop check: a run starting while Ctrl-C is handled is stopped too
+            procs.add(proc)
+            if stop.is_set():
+                proc.terminate()
 
     def one(job: Job) -> tuple[Job, int, float]:
         slot = slots.get()
@@ -330,7 +350,7 @@ def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
             with lock:
                 log(_start_line(job, total, where))
             t0 = time.perf_counter()
-            code = _spawn(job.run_dir, log, env=env, prefix=f"{job.who}:", procs=procs)
+            code = _spawn(job.run_dir, log, env=env, prefix=f"{job.who}:", started=started)
             return job, code, time.perf_counter() - t0
         finally:
             slots.put(slot)
@@ -343,8 +363,10 @@ def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
     except KeyboardInterrupt:  # stop the runs in flight and the queued ones; finished folders stay
         for f in futures:
             f.cancel()
-        for p in list(procs):
-            p.terminate()
+        with lock:
+            stop.set()
+            for p in procs:
+                p.terminate()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -373,10 +395,16 @@ def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            ray.init(address=opts.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot start or reach Ray{f' at {opts.address}' if opts.address else ''}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     try:
         res = ray.cluster_resources()
-        cpus = opts.threads or max(1, int(res.get("CPU", 1)) // opts.jobs)
+        # a task runs on one node: never ask for more CPUs than the largest node has
+        largest = max((n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")), default=1)
+        cpus = opts.threads or max(1, int(min(res.get("CPU", 1) // opts.jobs, largest)))
         task = ray.remote(_ray_run).options(num_cpus=cpus, num_gpus=1 if res.get("GPU", 0) >= 1 else 0,
                                             max_retries=0)
         refs = {}
@@ -388,7 +416,11 @@ def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             job = refs.pop(done[0])
-            code, files, wall = ray.get(done[0])
+            try:
+                code, files, wall = ray.get(done[0])
+            except ray.exceptions.RayError as e:  # the task itself died (node lost, out of memory): a failed row
+                message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                code, files, wall = 1, {"stdout.log": f"error: Ray task failed: {message}\n".encode()}, 0.0
             for rel, data in files.items():
                 (job.run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
                 (job.run_dir / rel).write_bytes(data)
@@ -417,26 +449,26 @@ def _ray_run(config: dict) -> tuple[int, dict[str, bytes], float]:
     return code, files, wall
 
 
-def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = None,
-           procs: set | None = None) -> int:
+def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = None, started=None) -> int:
     """The worker as a subprocess. prefix None: progress bars and short epoch lines (one run at a
     time); a prefix: no bars, epoch lines prefixed (runs side by side)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    mode = "a" if (run_dir / "checkpoint.json").exists() else "w"  # a resumed run keeps its earlier log
-    with open(run_dir / "stdout.log", mode, buffering=1) as logf:  # line-buffered: tail -f works
+    config = json.loads((run_dir / "config.json").read_text())
+    if config.get("threads"):  # for the libraries' own pools too, before they start (the worker pins the rest)
+        n = str(config["threads"])
+        env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n)
+    resumes = read_checkpoint(run_dir, config.get("config_hash")) is not None
+    with open(run_dir / "stdout.log", "a" if resumes else "w", buffering=1) as logf:  # line-buffered: tail -f
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(run_dir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
-        if procs is not None:
-            procs.add(proc)
+        if started is not None:
+            started(proc)
         try:
             _follow(proc, logf, log, prefix)
         except KeyboardInterrupt:  # stop the run in flight too; its folder stays, marked unfinished
             proc.terminate()
             proc.wait()
             raise
-        finally:
-            if procs is not None:
-                procs.discard(proc)
         return proc.wait()
 
 

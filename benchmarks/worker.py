@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -117,10 +118,10 @@ def run(run_dir: Path) -> dict:
     from shared_data.errors import UserError
 
     from .grounding import grounded_scores
-    from .metrics import coco_scores, nltk_bleu4, spice_missing
+    from .metrics import coco_scores, nltk_bleu4, spice_missing, start_meteor
     from .scalars import open_scalars
 
-    ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
+    ds = load_dataset(cfg.get("dataset_path") or cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
                       verify=cfg.get("verify", True))
     feats = ds.features(cfg["extractor"])
     plugin = get_plugin(plugin_name)
@@ -169,9 +170,9 @@ def run(run_dir: Path) -> dict:
         print(f"resumed from the checkpoint after epoch {st.epoch} (step {st.step})", flush=True)
     resumed = LoopState(**asdict(st))  # the earlier attempts' share, kept out of this process's time split
     status = "ok"
-    stopped_early = False
-    scalars = open_scalars(run_dir, cfg.get("tensorboard", False))
-    while not stopped_early and st.epoch < max_epochs and st.step < max_steps and st.train_time < time_budget:
+    scalars = open_scalars(run_dir, cfg.get("tensorboard", False), resume_step=st.step if ckpt else None)
+    # patience_left is part of the state: a run killed after its early-stop epoch does not train on
+    while st.patience_left > 0 and st.epoch < max_epochs and st.step < max_steps and st.train_time < time_budget:
         losses, tokens_seen = [], 0
         progress = _Progress(f"train epoch {st.epoch + 1}", steps_per_epoch)
         for i, batch in enumerate(train_batches(st.epoch)):
@@ -213,16 +214,20 @@ def run(run_dir: Path) -> dict:
         if st.steady_time:
             scalars.add("train/tokens_per_s", st.steady_tokens / st.steady_time, st.step)
         if val_bleu4 > st.best_bleu4:
-            # the best epoch's weights go to disk at once: the final weights file, and what a resumed run loads
+            # the best epoch's weights go to disk at once, named by epoch, so that the checkpoint written
+            # next always points at the file of its own best epoch, whenever the process is killed
             st.best_bleu4, st.best_epoch = val_bleu4, st.epoch
-            st.best_file = Path(runner.save(run_dir / "weights")).name
+            st.best_file = Path(runner.save(run_dir / f"weights-epoch{st.epoch}")).name
             st.patience_left = cfg.get("patience") or math.inf
         else:
             st.patience_left -= 1
-            stopped_early = st.patience_left <= 0
         write_checkpoint(runner, run_dir, cfg.get("config_hash"), st)
+        for old in run_dir.glob("weights-epoch*"):  # earlier bests, no longer pointed at
+            if old.name != st.best_file:
+                old.unlink(missing_ok=True)
+        scalars.flush()
         print(json.dumps(row), flush=True)
-        if stopped_early:
+        if st.patience_left <= 0:
             print(f"early stop after epoch {st.epoch}", flush=True)
 
     with open(run_dir / "history.csv", "w", newline="") as f:
@@ -233,17 +238,18 @@ def run(run_dir: Path) -> dict:
         scalars.close()
         raise Diverged(f"diverged: non-finite training loss at step {st.step}, before any epoch finished "
                        f"(lower --lr or --clip-norm)")
-    weights_file = run_dir / st.best_file
     if st.best_epoch != st.epoch or status == "diverged":
-        runner.load_file(weights_file)
+        runner.load_file(run_dir / st.best_file)
+    weights_file = run_dir / ("weights" + Path(st.best_file).suffix)  # the run's weights: its best epoch's
+    shutil.copyfile(run_dir / st.best_file, weights_file)  # a copy: the checkpoint still points at the original
 
     t_eval = time.perf_counter()
     hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
-    quality, per_image = coco_scores(refs, hyps, meteor=cfg.get("meteor", True), spice=True)
-    quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
     beam_size, alpha = cfg.get("beam_size", 3), cfg.get("length_alpha", 0.6)
     beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=beam_size, alpha=alpha,
                                               phase=f"decode test (beam {beam_size})")
+    # no speed figure is measured after this point: METEOR's JVM loads its tables (~5 s) meanwhile
+    meteor = start_meteor() if cfg.get("meteor", True) else False
     beam_quality, _ = coco_scores(refs, beam_hyps, meteor=False)
     perm = np.random.default_rng(cfg["seed"]).permutation(len(ds.splits["test"].image_ids))
     sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm,
@@ -256,6 +262,8 @@ def run(run_dir: Path) -> dict:
         _save_attention(runner, ds, feats, run_dir)
     objects = ds.objects()
     grounding = grounded_scores(hyps, objects) if objects else None
+    quality, per_image = coco_scores(refs, hyps, meteor=meteor, spice=True)
+    quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
     eval_s = time.perf_counter() - t_eval
 
     peak, peak_kind = runner.peak_memory()
@@ -328,7 +336,7 @@ def read_checkpoint(run_dir: Path, config_hash: str | None) -> dict | None:
 
 
 def remove_checkpoint(run_dir: Path) -> None:
-    for f in run_dir.glob(f"{CHECKPOINT}.*"):
+    for f in [*run_dir.glob(f"{CHECKPOINT}.*"), *run_dir.glob("weights-epoch*")]:
         f.unlink(missing_ok=True)
 
 

@@ -137,38 +137,106 @@ def available_names() -> list[str]:
     """Every plugin name, built-in and third-party, without importing any framework."""
     names = set(_REGISTRY) | set(_entry_points())
     for framework in FRAMEWORKS:
-        package = importlib.import_module(f"plugins.{framework}")
-        for info in pkgutil.iter_modules(package.__path__):
-            names.update(_registered_names_in(f"plugins.{framework}.{info.name}"))
+        names.update(_static_plugins(framework))
     return sorted(names)
 
 
-def _registered_names_in(module: str) -> list[str]:
-    """Names a built-in module registers, read from its source (so that listing imports nothing)."""
-    spec = importlib.util.find_spec(module)
-    with open(spec.origin) as f:
-        tree = ast.parse(f.read())
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args:
-            if isinstance(node.args[0], ast.Constant):
-                names.append(node.args[0].value)
-    return names
-
-
 def get_plugin(name: str) -> Plugin:
-    """Resolve one plugin, importing only its framework's plugin modules."""
+    """Resolve one plugin. A built-in one is read from its module's source, so that the harness
+    process, which only checks names and hyperparameters, imports no framework: the module (and its
+    framework) is imported when the plugin is first built, in the run's own process."""
     framework = name.split("_", 1)[0]
     if name not in _REGISTRY:
         _load_entry_point(name)
     if name not in _REGISTRY and framework in FRAMEWORKS:
-        _load_builtin(framework)
+        static = _static_plugins(framework).get(name)
+        if static is not None:
+            return static
+        _load_builtin(framework)  # a registration the source reader cannot follow: import to know it
     if name not in _REGISTRY:
         names = available_names()
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"unknown plugin '{name}'{hint}; available: {', '.join(names)}")
     return _REGISTRY[name]
+
+
+_STATIC: dict[str, dict[str, Plugin | None]] = {}
+
+
+def _static_plugins(framework: str) -> dict[str, Plugin | None]:
+    """The built-in plugins of a framework as their `@register(...)` lines declare them, evaluated from
+    the source: literals, module-level names bound to literals, and dict(...) of those. A plugin whose
+    declaration is anything else is left out here (its name still listed) and found by importing."""
+    if framework not in _STATIC:
+        found: dict[str, Plugin | None] = {}
+        package = importlib.import_module(f"plugins.{framework}")
+        for info in pkgutil.iter_modules(package.__path__):
+            found.update(_plugins_in_source(f"plugins.{framework}.{info.name}", framework))
+        _STATIC[framework] = found
+    return _STATIC[framework]
+
+
+def _plugins_in_source(module: str, framework: str) -> dict[str, Plugin | None]:
+    with open(importlib.util.find_spec(module).origin) as f:
+        tree = ast.parse(f.read())
+    env: dict = {}
+    for node in tree.body:  # module-level NAME = <static value>, in order
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                env[node.targets[0].id] = _static_value(node.value, env)
+            except ValueError:
+                env.pop(node.targets[0].id, None)  # rebound to something computed: unknown from here on
+    # every register("name", ...) call anywhere names a plugin; those that are not plain decorators
+    # with static arguments stay None here and are resolved by importing the module
+    found: dict[str, Plugin | None] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args:
+            if isinstance(node.args[0], ast.Constant):
+                found[node.args[0].value] = None
+    for node in tree.body:
+        for deco in getattr(node, "decorator_list", []):
+            if not (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register" and deco.args):
+                continue
+            if not isinstance(deco.args[0], ast.Constant):
+                continue  # a computed name: found when the module is imported
+            name = deco.args[0].value
+            try:
+                kw = {k.arg: _static_value(k.value, env) for k in deco.keywords}
+            except ValueError:
+                continue  # listed by name, resolved by importing its module
+            found[name] = Plugin(name, framework, kw["family"], _lazy_builder(module, name),
+                                 dict(kw.get("defaults") or {}), kw.get("description", ""),
+                                 kw.get("needs_spatial", False), module)
+    return found
+
+
+def _static_value(node: ast.AST, env: dict):
+    if isinstance(node, ast.Name) and node.id in env:
+        return env[node.id]
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+        out: dict = {}
+        for arg in node.args:
+            out.update(_static_value(arg, env))
+        for k in node.keywords:
+            if k.arg is None:
+                out.update(_static_value(k.value, env))
+            else:
+                out[k.arg] = _static_value(k.value, env)
+        return out
+    if isinstance(node, ast.Dict):
+        return {_static_value(k, env): _static_value(v, env) for k, v in zip(node.keys, node.values, strict=True)}
+    return ast.literal_eval(node)  # ValueError for anything that is not a literal
+
+
+def _lazy_builder(module: str, name: str) -> Callable:
+    def build(spec: ModelSpec, **hparams):
+        framework = name.split("_", 1)[0]
+        with native_logs_silenced() if framework == "keras" else contextlib.nullcontext():
+            importlib.import_module(module)  # registers the real builder
+        return _REGISTRY[name].build_fn(spec, **hparams)
+
+    return build
 
 
 def parse_plugin_list(text: str) -> list[str]:

@@ -26,8 +26,30 @@ def test_torch_plugin_never_imports_tensorflow():
 
 
 def test_keras_plugin_never_imports_torch():
-    mods = _modules_after("from plugins.registry import get_plugin\nget_plugin('keras_merge')")
+    mods = _modules_after("from plugins.registry import get_plugin, ModelSpec\n"
+                          "get_plugin('keras_merge').build(ModelSpec(50, 8, None, 10))")
     assert "keras" in mods and "torch" not in mods
+
+
+def test_resolving_plugins_imports_no_framework():
+    """The harness process checks names and hyperparameters from the plugins' source; the framework
+    is imported where the model is built (the run's own process)."""
+    mods = _modules_after("from plugins.registry import get_plugin\n"
+                          "print([get_plugin(n).defaults for n in ('keras_merge', 'torch_concat', 'keras_lstm')])")
+    assert not {"torch", "keras", "tensorflow"} & mods
+
+
+def test_source_read_declarations_equal_the_imported_ones():
+    for framework in registry.FRAMEWORKS:
+        registry._STATIC.pop(framework, None)
+        static = registry._static_plugins(framework)  # read from the source now, whatever ran before
+        registry._load_builtin(framework)  # the real @register calls
+        assert static and None not in static.values()  # every built-in is resolved without an import
+        for name, s in static.items():
+            real = registry._REGISTRY[name]
+            assert s is not real
+            assert (s.framework, s.family, s.defaults, s.description, s.needs_spatial, s.module) == \
+                   (real.framework, real.family, real.defaults, real.description, real.needs_spatial, real.module)
 
 
 def test_listing_names_imports_no_framework():

@@ -73,9 +73,9 @@ def test_ray_executor_lands_the_same_runs_in_the_results_folder(side_by_side, da
 
 @pytest.mark.parametrize("plugin", ["torch_merge", "keras_merge"])
 def test_killed_run_resumes_from_its_last_epoch(plugin, small_dataset, data_dir, tmp_path):
-    """kill -9 in epoch 2 of 2, start again: the run goes on from epoch 1's checkpoint (model, Adam's
+    """kill -9 during epoch 2 of 3, start again: the run goes on from its last checkpoint (model, Adam's
     moments, RNG state) and ends with exactly the history and scores of an uninterrupted run."""
-    argv = ["run", "--plugins", plugin, *BASE, "--epochs", "2"]
+    argv = ["run", "--plugins", plugin, *BASE, "--epochs", "3"]
     ref = run(*argv, "--study", "ref", data_dir=data_dir, cwd=tmp_path)
     assert ref.returncode == 0, ref.stdout + ref.stderr
 
@@ -103,23 +103,36 @@ def test_killed_run_resumes_from_its_last_epoch(plugin, small_dataset, data_dir,
     assert history(run_dir) == history(ref_dir)
     m, r = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, ref_dir))
     assert m["quality"]["BLEU-4"] == r["quality"]["BLEU-4"] and m["quality"]["CIDEr"] == r["quality"]["CIDEr"]
-    assert m["training"]["resumed_after_epoch"] >= 1 and m["training"]["steps"] == r["training"]["steps"]
+    assert 1 <= m["training"]["resumed_after_epoch"] <= 2  # it trained on after resuming
+    assert m["training"]["steps"] == r["training"]["steps"]
+    assert {p.name for p in run_dir.glob("weights*")} == {p.name for p in ref_dir.glob("weights*")}
 
 
 def test_force_starts_over_instead_of_resuming(small_dataset, data_dir, tmp_path):
+    """A checkpoint of this very configuration whose state file is unreadable: resuming would fail
+    the run, --force ignores the checkpoint and starts over."""
+    argv = ["run", "--plugins", "torch_merge", *BASE, "--steps", "3", "--study", "f"]
+    assert run(*argv, data_dir=data_dir, cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "results" / "f" / "torch_merge-s0"
-    run_dir.mkdir(parents=True)
-    (run_dir / "checkpoint.json").write_text("{}")
-    proc = run("run", "--plugins", "torch_merge", *BASE, "--steps", "3", "--force", "--study", "f",
-               data_dir=data_dir, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "resum" not in proc.stdout and "resumed" not in (run_dir / "stdout.log").read_text()
+    digest = json.loads((run_dir / "config.json").read_text())["config_hash"]
+    (run_dir / "metrics.json").unlink()  # unfinished, with a checkpoint that cannot be loaded
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    (run_dir / "checkpoint.json").write_text(json.dumps({"config_hash": digest, "file": "checkpoint.pt", "loop": {}}))
+    resumed = run(*argv, data_dir=data_dir, cwd=tmp_path)
+    assert resumed.returncode == 1 and "resuming from its last epoch checkpoint" in resumed.stdout
+    (run_dir / "checkpoint.json").write_text(json.dumps({"config_hash": digest, "file": "checkpoint.pt", "loop": {}}))
+    forced = run(*argv, "--force", data_dir=data_dir, cwd=tmp_path)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "resum" not in forced.stdout and "resumed" not in (run_dir / "stdout.log").read_text()
 
 
 @pytest.mark.parametrize("argv, message", [
     (("--executor", "dask"), "invalid choice"),
     (("--jobs", "0"), "--jobs and --threads must be positive"),
+    (("--address", "ray://nowhere:10001"), "--address is the Ray cluster's: use it with --executor ray"),
+    (("--plugins", "torch_merge,torch_merge"), "'torch_merge' appears twice in the study"),
 ])
 def test_bad_scale_out_flags_are_one_line(argv, message, small_dataset, data_dir, tmp_path):
-    proc = run("run", "--plugins", "torch_merge", *BASE, "--steps", "3", *argv, data_dir=data_dir, cwd=tmp_path)
+    plugins = () if "--plugins" in argv else ("--plugins", "torch_merge")
+    proc = run("run", *plugins, *BASE, "--steps", "3", *argv, data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -77,7 +77,7 @@ class RecurrentCaptioner(nn.Module):
 
     def forward(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor | None, tokens: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: tokens [B, T] -> logits [B, T, V]."""
+        """Teacher forcing: tokens [B, T] -> logits [B, T, V]; training: [N, V] at the N real positions."""
         state = self.initial(global_feats)
         emb = self.embed(tokens)
         if self.masking == "packed":
@@ -86,6 +86,8 @@ class RecurrentCaptioner(nn.Module):
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=tokens.shape[1])
         else:
             y, _ = self.run(emb, state)
+        if self.training:  # the output layer on real positions only, [N, V] (see plugins/torch/merge.py)
+            y = y[real_positions(tokens, lengths)]
         return self.out(self.drop(y))
 
     # --- step-wise decoding: state = (h,) or (h, c), every tensor batch-first
@@ -127,14 +129,17 @@ class AttentionLSTMCaptioner(nn.Module):
 
     def forward(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor, tokens: torch.Tensor,
                 lengths: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: tokens [B, T] -> logits [B, T, V]."""
+        """Teacher forcing: tokens [B, T] -> logits [B, T, V]; training: [N, V] at the N real positions."""
         proj, h, c = self.init_state(global_feats, spatial_feats)
         emb = self.embed(tokens)
         hs = []
         for t in range(tokens.shape[1]):
             h, c, _ = self.cell_step(proj, h, c, emb[:, t])
             hs.append(h)
-        return self.out(self.drop(torch.stack(hs, 1)))
+        y = torch.stack(hs, 1)
+        if self.training:  # the output layer on real positions only, [N, V] (see plugins/torch/merge.py)
+            y = y[real_positions(tokens, lengths)]
+        return self.out(self.drop(y))
 
     # --- step-wise decoding: state = (A [B, P, H], h, c), every tensor batch-first
     def init_state(self, global_feats: torch.Tensor, spatial_feats: torch.Tensor):
@@ -150,6 +155,11 @@ class AttentionLSTMCaptioner(nn.Module):
     def step(self, state, tokens: torch.Tensor):
         logits, state, _ = self.attention_step(state, tokens)
         return logits, state
+
+
+def real_positions(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool, True before each caption's length: the positions a loss has targets at."""
+    return torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
 
 
 RECURRENT = dict(embed_dim=256, hidden_dim=512, dropout=0.0, masking="packed", lstm_bias="two")
