@@ -4,7 +4,9 @@ The search runs in numpy over the log-probabilities a backend's `step` returns, 
 PyTorch plugins are decoded by the same code, and a difference in captions can only come from the
 models. Each image keeps `beam` hypotheses; all B*beam of them advance in one `step` call (one
 batched forward per time step, not one per image). A finished hypothesis keeps its score and
-only extends with <pad> at no cost. Final ranking uses GNMT length normalisation,
+only extends with <pad> at no cost; an image whose hypotheses have all finished leaves the batch,
+so later steps compute only the images still searching (as a one-image search would stop).
+Final ranking uses GNMT length normalisation,
 score / ((5 + length) / 6) ** alpha (alpha 0 = raw log-probability; seed 003 uses 0.6).
 """
 
@@ -32,24 +34,36 @@ def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int,
     tokens = np.full(batch * beam, start_id, np.int64)
     seqs = np.zeros((batch * beam, 0), np.int64)
     finished = np.zeros(batch * beam, bool)
+    live = np.arange(batch)  # images still searching: `state` holds their rows only, in this order
     for _ in range(max_len - 1):
-        logits, state = step(state, tokens)
+        n = len(live)
+        rows = (live[:, None] * beam + np.arange(beam)).reshape(-1)  # their rows among all B*beam
+        logits, state = step(state, tokens[rows])
         logp = log_softmax(np.asarray(logits, np.float64))
-        logp[finished] = -np.inf
-        logp[finished, pad_id] = 0.0
+        logp[finished[rows]] = -np.inf
+        logp[finished[rows], pad_id] = 0.0
         vocab = logp.shape[1]
-        cand = (scores.reshape(-1, 1) + logp).reshape(batch, beam * vocab)
+        cand = (scores[live].reshape(-1, 1) + logp).reshape(n, beam * vocab)
         top = np.argpartition(-cand, beam - 1, axis=1)[:, :beam]
         order = np.argsort(-np.take_along_axis(cand, top, 1), axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)
-        scores = np.take_along_axis(cand, top, 1)
-        rows = (np.arange(batch)[:, None] * beam + top // vocab).reshape(-1)
-        tokens = (top % vocab).reshape(-1)
-        state = reorder(state, rows)
-        seqs = np.concatenate([seqs[rows], tokens[:, None]], 1)
-        finished = finished[rows] | (tokens == end_id)
-        if finished.all():
+        scores[live] = np.take_along_axis(cand, top, 1)
+        src = (np.arange(n)[:, None] * beam + top // vocab).reshape(-1)  # parent rows within `state`
+        new = (top % vocab).reshape(-1)
+        state = reorder(state, src)
+        column = np.full(batch * beam, pad_id, np.int64)  # images already done extend with <pad>
+        column[rows] = new
+        seqs[rows] = seqs[rows[src]]
+        seqs = np.concatenate([seqs, column[:, None]], 1)
+        finished[rows] = finished[rows[src]] | (new == end_id)
+        tokens[rows] = new
+        done = finished[rows].reshape(n, beam).all(1)
+        if done.all():
             break
+        if done.any():  # drop finished images from the batch: later steps compute only live rows
+            keep = np.flatnonzero(~done)
+            state = reorder(state, (keep[:, None] * beam + np.arange(beam)).reshape(-1))
+            live = live[keep]
     lengths = (seqs != pad_id).sum(1).reshape(batch, beam)
     ranked = scores / (((5.0 + lengths) / 6.0) ** alpha) if alpha else scores
     best = ranked.argmax(1)

@@ -177,7 +177,8 @@ def write_report(study_dir: Path) -> Path:
                                                              "s: train / val / test / other"], tablefmt="github"), "",
               "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
               "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
-              "(data loading, model building, saving; interpreter start and imports not included).", ""]
+              "(the framework's import, data loading, model building, checkpoints, saving; the interpreter's "
+              "start is not included).", ""]
     shared = sorted({r["metrics"]["speed"].get("threads") for r in done} - {None})
     if shared:
         lines += [f"**Runs shared the machine** (`--jobs`/Ray, {'/'.join(map(str, shared))} CPU thread(s) each): "
