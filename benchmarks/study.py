@@ -400,6 +400,7 @@ def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"cannot start or reach Ray{f' at {opts.address}' if opts.address else ''}: "
                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    refs: dict = {}
     try:
         res = ray.cluster_resources()
         # a task runs on one node: never ask for more CPUs than the largest node has
@@ -407,7 +408,6 @@ def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
         cpus = opts.threads or max(1, int(min(res.get("CPU", 1) // opts.jobs, largest)))
         task = ray.remote(_ray_run).options(num_cpus=cpus, num_gpus=1 if res.get("GPU", 0) >= 1 else 0,
                                             max_retries=0)
-        refs = {}
         for job in pending:
             job.config["threads"] = cpus
             write_json_atomic(job.run_dir / "config.json", job.config)
