@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.common import OptimConfig
+from plugins.torch.common import real_positions
 from shared_data.batches import Batch
 
 
@@ -39,8 +40,7 @@ def masked_loss(model: torch.nn.Module, t: dict, with_aux: bool = False) -> torc
     logits, aux = out if isinstance(out, tuple) else (out, None)
     targets = t["targets"]
     if logits.dim() == 2:  # [N, V]: the plugin computed only the real input positions, (caption, time) order
-        steps = torch.arange(targets.shape[1], device=targets.device)
-        targets = targets[steps[None, :] < t["lengths"].to(targets.device)[:, None]]
+        targets = targets[real_positions(targets, t["lengths"])]
     # ignore_index=0 drops pads from both the sum and the count: a mean over real target tokens
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
     return loss + aux if with_aux and aux is not None else loss

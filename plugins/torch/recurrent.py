@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from plugins.registry import ModelSpec, register
+from plugins.torch.common import real_positions
 
 
 def one_bias(module: nn.Module, lstm_bias: str, suffix: str = "_l0") -> None:
@@ -155,11 +156,6 @@ class AttentionLSTMCaptioner(nn.Module):
     def step(self, state, tokens: torch.Tensor):
         logits, state, _ = self.attention_step(state, tokens)
         return logits, state
-
-
-def real_positions(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """[B, T] bool, True before each caption's length: the positions a loss has targets at."""
-    return torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
 
 
 RECURRENT = dict(embed_dim=256, hidden_dim=512, dropout=0.0, masking="packed", lstm_bias="two")
