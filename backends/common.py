@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -23,6 +25,28 @@ class OptimConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     clip_norm: float = 5.0  # global gradient norm, as in Show, Attend and Tell's recipe
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run executes, as opposed to what it computes: an explicit, reported axis for both
+    frameworks, never a framework default. Keras' own default (`jit_compile="auto"`) turns XLA on
+    by itself whenever TensorFlow sees a GPU while PyTorch stays eager: here neither compiles
+    unless asked, and `compile=True` asks both (torch.compile / Keras `jit_compile=True`).
+
+    precision "bf16" is mixed precision: weights, optimizer state and the loss in float32, matmuls
+    and activations in bfloat16 (torch.autocast / Keras' "mixed_bfloat16" policy). bf16 needs no
+    loss scaling, unlike fp16, which is why it is the one offered."""
+
+    precision: str = "fp32"
+    compile: bool = False
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
 
     def to_json(self) -> dict:
         return asdict(self)

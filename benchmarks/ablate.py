@@ -3,7 +3,7 @@
 A base configuration (the plugin's defaults, with any --set overrides, and the run settings given
 on the command line) and its variations, all under the study's one budget and seeds. A factor is a
 plugin hyperparameter (`fusion`, `hidden_layers`, `dropout_placement`, `masking`, `lstm_bias`, ...),
-a run setting (`batch_size`, `training`, `lr`, `adam_eps`, `clip_norm`) or `keras_backend` (Keras
+a run setting (`batch_size`, `training`, `lr`, `adam_eps`, `clip_norm`, `precision`, `compile`) or `keras_backend` (Keras
 plugins: tensorflow, jax, torch). One factor at a time by default: each listed value that differs
 from the base's makes one variant; `--factorial` runs every combination. The report then compares
 every variant with the base (paired bootstrap over test images, differences over seeds).
@@ -20,7 +20,7 @@ from shared_data.errors import UserError
 from .study import SETTINGS, Variant
 
 RUN_DEFAULTS = {"batch_size": 64, "training": "sequence", "lr": 1e-3, "adam_eps": 1e-8, "clip_norm": 5.0,
-                "keras_backend": "tensorflow"}
+                "precision": "fp32", "compile": False, "keras_backend": "tensorflow"}
 
 
 def parse_vary(items: list[str]) -> dict[str, list]:

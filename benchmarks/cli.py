@@ -38,6 +38,11 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--training", choices=["sequence", "prefix"], default="sequence",
                    help="sequence: whole-caption teacher forcing (default); prefix: the Keras recipe's "
                         "one-sample-per-prefix expansion, same loss at many times the cost")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default), or bf16 mixed precision: torch.autocast / Keras' mixed_bfloat16 policy")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model: torch.compile for PyTorch plugins, jit_compile=True (XLA) for Keras ones "
+                        "(default: neither; the first step's time then includes the compilation)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--adam-eps", type=float, default=1e-8)
     p.add_argument("--clip-norm", type=float, default=5.0)
@@ -123,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plugin", help="the plugin to ablate (see `list`)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2", required=True,
                    help="a hyperparameter or run setting (batch_size, training, lr, adam_eps, clip_norm, "
-                        "keras_backend) and its values (repeatable)")
+                        "precision, compile, keras_backend) and its values (repeatable)")
     p.add_argument("--factorial", action="store_true", help="every combination instead of one factor at a time")
     _add_study_args(p)
 
@@ -248,7 +253,8 @@ def _study_options(args: argparse.Namespace, plugins: list[str], study: str):
                         optim=OptimConfig(lr=args.lr, eps=args.adam_eps, clip_norm=args.clip_norm),
                         meteor=args.meteor, verify=args.verify, force=args.force, beam_size=args.beam_size,
                         length_alpha=args.length_alpha, executor=args.executor, jobs=args.jobs,
-                        threads=args.threads, address=args.address, tensorboard=args.tensorboard)
+                        threads=args.threads, address=args.address, tensorboard=args.tensorboard,
+                        precision=args.precision, compile=args.compile)
 
 
 def _finish_study(opts, expected: int) -> int:
@@ -281,7 +287,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     opts = _study_options(args, [args.plugin], args.study or f"ablate_{args.plugin.replace('@', '-')}")
     base = parse_overrides(args.overrides, [args.plugin]).get(args.plugin, {})
     settings = {"batch_size": args.batch_size, "training": args.training, "lr": args.lr, "adam_eps": args.adam_eps,
-                "clip_norm": args.clip_norm}
+                "clip_norm": args.clip_norm, "precision": args.precision, "compile": args.compile}
     opts.variants = variants(args.plugin, args.vary, base, factorial=args.factorial, base_settings=settings)
     return _finish_study(opts, len(opts.variants) * args.seeds)
 

@@ -84,7 +84,9 @@ def counted_flops_per_token(model, batch) -> float:
     dev = next(model.parameters()).device
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # oneDNN's flags() warns about Intel-GPU TF32, irrelevant here
-        with torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter:
+        # force_eager: a --compile run's model is counted op by op, as an eager one is
+        with torch.backends.mkldnn.flags(enabled=False), torch.compiler.set_stance("force_eager"), \
+                FlopCounterMode(display=False) as counter:
             T.masked_loss(model, T.to_tensors(batch, dev), with_aux=True).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch.num_tokens
@@ -158,7 +160,8 @@ def time_decoding(runner, global_feats, spatial_feats, max_len: int, beam: int, 
 
 
 def measure_matmul(n: int, repeats: int = 5) -> dict:
-    """The machine's fp32 matmul rate in GFLOP/s (2*n^3 per product), by torch and by numpy."""
+    """The machine's matmul rate in GFLOP/s (2*n^3 per product): fp32 by torch and by numpy, bf16 by torch
+    (the denominator of a --precision bf16 run's MFU)."""
     import torch
 
     def rate(mm, a, b, sync=lambda: None):
@@ -176,7 +179,16 @@ def measure_matmul(n: int, repeats: int = 5) -> dict:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     x = np.random.default_rng(0).standard_normal((n, n), np.float32)
     return {"n": n, "torch_gflops": rate(torch.matmul, a, b, sync), "numpy_gflops": rate(np.matmul, x, x),
+            "torch_bf16_gflops": rate(torch.matmul, a.bfloat16(), b.bfloat16(), sync),
             "device": str(dev), "torch_threads": torch.get_num_threads()}
+
+
+def peak_gflops(matmul: dict, precision: str) -> float:
+    """The rate MFU is taken over: fp32, the faster of torch's and numpy's GEMM (TensorFlow's can beat
+    torch's); bf16, torch's bf16 GEMM."""
+    if precision == "bf16":
+        return matmul["torch_bf16_gflops"]
+    return max(matmul["torch_gflops"], matmul["numpy_gflops"])
 
 
 def run_plugin(job: dict) -> dict:
@@ -185,7 +197,7 @@ def run_plugin(job: dict) -> dict:
         os.environ["KERAS_BACKEND"] = keras_backend  # before keras is first imported
     import importlib
 
-    from backends.common import OptimConfig
+    from backends.common import Execution, OptimConfig
     from plugins.registry import ModelSpec, get_plugin
     from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
     from shared_data.dataset import load_dataset
@@ -224,8 +236,9 @@ def run_plugin(job: dict) -> dict:
     out.update(vocab_size=spec.vocab_size, global_dim=spec.global_dim, batch_size=bs,
                epoch_batches=epoch_batches, tokens_per_caption=float(np.mean(lengths - 1)))
 
-    runner = backend.Runner(plugin, spec, {}, seed, OptimConfig())
-    out["device"] = runner.device_name()
+    execution = Execution(job.get("precision", "fp32"), job.get("compile", False))
+    runner = backend.Runner(plugin, spec, {}, seed, OptimConfig(), execution)
+    out["device"], out["execution"] = runner.device_name(), execution.to_json()
     if plugin.family == "merge":
         out["flops_per_token"] = merge_flops_per_token(spec, hp, out["tokens_per_caption"])
         out["flops_source"] = "formula"
@@ -294,7 +307,7 @@ def _fmt(x, digits=1) -> str:
     return f"{x:,.{digits}f}"
 
 
-def table_rows(results: list[dict], matmul_gflops: float) -> list[list]:
+def table_rows(results: list[dict], matmul_gflops: float, precision: str = "fp32") -> list[list]:
     rows = []
     for r in results:
         if "error" in r:
@@ -313,6 +326,12 @@ def table_rows(results: list[dict], matmul_gflops: float) -> list[list]:
         rows.append([r["plugin"], shapes, "s per epoch (extrapolated: batches/epoch ÷ steps/s)",
                      _fmt(epoch.get("prefix")), _fmt(epoch["sequence"]),
                      ratio(epoch.get("prefix"), epoch["sequence"])])
+        # the first step carries tracing/compilation (torch.compile, XLA, tf.function) and first-touch costs
+        first = {m: t.get("first_step_s") for m, t in r["training"].items()}
+        steady = {m: 1 / t["steps_per_s"] for m, t in r["training"].items()}
+        rows.append([r["plugin"], shapes, "time to first step s (steady step s)",
+                     f"{_fmt(first.get('prefix'), 2)} ({_fmt(steady.get('prefix'), 3)})" if "prefix" in first else "—",
+                     f"{_fmt(first['sequence'], 2)} ({_fmt(steady['sequence'], 3)})", ""])
         for d in r["decoding"]:
             same = "" if d["captions_differ"] == 0 else f" ({d['captions_differ']} captions DIFFER)"
             rows.append([r["plugin"], shapes, f"beam {d['beam']} captions/s (per image vs batched){same}",
@@ -326,7 +345,7 @@ def table_rows(results: list[dict], matmul_gflops: float) -> list[list]:
         r["mfu"] = {m: g / matmul_gflops for m, g in r["achieved_gflops"].items()}
         rows.append([r["plugin"], shapes, f"training GFLOP/s ({fpt / 1e6:.2f} MFLOP/token, {r['flops_source']})",
                      _fmt(r["achieved_gflops"].get("prefix"), 2), _fmt(r["achieved_gflops"]["sequence"], 2), ""])
-        rows.append([r["plugin"], shapes, f"MFU (of {matmul_gflops:.1f} GFLOP/s fp32 matmul)",
+        rows.append([r["plugin"], shapes, f"MFU (of {matmul_gflops:.1f} GFLOP/s {precision} matmul)",
                      _fmt(100 * r["mfu"]["prefix"], 1) + "%" if "prefix" in r["mfu"] else "—",
                      _fmt(100 * r["mfu"]["sequence"], 1) + "%", ""])
     return rows
@@ -366,6 +385,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", choices=["dataset", "flickr8k", "both"], default="both",
                    help="dataset: training, decoding and MFU on the dataset; flickr8k: MFU at Flickr8k's shapes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32 (default), or bf16 mixed precision; MFU is then over the bf16 matmul rate")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile / Keras jit_compile=True; the time-to-first-step row shows the compilation")
     p.add_argument("--out", type=Path, default=Path("results/perf"), help="where perf.json and perf.md go")
     p.add_argument("--quick", action="store_true", help="tiny: a few steps and images (tests, CI)")
 
@@ -404,38 +427,43 @@ def main(args: argparse.Namespace) -> int:
             r = _run_child({
                 "kind": "plugin", "plugin": plugin, "shapes": shape, "dataset": dataset,
                 "extractor": args.extractor, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
-                "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed})
+                "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed,
+                "precision": args.precision, "compile": args.compile})
             twin = "torch_" + plugin.split("@", 1)[0].split("_", 1)[1]
             if r.get("flops_per_token", 0) is None and shape == "flickr8k" and twin in available_names():
                 counted = _run_child({"kind": "twin_flops", "plugin": twin, "seed": args.seed})
                 if "error" not in counted:
                     r["flops_per_token"], r["flops_source"] = counted["flops_per_token"], f"counted on {twin}"
             results.append(r)
-    # the machine's rate is the best one measured: TensorFlow's and numpy's GEMMs can beat torch's
-    peak = max(matmul["torch_gflops"], matmul["numpy_gflops"])
-    rows = table_rows(results, peak)
+    peak = peak_gflops(matmul, args.precision)
+    rows = table_rows(results, peak, args.precision)
     table = tabulate(rows, headers=HEADERS, tablefmt="github")
     mfu = tabulate(mfu_rows(results), headers=MFU_HEADERS, tablefmt="github")
     device = next((r["device"] for r in results if "device" in r), matmul["device"])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = (f"{platform.processor() or platform.machine()}, {device}; fp32 matmul {matmul['n']}x{matmul['n']}: "
-               f"torch {matmul['torch_gflops']:.1f} GFLOP/s, numpy {matmul['numpy_gflops']:.1f} GFLOP/s")
+    machine = (f"{platform.processor() or platform.machine()}, {device}; matmul {matmul['n']}x{matmul['n']}: "
+               f"fp32 torch {matmul['torch_gflops']:.1f} GFLOP/s, fp32 numpy {matmul['numpy_gflops']:.1f} GFLOP/s, "
+               f"bf16 torch {matmul['torch_bf16_gflops']:.1f} GFLOP/s")
+    execution = f"precision {args.precision}, " + ("compiled (torch.compile / Keras jit_compile)" if args.compile
+                                                   else "not compiled (PyTorch eager, Keras tf.function without XLA)")
     notes = (f"Training: {steps} timed steps after {warmup} warm-up steps, each device-synchronised; tokens are "
              "target tokens (Batch.num_tokens). Epoch times are extrapolated from steps/s and the batches in one "
              "epoch (Flickr8k: 30,000 train captions). Prefix expansion is measured on the dataset only. "
              "Decoding: the same test images, batched vs one image at a time (batch = beam); captions asserted "
              "identical. MFU: target tokens/s x FLOPs per target token (merge: counted from the architecture, "
              "see merge_flops_per_token; others: FlopCounterMode on a pad-free batch, Keras plugins on their "
-             "torch twin), over the faster of the two matmul rates above.")
+             "torch twin), over the faster fp32 matmul rate above (bf16 runs: torch's bf16 rate). The time to "
+             "the first step includes tracing and compilation; the steady step time beside it excludes both.")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "perf.json").write_text(json.dumps(
         {"date": date, "machine": machine, "matmul": matmul, "headers": HEADERS, "rows": rows, "results": results,
          "settings": {"steps": steps, "warmup": warmup, "images": images, "beams": beams, "plugins": plugins,
-                      "shapes": shapes, "dataset": dataset, "batch_size": args.batch_size, "quick": args.quick}},
+                      "shapes": shapes, "dataset": dataset, "batch_size": args.batch_size, "quick": args.quick,
+                      "precision": args.precision, "compile": args.compile}},
         indent=1, default=float))
-    (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{table}\n\n{notes}\n\n"
+    (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{execution}\n\n{table}\n\n{notes}\n\n"
                                       f"## Hardware efficiency by plugin\n\n{mfu}\n")
-    print(f"{date}; {machine}\n\n{table}\n\n{mfu}\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
+    print(f"{date}; {machine}\n{execution}\n\n{table}\n\n{mfu}\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"error: {r['error']}\n  " + "\n  ".join(r["log_tail"]), file=sys.stderr)

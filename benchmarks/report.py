@@ -96,6 +96,8 @@ def write_report(study_dir: Path) -> Path:
         f"- optimizer: Adam {json.dumps(cfg['optim'])}; loss: token-level masked cross-entropy; "
         "model selection: best val BLEU-4 (greedy decoding)",
         f"- training: {_training_text(cfg.get('training', 'sequence'))}",
+        f"- execution: {'; '.join(sorted({_execution_text(r['metrics']) for r in done})) or 'n/a'} "
+        "(fp32/bf16 mixed precision; compiled = torch.compile or Keras jit_compile, eager/graph otherwise)",
         "",
     ]
     failed = [r for r in runs if "metrics" not in r]
@@ -169,11 +171,12 @@ def write_report(study_dir: Path) -> Path:
                         _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
                         f"{s['decode_beam_captions_per_s']:,.0f}",
                         f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
+                        _execution_text(r["metrics"]),
                         "max length" if s["fixed_shapes"] else "longest in batch", _time_split(r["metrics"])])
     lines += ["## 3. Speed", "", tabulate(sp_rows, headers=["plugin", "train tokens/s", "train captions/s",
                                                              "first step s", "greedy captions/s",
                                                              "beam captions/s", "peak MiB",
-                                                             "device", "batch padded to",
+                                                             "device", "execution", "batch padded to",
                                                              "s: train / val / test / other"], tablefmt="github"), "",
               "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
               "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
@@ -204,6 +207,11 @@ def write_report(study_dir: Path) -> Path:
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out)
     return out
+
+
+def _execution_text(m: dict) -> str:
+    e = m.get("execution") or {"precision": "fp32", "compile": False}  # runs from before the setting existed
+    return e["precision"] + (", compiled" if e["compile"] else "")
 
 
 def _time_split(m: dict) -> str:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from backends.common import OptimConfig
+from backends.common import PRECISIONS, Execution, OptimConfig
 from plugins.registry import get_plugin
 from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path, sha256_file, write_json_atomic
 from shared_data.errors import UserError
@@ -27,7 +27,8 @@ from .worker import DIVERGED_EXIT, PROGRESS, read_checkpoint
 DEFAULT_EPOCHS = 3
 
 
-SETTINGS = ("batch_size", "training", "lr", "adam_eps", "clip_norm")  # run-level keys a variant may change
+# run-level keys a variant may change
+SETTINGS = ("batch_size", "training", "lr", "adam_eps", "clip_norm", "precision", "compile")
 
 
 @dataclass
@@ -71,6 +72,8 @@ class StudyOptions:
     threads: int | None = None  # CPU threads per run; None: all cores for one run at a time, else cores // jobs
     address: str | None = None  # Ray cluster address; None starts a local Ray instance for the study
     tensorboard: bool = False  # TensorBoard scalars in every run folder
+    precision: str = "fp32"  # fp32, or bf16 mixed precision (backends.common.Execution)
+    compile: bool = False  # torch.compile / Keras jit_compile=True
 
     def all_variants(self) -> list[Variant]:
         if self.variants is not None:
@@ -268,8 +271,10 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
     for i, (order, v, seed) in enumerate(pairs, 1):
         hparams = {**get_plugin(v.plugin.split("@", 1)[0]).defaults, **v.hparams}
         st = {"batch_size": opts.batch_size, "training": opts.training, "lr": opts.optim.lr,
-              "adam_eps": opts.optim.eps, "clip_norm": opts.optim.clip_norm, **v.settings}
+              "adam_eps": opts.optim.eps, "clip_norm": opts.optim.clip_norm, "precision": opts.precision,
+              "compile": opts.compile, **v.settings}
         optim = replace(opts.optim, lr=float(st["lr"]), eps=float(st["adam_eps"]), clip_norm=float(st["clip_norm"]))
+        execution = _execution(v.label, st["precision"], st["compile"])
         config = {"label": v.label, "note": v.note, "order": order, "plugin": v.plugin, "hparams": hparams,
                   "seed": seed, "dataset": opts.dataset,
                   # absolute: a run may start in another folder (a Ray worker's)
@@ -281,6 +286,8 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
                   "threads": threads, "tensorboard": opts.tensorboard,
                   # where the dataset is, absolute: a run may start in another folder (a Ray worker's)
                   "dataset_path": str(resolve_dataset_path(opts.dataset, opts.data_dir).resolve())}
+        if execution != Execution():  # absent when default: the hashes of earlier fp32 eager runs stay valid
+            config["execution"] = execution.to_json()
         config["config_hash"] = config_hash(config, manifest_sha)
         who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
         run_dir = study_dir / f"{_slug(v.label)}-s{seed}"
@@ -288,6 +295,14 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
             raise UserError(f"'{v.label}' appears twice in the study; each configuration needs its own label")
         jobs.append(Job(i, who, run_dir, config))
     return jobs
+
+
+def _execution(label: str, precision, compile) -> Execution:
+    if precision not in PRECISIONS:
+        raise UserError(f"{label}: precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if not isinstance(compile, bool):
+        raise UserError(f"{label}: compile {compile!r}; use true or false")
+    return Execution(precision, compile)
 
 
 def _slug(label: str) -> str:

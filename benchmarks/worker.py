@@ -111,7 +111,7 @@ def run(run_dir: Path) -> dict:
 
     import importlib
 
-    from backends.common import OptimConfig
+    from backends.common import Execution, OptimConfig
     from plugins.registry import ModelSpec, get_plugin
     from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
     from shared_data.dataset import load_dataset, write_json_atomic
@@ -135,8 +135,9 @@ def run(run_dir: Path) -> dict:
     if cfg.get("threads"):  # set by the study when runs share the machine
         backend.set_threads(int(cfg["threads"]))
     optim = OptimConfig(**cfg["optim"])
+    execution = Execution(**cfg.get("execution", {}))
     t_build = time.perf_counter()
-    runner = backend.Runner(plugin, spec, cfg["hparams"], cfg["seed"], optim)
+    runner = backend.Runner(plugin, spec, cfg["hparams"], cfg["seed"], optim, execution)
     build_s = time.perf_counter() - t_build
     params = runner.parameters()
 
@@ -272,7 +273,7 @@ def run(run_dir: Path) -> dict:
     metrics = {
         "status": status,
         "plugin": cfg["plugin"], "framework": plugin.framework, "family": plugin.family,
-        "device": runner.device_name(), "versions": runner.versions(),
+        "device": runner.device_name(), "versions": runner.versions(), "execution": execution.to_json(),
         "quality": quality,
         "spice_note": spice_missing(),
         "shuffled_control": {"BLEU-4": shuffled["BLEU-4"], "CIDEr": shuffled["CIDEr"]},

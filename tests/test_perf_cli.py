@@ -95,9 +95,22 @@ def test_quick_perf_run_writes_table(small_dataset, data_dir, tmp_path, capsys):
         assert r["flops_per_token"] > 0 and 0 < r["mfu"]["sequence"]
         assert [d["beam"] for d in r["decoding"]] == [3] and r["decoding"][0]["captions_differ"] == 0
     measures = {row[2].split(" (")[0] for row in report["rows"]}
-    assert {"training tokens/s", "s per epoch", "beam 3 captions/s", "training GFLOP/s", "MFU"} <= measures
+    assert {"training tokens/s", "s per epoch", "time to first step s", "beam 3 captions/s", "training GFLOP/s",
+            "MFU"} <= measures
     md = (tmp_path / "perf.md").read_text()
     assert "| plugin" in md and "keras_merge" in md and "torch_merge" in md
+
+
+def test_bf16_perf_is_over_the_bf16_matmul_rate(small_dataset, data_dir, tmp_path):
+    args = _parse(["--quick", "--plugins", "torch_merge", "--dataset", str(small_dataset), "--data-dir",
+                   str(data_dir), "--shapes", "dataset", "--precision", "bf16", "--images", "0", "--out", str(tmp_path)])
+    assert perf.main(args) == 0
+    report = json.loads((tmp_path / "perf.json").read_text())
+    (r,) = report["results"]
+    assert r["execution"] == {"precision": "bf16", "compile": False}
+    bf16_rate = report["matmul"]["torch_bf16_gflops"]
+    assert r["mfu"]["sequence"] == pytest.approx(r["achieved_gflops"]["sequence"] / bf16_rate)
+    assert any("bf16 matmul" in row[2] for row in report["rows"])
 
 
 def test_missing_dataset_is_one_line_error(tmp_path):

@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from backends.common import OptimConfig
+from backends.common import Execution, OptimConfig
 from backends.keras import train as T
 from shared_data.batches import Batch
 
@@ -40,15 +40,23 @@ def set_threads(n: int) -> None:
 
 
 class Runner:
-    def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig):
+    def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig,
+                 execution: Execution = Execution()):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             for gpu in tf.config.list_physical_devices("GPU"):
                 tf.config.experimental.set_memory_growth(gpu, True)  # share the card, measure honestly
         keras.utils.set_random_seed(seed)
-        self.model = plugin.build(spec, **hparams)
-        T.compile_model(self.model, optim)
+        # layers take the dtype policy in force when they are built; restored after, for the next Runner
+        before = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_bfloat16" if execution.precision == "bf16" else "float32")
+        try:
+            self.model = plugin.build(spec, **hparams)
+        finally:
+            keras.config.set_dtype_policy(before)
+        # explicit, not Keras' "auto" (XLA whenever TensorFlow sees a GPU): see backends.common.Execution
+        T.compile_model(self.model, optim, jit_compile=execution.compile)
         self.spec = spec
         self._step = None
 
@@ -122,7 +130,7 @@ class Runner:
 
         def step(state, tokens):
             logits, state = self.model.step(state, tokens.astype(np.int32))
-            return ops.convert_to_numpy(logits), state
+            return ops.convert_to_numpy(ops.cast(logits, "float32")), state  # bf16 policy: bfloat16 logits
 
         def reorder(state, rows):
             return tuple(ops.take(x, rows, axis=0) for x in state)

@@ -14,7 +14,7 @@ from backends.common import OptimConfig
 from shared_data.batches import Batch
 
 
-def compile_model(model: keras.Model, cfg: OptimConfig, jit_compile: bool | str = "auto") -> None:
+def compile_model(model: keras.Model, cfg: OptimConfig, jit_compile: bool = False) -> None:
     opt = keras.optimizers.Adam(learning_rate=cfg.lr, beta_1=cfg.beta1, beta_2=cfg.beta2, epsilon=cfg.eps,
                                 global_clipnorm=cfg.clip_norm)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="mean_with_sample_weight")

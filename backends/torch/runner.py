@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -9,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from backends.common import OptimConfig
+from backends.common import Execution, OptimConfig
 from backends.torch import train as T
 from shared_data.batches import Batch
 
@@ -22,8 +23,18 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _decoding(method):
+    """A decoding method: no gradients, and the run's precision (bf16 autocast or none)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch.no_grad(), self._autocast():
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Runner:
-    def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig):
+    def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig,
+                 execution: Execution = Execution()):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -32,6 +43,19 @@ class Runner:
         self.optim_cfg = optim
         self.opt = T.make_optimizer(self.model, optim)
         self.spec = spec
+        self.precision = execution.precision
+        if execution.compile:
+            from torch._inductor import config as inductor
+
+            # compiled dropout draws eager's random numbers: compiling changes the speed, not the run
+            inductor.fallback_random = True
+            # in place: forward() is compiled (on its first call, so the first step's time shows the
+            # compilation), state_dict keys stay those of the plain module. Decoding's step() stays
+            # eager, as Keras' jit_compile leaves a model's own methods eager.
+            self.model.compile()
+
+    def _autocast(self):
+        return T.autocast(self.dev, self.precision)
 
     def versions(self) -> dict:
         return {"torch": torch.__version__}
@@ -46,10 +70,10 @@ class Runner:
             torch.cuda.synchronize()
 
     def train_step(self, batch: Batch) -> float:
-        return T.train_step(self.model, self.opt, batch, self.optim_cfg, self.dev)
+        return T.train_step(self.model, self.opt, batch, self.optim_cfg, self.dev, self.precision)
 
     def eval_loss(self, batches) -> float:
-        return T.eval_loss(self.model, batches, self.dev)
+        return T.eval_loss(self.model, batches, self.dev, self.precision)
 
     def parameters(self) -> dict:
         total = sum(p.numel() for p in self.model.parameters())
@@ -60,7 +84,7 @@ class Runner:
             components[top] = components.get(top, 0) + p.numel()
         return {"total": total, "trainable": trainable, "components": components}
 
-    @torch.no_grad()
+    @_decoding
     def greedy(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int) -> np.ndarray:
         """Batched greedy decoding: [B, max_len-1] token ids (pads after <end>)."""
         m = self.model.eval()
@@ -82,7 +106,7 @@ class Runner:
     def has_attention(self) -> bool:
         return hasattr(self.model, "attention_step")
 
-    @torch.no_grad()
+    @_decoding
     def greedy_attention(self, global_feats: np.ndarray, spatial_feats: np.ndarray, max_len: int):
         """Greedy captions and the attention weights behind each word: ([B, T], [B, T, positions]).
 
@@ -99,7 +123,7 @@ class Runner:
             alphas.append(alpha)
         return torch.stack(out, 1).cpu().numpy(), torch.stack(alphas, 1).float().cpu().numpy()
 
-    @torch.no_grad()
+    @_decoding
     def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
              alpha: float = 0.0) -> np.ndarray:
         from backends.decoding import beam_search

@@ -14,6 +14,12 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def autocast(dev: torch.device, precision: str):
+    """bf16 mixed precision around forward passes (the loss is taken in float32, see masked_loss);
+    a no-op context for fp32."""
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
@@ -42,14 +48,17 @@ def masked_loss(model: torch.nn.Module, t: dict, with_aux: bool = False) -> torc
     if logits.dim() == 2:  # [N, V]: the plugin computed only the real input positions, (caption, time) order
         targets = targets[real_positions(targets, t["lengths"])]
     # ignore_index=0 drops pads from both the sum and the count: a mean over real target tokens
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+    # .float(): under bf16 autocast the logits arrive in bfloat16; the softmax is taken in float32, as Keras'
+    # mixed policy does (its loss casts predictions to float32). A no-op in fp32.
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=0)
     return loss + aux if with_aux and aux is not None else loss
 
 
 def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch, cfg: OptimConfig,
-               dev: torch.device) -> float:
+               dev: torch.device, precision: str = "fp32") -> float:
     model.train()
-    loss = masked_loss(model, to_tensors(batch, dev), with_aux=True)
+    with autocast(dev, precision):
+        loss = masked_loss(model, to_tensors(batch, dev), with_aux=True)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
@@ -58,12 +67,13 @@ def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: Batch,
 
 
 @torch.no_grad()
-def eval_loss(model: torch.nn.Module, batches, dev: torch.device) -> float:
+def eval_loss(model: torch.nn.Module, batches, dev: torch.device, precision: str = "fp32") -> float:
     """Token-weighted mean loss over batches (dropout off)."""
     model.eval()
     total = tokens = 0.0
     for b in batches:
         n = b.num_tokens
-        total += float(masked_loss(model, to_tensors(b, dev))) * n
+        with autocast(dev, precision):
+            total += float(masked_loss(model, to_tensors(b, dev))) * n
         tokens += n
     return total / max(tokens, 1)

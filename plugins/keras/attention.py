@@ -114,6 +114,7 @@ class ShowAttendTell(keras.Model):
     def doubly_stochastic(self, tokens, alphas):
         """alpha_c * mean over (B, P) of (1 - sum over real steps t of alpha_t)^2; alphas [B, T, P]."""
         real = ops.logical_and(ops.not_equal(tokens, self.spec.pad_id), ops.not_equal(tokens, self.spec.end_id))
+        alphas = ops.cast(alphas, "float32")  # under the bf16 policy: the loss is summed in float32
         summed = ops.sum(alphas * ops.expand_dims(ops.cast(real, alphas.dtype), -1), axis=1)
         return self.alpha_c * ops.mean(ops.square(1.0 - summed))
 

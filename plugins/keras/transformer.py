@@ -131,7 +131,7 @@ class TransformerCaptioner(keras.Model):
         # a token's position counts the real tokens before it, so that a pre-padded prefix (the
         # worker pre-pads Keras inputs under --training prefix) gets the positions of a post-padded one
         positions = ops.maximum(ops.cumsum(ops.cast(real, "int32"), axis=1) - 1, 0)
-        x = x * math.sqrt(self.d_model) + ops.take(ops.convert_to_tensor(self.pos), positions, axis=0)
+        x = x * math.sqrt(self.d_model) + ops.take(ops.convert_to_tensor(self.pos, x.dtype), positions, axis=0)
         x = self.drop(self.embed_norm(x), training=training)
         i = ops.arange(t)
         causal = ops.expand_dims(i[:, None] >= i[None, :], 0)  # True = may attend
@@ -146,7 +146,7 @@ class TransformerCaptioner(keras.Model):
         t = ops.arange(ops.shape(tokens)[1])
         early = ops.cast(ops.logical_and(ops.not_equal(tokens, self.spec.pad_id), t[None, :] < self.eos_min_len),
                          "float32")
-        p_end = ops.softmax(logits, axis=-1)[..., self.spec.end_id]
+        p_end = ops.softmax(ops.cast(logits, "float32"), axis=-1)[..., self.spec.end_id]  # bf16 policy: in float32
         return self.eos_weight * ops.sum(p_end * early) / ops.maximum(ops.sum(early), 1.0)
 
     def call(self, inputs, training=False):

@@ -1,0 +1,104 @@
+"""Execution settings (backends.common.Execution): bf16 mixed precision and compilation.
+
+bf16 must change the arithmetic (a run that silently stayed in fp32 would pass for bf16) and stay
+close to fp32's; compiling must change nothing but speed: torch.compile draws eager's dropout
+numbers, so its losses are eager's; XLA's are Keras' own to rounding on a model without dropout.
+Through the CLI, the setting reaches the run, its config hash and its report; `ablate` varies it."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from backends.common import Execution, OptimConfig
+from plugins.registry import ModelSpec, get_plugin
+from shared_data.batches import iterate_batches
+from shared_data.dataset import load_dataset
+from tests.test_every_plugin import BUILTIN, SMALL
+from tests.test_run_cli import run
+
+
+@pytest.fixture(scope="module")
+def data(small_dataset):
+    ds = load_dataset(str(small_dataset))
+    feats = ds.features("grid")
+    return ds, feats, ModelSpec.of(ds, feats)
+
+
+def _train(data, name, execution, steps=3, **hp):
+    ds, feats, spec = data
+    plugin = get_plugin(name)
+    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    hp = {**{k: v for k, v in SMALL.items() if k in plugin.defaults}, **hp}
+    runner = backend.Runner(plugin, spec, hp, seed=0, optim=OptimConfig(lr=3e-3), execution=execution)
+    batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0,
+                                   pad_to_max=backend.FIXED_SHAPES))[:steps]
+    return runner, [runner.train_step(b) for b in batches]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_bf16_changes_the_arithmetic_not_the_result(data, name):
+    ds, feats, spec = data
+    _, fp32 = _train(data, name, Execution())
+    runner, bf16 = _train(data, name, Execution("bf16"))
+    assert np.isfinite(bf16).all()
+    assert bf16 != fp32  # rounded somewhere: bf16 is in effect
+    np.testing.assert_allclose(bf16, fp32, rtol=1e-2)
+    g, s = feats.global_[:4], feats.spatial[:4]
+    for out in (runner.greedy(g, s, ds.max_length), runner.beam(g, s, ds.max_length, beam=3, alpha=0.6)):
+        assert out.shape[0] == 4 and out.dtype.kind == "i"
+    assert keras.config.dtype_policy().name == "float32"  # the policy is the Runner's, not the process's
+
+
+def test_torch_compile_is_the_eager_run(data):
+    import torch._dynamo
+
+    ds, feats, _ = data
+    torch._dynamo.reset()
+    eager_runner, eager = _train(data, "torch_merge", Execution(), steps=4)
+    compiled_runner, compiled = _train(data, "torch_merge", Execution(compile=True), steps=4)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # it did compile
+    assert compiled == eager  # dropout included: fallback_random draws eager's numbers
+    g = feats.global_[:6]
+    np.testing.assert_array_equal(compiled_runner.greedy(g, None, ds.max_length),
+                                  eager_runner.greedy(g, None, ds.max_length))
+    assert list(compiled_runner.model.state_dict()) == list(eager_runner.model.state_dict())  # same weights files
+
+
+def test_keras_jit_compile_matches_graph_mode(data):
+    _, graph = _train(data, "keras_merge", Execution(), dropout=0.0)
+    runner, xla = _train(data, "keras_merge", Execution(compile=True), dropout=0.0)
+    assert runner.model.jit_compile is True
+    np.testing.assert_allclose(xla, graph, rtol=1e-4)
+
+
+def test_keras_attention_lstm_compiles_with_xla(data):
+    """Its time loop is a Python loop over the fixed length: TensorFlow's scan has no gradient under XLA."""
+    _, graph = _train(data, "keras_attention_lstm", Execution(), steps=2)
+    _, xla = _train(data, "keras_attention_lstm", Execution(compile=True), steps=2)
+    np.testing.assert_allclose(xla, graph, rtol=1e-4)
+
+
+def test_run_and_ablate_carry_the_setting(small_dataset, data_dir, tmp_path):
+    proc = run("ablate", "torch_merge", "--vary", "precision=fp32,bf16", "--dataset", "synthetic-small",
+               "--steps", "3", "--no-meteor", "--study", "a", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    study = tmp_path / "results" / "a"
+    base = json.loads((study / "base-s0" / "metrics.json").read_text())
+    bf16 = json.loads((study / "precision=bf16-s0" / "metrics.json").read_text())
+    assert base["execution"] == {"precision": "fp32", "compile": False}
+    assert bf16["execution"] == {"precision": "bf16", "compile": False}
+    cfg = json.loads((study / "base-s0" / "config.json").read_text())
+    assert "execution" not in cfg  # the default leaves the hashes of earlier runs valid
+    assert "bf16" in (study / "report.md").read_text()
+
+    proc = run("run", "--plugins", "torch_merge", "--precision", "fp16", "--dataset", "synthetic-small",
+               "--steps", "3", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid choice: 'fp16'" in proc.stderr
+    proc = run("ablate", "torch_merge", "--vary", "compile=maybe", "--dataset", "synthetic-small",
+               "--steps", "3", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
