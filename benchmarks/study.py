@@ -281,7 +281,9 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
                   "data_dir": str(Path(opts.data_dir).resolve()) if opts.data_dir else None,
                   "extractor": opts.extractor, "budget": budget, "batch_size": int(st["batch_size"]),
                   "training": st["training"], "optim": optim.to_json(),
-                  "patience": opts.patience, "meteor": opts.meteor, "verify": opts.verify,
+                  "patience": opts.patience, "meteor": opts.meteor,
+                  # ensure_dataset has just checked the checksums here; a Ray node checks its own copy
+                  "verify": opts.verify and opts.executor == "ray",
                   "beam_size": opts.beam_size, "length_alpha": opts.length_alpha,
                   "threads": threads, "tensorboard": opts.tensorboard,
                   # where the dataset is, absolute: a run may start in another folder (a Ray worker's)

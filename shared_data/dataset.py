@@ -157,10 +157,16 @@ class Dataset:
         """The extractor the dataset was prepared with (later ones are added after it)."""
         return next(iter(self.manifest["features"]), None)
 
-    def features(self, extractor: str) -> Features:
-        if extractor not in self._features:
-            self._features[extractor] = _load_features(self, extractor)
-        return self._features[extractor]
+    def features(self, extractor: str, spatial: bool = True) -> Features:
+        """An extractor's features; spatial=False leaves the grid on disk (spatial None), for models
+        that read the pooled vector only: the grid is most of the file, and of every batch."""
+        if extractor in self._features:
+            full = self._features[extractor]
+            return full if spatial or full.spatial is None else Features(extractor, full.global_, None)
+        feats = _load_features(self, extractor, spatial)
+        if spatial:
+            self._features[extractor] = feats
+        return feats
 
     def objects(self) -> dict[str, dict] | None:
         path = self.path / "objects.json"
@@ -237,7 +243,7 @@ def _check_file(ds: Dataset, rel: str) -> None:
                         f"prepare the dataset again, or pass --no-verify to use it anyway")
 
 
-def _load_features(ds: Dataset, extractor: str) -> Features:
+def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Features:
     info = ds.manifest["features"].get(extractor)
     if info is None:
         have = ", ".join(ds.extractors) or "none"
@@ -250,7 +256,7 @@ def _load_features(ds: Dataset, extractor: str) -> Features:
         with h5py.File(path, "r") as f:
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f["image_ids"][:]]
             global_ = f["global"][:].astype(np.float32, copy=False)
-            spatial = f["spatial"][:].astype(np.float32, copy=False) if "spatial" in f else None
+            spatial = f["spatial"][:].astype(np.float32, copy=False) if with_spatial and "spatial" in f else None
     except (OSError, KeyError) as e:
         raise UserError(f"{path} cannot be read ({e}); prepare the dataset again") from None
     expected_ids = [i for s in SPLITS for i in ds.splits[s].image_ids]
@@ -262,7 +268,7 @@ def _load_features(ds: Dataset, extractor: str) -> Features:
     if list(global_.shape[1:]) != [info["global_dim"]]:
         raise UserError(f"{path}: global features are {global_.shape[1:]}, the manifest says "
                         f"[{info['global_dim']}]; prepare the features again")
-    if (spatial is None) != (info.get("spatial_shape") is None) or (
+    if with_spatial and (spatial is None) != (info.get("spatial_shape") is None) or (
             spatial is not None and list(spatial.shape[1:]) != list(info["spatial_shape"])):
         raise UserError(f"{path}: spatial features {None if spatial is None else spatial.shape[1:]} do not match "
                         f"the manifest's {info.get('spatial_shape')}; prepare the features again")
