@@ -50,3 +50,6 @@ class Execution:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+EAGER_FP32 = Execution()  # the default: fp32, nothing compiled

@@ -3,8 +3,8 @@
 A base configuration (the plugin's defaults, with any --set overrides, and the run settings given
 on the command line) and its variations, all under the study's one budget and seeds. A factor is a
 plugin hyperparameter (`fusion`, `hidden_layers`, `dropout_placement`, `masking`, `lstm_bias`, ...),
-a run setting (`batch_size`, `training`, `lr`, `adam_eps`, `clip_norm`, `precision`, `compile`) or `keras_backend` (Keras
-plugins: tensorflow, jax, torch). One factor at a time by default: each listed value that differs
+a run setting (`batch_size`, `training`, `lr`, `adam_eps`, `clip_norm`, `precision`, `compile`) or
+`keras_backend` (Keras plugins: tensorflow, jax, torch). One factor at a time by default: each listed value that differs
 from the base's makes one variant; `--factorial` runs every combination. The report then compares
 every variant with the base (paired bootstrap over test images, differences over seeds).
 """

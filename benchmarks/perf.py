@@ -463,7 +463,8 @@ def main(args: argparse.Namespace) -> int:
         indent=1, default=float))
     (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{execution}\n\n{table}\n\n{notes}\n\n"
                                       f"## Hardware efficiency by plugin\n\n{mfu}\n")
-    print(f"{date}; {machine}\n{execution}\n\n{table}\n\n{mfu}\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
+    print(f"{date}; {machine}\n{execution}\n\n{table}\n\n{mfu}\n\n"
+          f"written: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"error: {r['error']}\n  " + "\n  ".join(r["log_tail"]), file=sys.stderr)

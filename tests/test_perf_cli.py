@@ -102,8 +102,8 @@ def test_quick_perf_run_writes_table(small_dataset, data_dir, tmp_path, capsys):
 
 
 def test_bf16_perf_is_over_the_bf16_matmul_rate(small_dataset, data_dir, tmp_path):
-    args = _parse(["--quick", "--plugins", "torch_merge", "--dataset", str(small_dataset), "--data-dir",
-                   str(data_dir), "--shapes", "dataset", "--precision", "bf16", "--images", "0", "--out", str(tmp_path)])
+    args = _parse(["--quick", "--plugins", "torch_merge", "--dataset", str(small_dataset), "--data-dir", str(data_dir),
+                   "--shapes", "dataset", "--precision", "bf16", "--images", "0", "--out", str(tmp_path)])
     assert perf.main(args) == 0
     report = json.loads((tmp_path / "perf.json").read_text())
     (r,) = report["results"]

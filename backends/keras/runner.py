@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from backends.common import Execution, OptimConfig
+from backends.common import EAGER_FP32, Execution, OptimConfig
 from backends.keras import train as T
 from shared_data.batches import Batch
 
@@ -41,7 +41,7 @@ def set_threads(n: int) -> None:
 
 class Runner:
     def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig,
-                 execution: Execution = Execution()):
+                 execution: Execution = EAGER_FP32):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 

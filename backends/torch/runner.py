@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from backends.common import Execution, OptimConfig
+from backends.common import EAGER_FP32, Execution, OptimConfig
 from backends.torch import train as T
 from shared_data.batches import Batch
 
@@ -34,7 +34,7 @@ def _decoding(method):
 
 class Runner:
     def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig,
-                 execution: Execution = Execution()):
+                 execution: Execution = EAGER_FP32):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
