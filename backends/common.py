@@ -46,7 +46,9 @@ class Execution:
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r}: use one of {', '.join(PRECISIONS)}")
+            raise ValueError(f"precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile {self.compile!r}; use true or false")
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from backends.common import PRECISIONS, Execution, OptimConfig
+from backends.common import EAGER_FP32, Execution, OptimConfig
 from plugins.registry import get_plugin
 from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path, sha256_file, write_json_atomic
 from shared_data.errors import UserError
@@ -288,7 +288,7 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
                   "threads": threads, "tensorboard": opts.tensorboard,
                   # where the dataset is, absolute: a run may start in another folder (a Ray worker's)
                   "dataset_path": str(resolve_dataset_path(opts.dataset, opts.data_dir).resolve())}
-        if execution != Execution():  # absent when default: the hashes of earlier fp32 eager runs stay valid
+        if execution != EAGER_FP32:  # absent when default: the hashes of earlier fp32 eager runs stay valid
             config["execution"] = execution.to_json()
         config["config_hash"] = config_hash(config, manifest_sha)
         who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
@@ -300,11 +300,10 @@ def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) 
 
 
 def _execution(label: str, precision, compile) -> Execution:
-    if precision not in PRECISIONS:
-        raise UserError(f"{label}: precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if not isinstance(compile, bool):
-        raise UserError(f"{label}: compile {compile!r}; use true or false")
-    return Execution(precision, compile)
+    try:
+        return Execution(precision, compile)
+    except ValueError as e:
+        raise UserError(f"{label}: {e}") from None
 
 
 def _slug(label: str) -> str:

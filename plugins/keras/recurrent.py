@@ -113,22 +113,17 @@ class AttentionLSTMCaptioner(keras.Model):
         """Teacher forcing: {"spatial": [B, P, C], "tokens": [B, T]} -> logits [B, T, V]."""
         proj, h, c = self.init_state(inputs["global"], inputs["spatial"])
         emb = self.embed(inputs["tokens"])
-        if emb.shape[1] is not None:
-            # a static length (the Keras backend feeds fixed-length batches): a Python loop, which XLA
-            # compiles (jit_compile); TensorFlow's scan is a while_loop without a maximum iteration
-            # count, whose gradient XLA cannot build
-            hs = []
-            for t in range(emb.shape[1]):
-                h, c, _ = self.cell_step(proj, h, c, emb[:, t], training)
-                hs.append(h)
-            return self.out(self.drop(ops.stack(hs, axis=1), training=training))
-
-        def step(carry, x):
-            h, c, _ = self.cell_step(proj, *carry, x, training)
-            return (h, c), (h, c)  # the TensorFlow backend's scan wants outputs shaped like the carry
-
-        _, (hs, _) = ops.scan(step, (h, c), ops.transpose(emb, (1, 0, 2)))  # time-major
-        return self.out(self.drop(ops.transpose(hs, (1, 0, 2)), training=training))
+        steps = emb.shape[1]
+        if steps is None:  # TensorFlow relaxes the shape after seeing several lengths
+            raise ValueError("keras_attention_lstm unrolls its time loop: feed it batches of one fixed length "
+                             "(iterate_batches(..., pad_to_max=True)), as the Keras backend does")
+        # a Python loop over the fixed length, not ops.scan: TensorFlow's scan is a while_loop without an
+        # iteration bound, whose gradient XLA (jit_compile) cannot build; unrolled, it is also faster
+        hs = []
+        for t in range(steps):
+            h, c, _ = self.cell_step(proj, h, c, emb[:, t], training)
+            hs.append(h)
+        return self.out(self.drop(ops.stack(hs, axis=1), training=training))
 
     # --- step-wise decoding: state = (A [B, P, H], h, c), every tensor batch-first
     def init_state(self, global_feats, spatial_feats):
