@@ -15,9 +15,9 @@ The mirror of plugins/torch/recurrent.py (same hyperparameters, same attribute n
 seed-004 choices are listed there). Padding: `masking="mask"` is Keras' `mask_zero=True`, the mask
 passed explicitly to the recurrent layer (a subclassed model does not propagate it by itself), so
 masked steps carry the state through; with right-padded batches that changes nothing at real
-positions, and the loss masks pads either way. attention_lstm loops over the time steps with
-keras.ops.scan (the context of step t depends on h_{t-1}): one traced body whatever the caption
-length, and it runs over the pads too (their outputs are masked out of the loss).
+positions, and the loss masks pads either way. attention_lstm loops over the time steps in Python
+(the context of step t depends on h_{t-1}), over the batch's fixed length, pads included (their
+outputs are masked out of the loss).
 Keras' recurrent layers have one bias where PyTorch has two: H (SimpleRNN) or 4*H (LSTM) fewer
 parameters for the same model.
 """
