@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from backends.common import PRECISIONS
 from shared_data.dataset import DATA_DIR_ENV, DEFAULT_DATASET
 from shared_data.errors import UserError
 
@@ -38,7 +39,7 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--training", choices=["sequence", "prefix"], default="sequence",
                    help="sequence: whole-caption teacher forcing (default); prefix: the Keras recipe's "
                         "one-sample-per-prefix expansion, same loss at many times the cost")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default), or bf16 mixed precision: torch.autocast / Keras' mixed_bfloat16 policy")
     p.add_argument("--compile", action="store_true",
                    help="compile the model: torch.compile for PyTorch plugins, jit_compile=True (XLA) for Keras ones "

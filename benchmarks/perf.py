@@ -368,6 +368,7 @@ def mfu_rows(results: list[dict]) -> list[list]:
 
 # ---------------------------------------------------------------------------------------- command
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from backends.common import PRECISIONS
     from shared_data.dataset import DEFAULT_DATASET
 
     p.add_argument("--plugins", default="torch_merge,keras_merge",
@@ -385,7 +386,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", choices=["dataset", "flickr8k", "both"], default="both",
                    help="dataset: training, decoding and MFU on the dataset; flickr8k: MFU at Flickr8k's shapes")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default), or bf16 mixed precision; MFU is then over the bf16 matmul rate")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile / Keras jit_compile=True; the time-to-first-step row shows the compilation")
