@@ -1,4 +1,4 @@
-"""Batched beam search, written once for every backend.
+"""Batched greedy decoding and beam search, written once for every backend.
 
 The search runs in numpy over the log-probabilities a backend's `step` returns, so Keras and
 PyTorch plugins are decoded by the same code, and a difference in captions can only come from the
@@ -8,6 +8,9 @@ only extends with <pad> at no cost; an image whose hypotheses have all finished 
 so later steps compute only the images still searching (as a one-image search would stop).
 Final ranking uses GNMT length normalisation,
 score / ((5 + length) / 6) ** alpha (alpha 0 = raw log-probability; seed 003 uses 0.6).
+
+Greedy decoding is the same loop with the argmax taken by the backend (on its device: only the [B]
+chosen tokens leave it, not the [B, V] logits).
 """
 
 from __future__ import annotations
@@ -20,6 +23,41 @@ import numpy as np
 def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def greedy_search(step: Callable, state, batch: int, max_len: int, start_id: int, end_id: int,
+                  pad_id: int = 0) -> np.ndarray:
+    """step(state, tokens[B] int64) -> (argmax tokens [B] numpy, state).
+
+    Returns [batch, steps] int64 token ids, steps <= max_len - 1: <pad> after an image's <end>, and
+    the loop stops once every image has ended."""
+    tokens = np.full(batch, start_id, np.int64)
+    done = np.zeros(batch, bool)
+    out = []
+    for _ in range(max_len - 1):
+        best, state = step(state, tokens)
+        tokens = np.where(done, pad_id, np.asarray(best)).astype(np.int64)
+        out.append(tokens)
+        done |= tokens == end_id
+        if done.all():
+            break
+    return np.stack(out, 1)
+
+
+def greedy_attention_search(step: Callable, state, batch: int, max_len: int,
+                            start_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """step(state, tokens[B] int64) -> (argmax tokens [B] numpy, state, alpha [B, positions] numpy).
+
+    Every one of the max_len - 1 steps, none masked (the attention behind each word, <end> and after
+    included): ([batch, max_len-1] int64 tokens, [batch, max_len-1, positions] alphas)."""
+    tokens = np.full(batch, start_id, np.int64)
+    out, alphas = [], []
+    for _ in range(max_len - 1):
+        best, state, alpha = step(state, tokens)
+        tokens = np.asarray(best).astype(np.int64)
+        out.append(tokens)
+        alphas.append(np.asarray(alpha))
+    return np.stack(out, 1), np.stack(alphas, 1)
 
 
 def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int, max_len: int,

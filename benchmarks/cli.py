@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from backends.common import PRECISIONS
 from shared_data.dataset import DATA_DIR_ENV, DEFAULT_DATASET
 from shared_data.errors import UserError
 
@@ -26,39 +25,22 @@ def _add_verify_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_study_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by run and ablate: one budget, one protocol."""
-    p.add_argument("--study", default=None, help="study name (default: the plugin names joined)")
+    """Flags shared by run, ablate and study: the run settings (benchmarks/settings.py), then where
+    and how the runs go."""
+    from . import settings
+
+    settings.add_arguments(p)
+    p.add_argument("--study", default=None, help="study name, a plain folder name under --results-dir "
+                   "(default: the plugin names joined)")
     p.add_argument("--results-dir", type=Path, default=Path("results"))
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--extractor", default=None,
                    help="features to train on (default: the dataset's first, the one it was prepared with)")
-    p.add_argument("--epochs", type=int, help="budget in epochs (default 3 when no budget is given)")
-    p.add_argument("--steps", type=int, help="budget in optimizer steps")
-    p.add_argument("--time-budget", type=float, help="budget in seconds of training (evaluation excluded)")
-    p.add_argument("--batch-size", type=int, default=64, help="captions per batch (default 64)")
-    p.add_argument("--training", choices=["sequence", "prefix"], default="sequence",
-                   help="sequence: whole-caption teacher forcing (default); prefix: the Keras recipe's "
-                        "one-sample-per-prefix expansion, same loss at many times the cost")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default), or bf16 mixed precision: torch.autocast / Keras' mixed_bfloat16 policy")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the model: torch.compile for PyTorch plugins, jit_compile=True (XLA) for Keras ones "
-                        "(default: neither; the first step's time then includes the compilation)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--adam-eps", type=float, default=1e-8)
-    p.add_argument("--clip-norm", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="runs per plugin (seeds --seed, --seed+1, ...); quality as mean ± 95%% CI")
-    p.add_argument("--patience", type=int, help="early stopping: epochs without a better val BLEU-4")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
                    help="hyperparameter override, e.g. torch_merge.dropout=0.5 (repeatable)")
-    p.add_argument("--beam-size", type=int, default=3, help="beam width of the test-set beam search (default 3)")
-    p.add_argument("--length-alpha", type=float, default=0.6,
-                   help="GNMT length normalisation of the beam search (default 0.6; 0 = none)")
-    p.add_argument("--no-meteor", dest="meteor", action="store_false", help="skip METEOR (saves Java start-up)")
     p.add_argument("--force", action="store_true",
-                   help="redo runs that already finished with the same configuration (default: reuse them)")
+                   help="redo runs that already finished with the same configuration (default: reuse them); "
+                        "the finished result stays until the new one has finished")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: runs as subprocesses here (default); ray: each run a task on a Ray cluster")
     p.add_argument("--jobs", type=int, default=1,
@@ -73,12 +55,19 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     _add_verify_arg(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other error (not usage + message)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
     from .prepare import DATASETS
+    from .settings import variant_keys
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m benchmarks",
         description="CapBench: is it the framework or the architecture? Train image-captioning plugins "
                     "in Keras and PyTorch under one budget and compare them.")
@@ -128,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "attributes each change's effect on BLEU-4, CIDEr, val loss and throughput.")
     p.add_argument("plugin", help="the plugin to ablate (see `list`)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2", required=True,
-                   help="a hyperparameter or run setting (batch_size, training, lr, adam_eps, clip_norm, "
-                        "precision, compile, keras_backend) and its values (repeatable)")
+                   help=f"a hyperparameter, a run setting ({', '.join(variant_keys())}) or keras_backend, "
+                        "and its values (repeatable)")
     p.add_argument("--factorial", action="store_true", help="every combination instead of one factor at a time")
     _add_study_args(p)
 
@@ -182,11 +171,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     except (UserError, IndexError):
         pass
     rows = []
-    for path in sorted(data_dir.glob("*/manifest.json")) if data_dir.exists() else []:
+    folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if data_dir.is_dir() else []
+    for folder in folders:
         try:
-            m = load_dataset(str(path.parent), verify=False).manifest
+            m = load_dataset(str(folder), verify=False).manifest
         except UserError as e:
-            rows.append((path.parent.name, "unusable: " + str(e), "", "", ""))
+            rows.append((folder.name, "unusable: " + str(e), "", "", ""))
             continue
         sp = m["splits"]
         rows.append((m["name"], m["source"]["kind"], "/".join(str(sp[s]["images"]) for s in sp),
@@ -234,40 +225,36 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from plugins.registry import parse_plugin_list
 
-    from .study import parse_overrides
+    from .study import parse_overrides, plugin_variants
 
-    plugins = parse_plugin_list(args.plugins)
-    opts = _study_options(args, plugins, args.study or "_".join(p.replace("@", "-") for p in plugins))
-    opts.overrides = parse_overrides(args.overrides, plugins)
-    return _finish_study(opts, len(plugins) * args.seeds)
+    refs = parse_plugin_list(args.plugins)
+    variants = plugin_variants(refs, parse_overrides(args.overrides, refs))
+    return _finish_study(_study_options(args, variants, "_".join(str(r).replace("@", "-") for r in refs)))
 
 
-def _study_options(args: argparse.Namespace, plugins: list[str], study: str):
-    from backends.common import OptimConfig
-
+def _study_options(args: argparse.Namespace, variants, default_name: str):
+    from .settings import from_args
     from .study import StudyOptions
 
-    return StudyOptions(plugins=plugins, study=study, results_dir=args.results_dir, dataset=args.dataset,
-                        data_dir=args.data_dir, extractor=args.extractor, epochs=args.epochs, steps=args.steps,
-                        time_budget=args.time_budget, batch_size=args.batch_size, seed=args.seed,
-                        seeds=args.seeds, training=args.training, patience=args.patience,
-                        optim=OptimConfig(lr=args.lr, eps=args.adam_eps, clip_norm=args.clip_norm),
-                        meteor=args.meteor, verify=args.verify, force=args.force, beam_size=args.beam_size,
-                        length_alpha=args.length_alpha, executor=args.executor, jobs=args.jobs,
-                        threads=args.threads, address=args.address, tensorboard=args.tensorboard,
-                        precision=args.precision, compile=args.compile)
+    return StudyOptions(variants=variants, settings=from_args(args), study=args.study or default_name,
+                        results_dir=args.results_dir, dataset=args.dataset, data_dir=args.data_dir,
+                        extractor=args.extractor, verify=args.verify, force=args.force, executor=args.executor,
+                        jobs=args.jobs, threads=args.threads, address=args.address, tensorboard=args.tensorboard)
 
 
-def _finish_study(opts, expected: int) -> int:
+def _finish_study(opts) -> int:
     from .report import summary
     from .study import run_study
 
-    report, rows = run_study(opts)
-    failed = [r for r in rows if r["status"] != "ok"]
-    print("\n" + summary(report.parent))
-    print(f"\nreport: {report}")
-    if failed or len(rows) < expected:
-        print(f"{len(failed)} run(s) failed or diverged, {expected - len(rows)} not run", file=sys.stderr)
+    result = run_study(opts)
+    expected = len(opts.variants) * opts.settings.seeds
+    failed = [r for r in result.rows if r["status"] != "ok"]
+    print("\n" + summary(result.report.parent))
+    print(f"\nreport: {result.report}")
+    if result.interrupted:
+        raise KeyboardInterrupt
+    if failed or len(result.rows) < expected:
+        print(f"{len(failed)} run(s) failed or diverged, {expected - len(result.rows)} not run", file=sys.stderr)
         return 1
     return 0
 
@@ -276,21 +263,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     from .study import load_study_file
 
     name, variants = load_study_file(args.name)
-    opts = _study_options(args, sorted({v.plugin for v in variants}), args.study or name)
-    opts.variants = variants
-    return _finish_study(opts, len(variants) * args.seeds)
+    if variants and args.overrides:
+        raise UserError("--set does not apply to study files: put the hyperparameters in the file's rows")
+    return _finish_study(_study_options(args, variants, name))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from plugins.registry import PluginRef
+
     from .ablate import variants
+    from .settings import from_args
     from .study import parse_overrides
 
-    opts = _study_options(args, [args.plugin], args.study or f"ablate_{args.plugin.replace('@', '-')}")
-    base = parse_overrides(args.overrides, [args.plugin]).get(args.plugin, {})
-    settings = {"batch_size": args.batch_size, "training": args.training, "lr": args.lr, "adam_eps": args.adam_eps,
-                "clip_norm": args.clip_norm, "precision": args.precision, "compile": args.compile}
-    opts.variants = variants(args.plugin, args.vary, base, factorial=args.factorial, base_settings=settings)
-    return _finish_study(opts, len(opts.variants) * args.seeds)
+    ref = PluginRef.parse(args.plugin)
+    base = parse_overrides(args.overrides, [ref])
+    base = base.get(str(ref), base.get(ref.name, {}))
+    vs = variants(ref, args.vary, base, factorial=args.factorial, base_settings=from_args(args))
+    return _finish_study(_study_options(args, vs, f"ablate_{str(ref).replace('@', '-')}"))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -320,5 +309,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is kept and the same command resumes", file=sys.stderr)
+        print("interrupted: finished runs are kept, and the same command resumes the rest", file=sys.stderr)
         return 130

@@ -192,17 +192,18 @@ def peak_gflops(matmul: dict, precision: str) -> float:
 
 
 def run_plugin(job: dict) -> dict:
-    name, _, keras_backend = job["plugin"].partition("@")
-    if keras_backend:
-        os.environ["KERAS_BACKEND"] = keras_backend  # before keras is first imported
+    from plugins.registry import ModelSpec, PluginRef
+
+    ref = PluginRef.parse(job["plugin"])
+    if ref.keras_backend:
+        os.environ["KERAS_BACKEND"] = ref.keras_backend  # before keras is first imported
     import importlib
 
     from backends.common import Execution, OptimConfig
-    from plugins.registry import ModelSpec, get_plugin
     from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
     from shared_data.dataset import load_dataset
 
-    plugin = get_plugin(name)
+    plugin = ref.plugin
     backend = importlib.import_module(f"backends.{plugin.framework}.runner")
     hp = dict(plugin.defaults)
     bs, seed = job["batch_size"], job["seed"]
@@ -367,29 +368,27 @@ def mfu_rows(results: list[dict]) -> list[list]:
 
 
 # ---------------------------------------------------------------------------------------- command
+SETTINGS = ("batch_size", "seed", "precision", "compile", "length_alpha")  # the run settings perf takes
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from backends.common import PRECISIONS
     from shared_data.dataset import DEFAULT_DATASET
+
+    from .settings import add_arguments as add_settings
 
     p.add_argument("--plugins", default="torch_merge,keras_merge",
                    help="comma-separated plugin names, or all (default torch_merge,keras_merge)")
     p.add_argument("--dataset", default=DEFAULT_DATASET, help="prepared dataset (default: the embedded one)")
     p.add_argument("--data-dir", type=Path, default=None, help="where prepared datasets live")
     p.add_argument("--extractor", default=None, help="default: the dataset's first extractor")
-    p.add_argument("--batch-size", type=int, default=64, help="captions per batch on the dataset (default 64)")
-    p.add_argument("--steps", type=int, default=None, help="timed training steps per mode (default 30)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed steps before them (default 5)")
+    p.add_argument("--steps", default=None, help="timed training steps per mode (default 30)")
+    p.add_argument("--warmup", default=None, help="untimed steps before them (default 5)")
     p.add_argument("--beams", default=None, help="beam sizes for decoding (default 3,5)")
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", default=None,
                    help="test images decoded both ways (default 500: one batch of the worker's test decoding)")
-    p.add_argument("--length-alpha", type=float, default=0.6)
     p.add_argument("--shapes", choices=["dataset", "flickr8k", "both"], default="both",
                    help="dataset: training, decoding and MFU on the dataset; flickr8k: MFU at Flickr8k's shapes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default), or bf16 mixed precision; MFU is then over the bf16 matmul rate")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile / Keras jit_compile=True; the time-to-first-step row shows the compilation")
+    add_settings(p, SETTINGS)  # batch size on the dataset, seed, precision (bf16: MFU over the bf16 rate), ...
     p.add_argument("--out", type=Path, default=Path("results/perf"), help="where perf.json and perf.md go")
     p.add_argument("--quick", action="store_true", help="tiny: a few steps and images (tests, CI)")
 
@@ -397,18 +396,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from plugins.registry import PluginRef, available_names
     from shared_data.dataset import load_dataset
+    from shared_data.errors import UserError
+    from shared_data.values import Interval, coerce
 
+    from .settings import from_args
+
+    settings = from_args(args, SETTINGS)
+    args.batch_size, args.seed, args.length_alpha = settings.batch_size, settings.seed, settings.length_alpha
+    args.precision, args.compile = settings.precision, settings.compile
     defaults = QUICK if args.quick else dict(steps=30, warmup=5, images=500, beams="3,5", matmul_n=2048)
-    steps = args.steps if args.steps is not None else defaults["steps"]
-    warmup = args.warmup if args.warmup is not None else defaults["warmup"]
-    images = args.images if args.images is not None else defaults["images"]
-    beams = [int(b) for b in (args.beams or defaults["beams"]).split(",") if b]
-    from plugins.registry import available_names, get_plugin
+    counts = {}
+    for flag, key, low in (("--steps", "steps", 1), ("--warmup", "warmup", 0), ("--images", "images", 0)):
+        raw = getattr(args, key)
+        try:
+            counts[key] = defaults[key] if raw is None else coerce(raw, int, interval=Interval(low, math.inf,
+                                                                                                True, False))
+        except ValueError as e:
+            raise UserError(f"{flag} {raw}: {e}") from None
+    steps, warmup, images = counts["steps"], counts["warmup"], counts["images"]
+    try:
+        beams = [coerce(b, int, interval=Interval(1, 100, True, True))
+                 for b in (args.beams or defaults["beams"]).split(",")]
+    except ValueError as e:
+        raise UserError(f"--beams {args.beams}: each beam size {e}") from None
 
     plugins = available_names() if args.plugins == "all" else [p for p in args.plugins.split(",") if p]
-    for p in plugins:
-        get_plugin(p.split("@", 1)[0])  # an unknown name: one line now, with the list
+    plugins = [str(PluginRef.parse(p)) for p in plugins]  # an unknown name: one line now, with the list
     shapes = ["dataset", "flickr8k"] if args.shapes == "both" else [args.shapes]
     dataset = None
     if "dataset" in shapes:  # fail in one line now, not in every child
@@ -430,7 +445,7 @@ def main(args: argparse.Namespace) -> int:
                 "extractor": args.extractor, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
                 "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed,
                 "precision": args.precision, "compile": args.compile})
-            twin = "torch_" + plugin.split("@", 1)[0].split("_", 1)[1]
+            twin = "torch_" + PluginRef.parse(plugin).name.split("_", 1)[1]
             if r.get("flops_per_token", 0) is None and shape == "flickr8k" and twin in available_names():
                 counted = _run_child({"kind": "twin_flops", "plugin": twin, "seed": args.seed})
                 if "error" not in counted:

@@ -4,12 +4,19 @@ A dataset is built in `<data_dir>/.<name>.partial/` and renamed into place only 
 a failed or interrupted prepare never leaves something that looks like a dataset; running the same
 command again resumes (images already generated and feature rows already written are kept). An
 existing dataset is reused, and a new extractor is added to it without touching the rest.
+
+Nothing finished is ever deleted: a folder in the dataset's place without a manifest, or a finished
+partial build of another command, is refused with what to do. Options are checked before any work
+starts, and a disk that fails during the build (full, read-only) is one line naming the path, with
+the partial build kept for the resume.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,12 +58,12 @@ class PrepareOptions:
     batch_size: int = 64
 
     def dataset_name(self) -> str:
-        if self.name:
+        if self.name is not None:  # "" is a wrong name, not "no name": check() refuses it
             return self.name
         if self.dataset == "synthetic":
             return DEFAULT_DATASET if self.size == "full" else f"{DEFAULT_DATASET}-{self.size}"
         if self.dataset == "karpathy" and self.karpathy_json:
-            return "karpathy-" + self.karpathy_json.stem.removeprefix("dataset_")
+            return "karpathy-" + Path(self.karpathy_json).stem.removeprefix("dataset_")
         return self.dataset
 
     def identity(self) -> dict:
@@ -65,53 +72,169 @@ class PrepareOptions:
                 "images": str(self.images), "captions": str(self.captions),
                 "karpathy_json": str(self.karpathy_json)}
 
+    def check(self) -> None:
+        """Every option on its own, before anything is read, generated or written."""
+        if self.dataset not in DATASETS:
+            raise UserError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(DATASETS)}")
+        if self.size not in synthetic.SIZES:
+            raise UserError(f"unknown size '{self.size}'; choose one of: {', '.join(synthetic.SIZES)}")
+        for flag, value, least in (("--min-freq", self.min_freq, 1), ("--batch-size", self.batch_size, 1),
+                                   ("--seed", self.seed, 0)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise UserError(f"{flag} must be a whole number, got {value!r}")
+            if value < least:
+                raise UserError(f"{flag} must be at least {least}, got {value}")
+        # options that the chosen source would ignore: a silent no-op hides a mistyped command
+        ignored = {"synthetic": (("--images", self.images), ("--captions", self.captions),
+                                 ("--karpathy-json", self.karpathy_json)),
+                   "flickr8k": (("--karpathy-json", self.karpathy_json),),
+                   "karpathy": (("--captions", self.captions),)}[self.dataset]
+        if self.dataset != "synthetic" and self.size != "full":
+            ignored += (("--size", self.size),)
+        for flag, value in ignored:
+            if value is not None:
+                raise UserError(f"{flag} does not apply to dataset {self.dataset}; drop it, or name the "
+                                f"dataset it is for (python -m benchmarks prepare --help)")
+        check_dataset_name(self.dataset_name())
+
+
+def check_dataset_name(name: str) -> None:
+    """A dataset is a plain folder in the data dir: no path, nothing hidden (.<name>.partial is ours)."""
+    bad = (not name or name != name.strip() or name.startswith(".") or len(name) > 200
+           or any(c in name for c in "/\\\0") or (os.altsep and os.altsep in name))
+    if bad:
+        raise UserError(f"--name {name!r} is not a plain folder name; use letters, digits, '-', '_' and '.' "
+                        f"(not first), and --data-dir to choose where the dataset goes")
+
 
 def prepare(opts: PrepareOptions, log=print) -> Path:
-    if opts.dataset not in DATASETS:
-        raise UserError(f"unknown dataset '{opts.dataset}'; choose one of: {', '.join(DATASETS)}")
-    if opts.size not in synthetic.SIZES:
-        raise UserError(f"unknown size '{opts.size}'; choose one of: {', '.join(synthetic.SIZES)}")
-    if opts.min_freq < 1:
-        raise UserError(f"--min-freq must be at least 1, got {opts.min_freq}")
+    opts.check()
     if opts.extractor is None:
         opts.extractor = default_extractor(opts.dataset)
     spec = get_extractor(opts.extractor)
     data_dir = Path(opts.data_dir) if opts.data_dir else default_data_dir()
     _ensure_writable(data_dir)
     target = data_dir / opts.dataset_name()
+    try:
+        return _prepare(opts, spec, data_dir, target, log)
+    except OSError as e:
+        # the one place where a failing disk becomes a message; the partial build stays for a resume
+        raise UserError(_os_error_message(e, data_dir, target)) from None
+
+
+def _prepare(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> Path:
     t0 = time.perf_counter()
-
-    if (target / "manifest.json").exists():
-        ds = load_dataset(str(target), verify=False)
-        if opts.extractor in ds.manifest["features"]:
+    built = False
+    if not (target / "manifest.json").exists():
+        _check_target(target)
+        _build(opts, spec, data_dir, target, log)
+        built = True
+    ds = load_dataset(str(target), verify=False)
+    have_file = (target / "features" / f"{opts.extractor}.h5").is_file()
+    if opts.extractor in ds.manifest["features"] and have_file:
+        if built:
+            _log_prepared(target, ds.manifest, t0, log)
+        else:
             log(f"{target} already has '{opts.extractor}' features: reusing it")
-            return target
-        _add_features(target, ds.manifest, spec, opts, log)
-        log(f"added '{opts.extractor}' features to {target} in {time.perf_counter() - t0:.1f}s")
         return target
+    if opts.extractor in ds.manifest["features"]:
+        log(f"{target}: features/{opts.extractor}.h5 is missing, extracting it again")
+    _add_features(target, ds.manifest, spec, opts, log)
+    log(f"added '{opts.extractor}' features to {target} in {time.perf_counter() - t0:.1f}s")
+    return target
 
+
+def _check_target(target: Path) -> None:
+    """A folder in the dataset's place without a manifest is not ours to replace: it may be a
+    finished build whose manifest was deleted, or something else entirely."""
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not target.is_dir():
+        raise UserError(f"{target} exists and is not a dataset folder; move it away, or choose another "
+                        f"--name or --data-dir")
+    if any(target.iterdir()):
+        raise UserError(f"{target} exists but has no manifest.json (an unfinished or damaged dataset, or "
+                        f"another folder); nothing was changed: move or delete it, or choose another --name "
+                        f"or --data-dir")
+
+
+def _build(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> None:
+    """Build (or resume, or finish) the dataset in .<name>.partial/ and rename it into place."""
     work = data_dir / f".{target.name}.partial"
     identity_file = work / "prepare.json"
-    if work.exists() and (not identity_file.exists()
-                          or json.loads(identity_file.read_text()) != opts.identity()):
-        shutil.rmtree(work)  # left by a different command: nothing in it can be trusted
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(identity_file, opts.identity())
-
-    log(f"preparing {target.name} ({opts.dataset}) in {work}")
-    source, image_dir = _load_source(opts, work, log)
-    manifest = write_text_files(source, work, target.name, image_dir, opts.min_freq)
-    manifest["human_ceiling_test"] = _human_ceiling(work)
-    _add_features(work, manifest, spec, opts, log)
-    identity_file.unlink()
+    same = False
+    if work.exists() or work.is_symlink():
+        if not work.is_dir():
+            raise UserError(f"{work} is in the way of the build folder and is not a folder; delete it")
+        same = _read_identity(identity_file) == opts.identity()
+        if not same and (work / "manifest.json").exists():
+            raise UserError(f"{work} holds a finished build, not made by this command; if it is the "
+                            f"dataset you want rename it to {target.name}, else delete it, then run again")
+    if same and (work / "manifest.json").exists():
+        log(f"{work} is a finished build of the same command: moving it into place")
+    else:
+        # an imported source is read and checked before anything is written: bad input leaves no trace
+        source = None if opts.dataset == "synthetic" else _import_source(opts, log)
+        if work.exists() and not same:
+            shutil.rmtree(work)  # an unfinished build of another command: nothing in it can be trusted
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(identity_file, opts.identity())
+        log(f"preparing {target.name} ({opts.dataset}) in {work}")
+        if source is None:
+            n = synthetic.SIZES[opts.size]
+            log(f"generating {n} images (seed {opts.seed})")
+            image_dir = work / "images"
+            source = synthetic.build_source(image_dir, n, seed=opts.seed)
+        else:
+            image_dir = _common_image_dir(source)
+        manifest = write_text_files(source, work, target.name, image_dir, opts.min_freq)
+        manifest["human_ceiling_test"] = _human_ceiling(work)
+        _add_features(work, manifest, spec, opts, log)  # writes manifest.json: the build is complete
+    if target.is_dir():
+        target.rmdir()  # empty (_check_target): os.replace cannot replace a folder everywhere
     os.replace(work, target)
+    # the identity stays until the rename: a build that completed but did not move is finished, not redone
+    (target / "prepare.json").unlink(missing_ok=True)
+
+
+def _read_identity(identity_file: Path) -> dict | None:
+    try:
+        return json.loads(identity_file.read_text())
+    except (OSError, ValueError):
+        return None  # absent or damaged: the partial build cannot be matched to a command
+
+
+def _log_prepared(target: Path, manifest: dict, t0: float, log) -> None:
     log(f"prepared {target} in {time.perf_counter() - t0:.1f}s: "
         + ", ".join(f"{s} {manifest['splits'][s]['images']} images" for s in SPLITS)
         + f", vocabulary {manifest['vocab']['size']}, human ceiling BLEU-4 "
-        f"{manifest['human_ceiling_test'].get('BLEU-4', float('nan')):.3f}")
-    for w in manifest["warnings"]:
+        f"{manifest.get('human_ceiling_test', {}).get('BLEU-4', float('nan')):.3f}")
+    for w in manifest.get("warnings", []):
         log(f"warning: {w}")
-    return target
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _os_error_message(e: OSError, data_dir: Path, target: Path) -> str:
+    """One line for an OSError during a build: the path, the cause, what to do, and that a resume
+    keeps the work done so far."""
+    code = e.errno
+    if code is None:  # h5py puts the errno in its message only
+        found = re.search(r"errno = (\d+)", str(e))
+        code = int(found.group(1)) if found else None
+    work = data_dir / f".{target.name}.partial"
+    where = e.filename or (work if work.exists() else target)
+    reason = e.strerror or " ".join(str(e).split()) or type(e).__name__
+    if code in _NO_SPACE:
+        todo = f"free some space on that disk or choose another --data-dir than {data_dir}"
+    elif code in _READ_ONLY:
+        todo = f"make it writable or choose another --data-dir than {data_dir}"
+    else:
+        todo = "fix the cause"
+    return (f"prepare failed on {where} ({reason}); {todo}, then run the same command again "
+            f"(the work done so far is kept and resumed)")
 
 
 def _human_ceiling(root: Path) -> dict:
@@ -125,24 +248,22 @@ def _human_ceiling(root: Path) -> dict:
 
 
 def _ensure_writable(data_dir: Path) -> None:
+    how = "choose another with --data-dir or the CAPBENCH_DATA_DIR environment variable"
+    blocker = next((p for p in (data_dir, *data_dir.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        what = "it" if blocker == data_dir else str(blocker)
+        raise UserError(f"data dir {data_dir} is not writable: {what} is a file, not a folder; {how}")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         probe = data_dir / f".write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UserError(f"data dir {data_dir} is not writable ({e.strerror}); choose another with "
-                        "--data-dir or the CAPBENCH_DATA_DIR environment variable") from None
+        reason = e.strerror or " ".join(str(e).split())
+        raise UserError(f"data dir {data_dir} is not writable ({reason}); make it writable or {how}") from None
 
 
-def _load_source(opts: PrepareOptions, work: Path, log) -> tuple[Source, Path]:
-    if opts.dataset == "synthetic":
-        n = synthetic.SIZES[opts.size]
-        log(f"generating {n} images (seed {opts.seed})")
-        image_dir = work / "images"
-        source = synthetic.build_source(image_dir, n, seed=opts.seed)
-        return source, image_dir
-
+def _import_source(opts: PrepareOptions, log) -> Source:
     from shared_data import importers  # real datasets only
 
     if opts.images is None:
@@ -154,9 +275,7 @@ def _load_source(opts: PrepareOptions, work: Path, log) -> tuple[Source, Path]:
             raise UserError("dataset karpathy needs --karpathy-json FILE (dataset_flickr8k.json, "
                             "dataset_flickr30k.json or dataset_coco.json)")
         source = importers.load_karpathy(Path(opts.karpathy_json), Path(opts.images))
-    source = _drop_unreadable(source, log)
-    image_dir = _common_image_dir(source)
-    return source, image_dir
+    return _drop_unreadable(source, log)
 
 
 def _common_image_dir(source: Source) -> Path:
@@ -168,13 +287,7 @@ def _common_image_dir(source: Source) -> Path:
 def _drop_unreadable(source: Source, log) -> Source:
     """Images that are not images are skipped and counted, not fatal: one bad JPEG in 8,000 should
     not stop a prepare, but nobody should be surprised by a smaller dataset either."""
-    bad = []
-    for im in source.images:
-        try:
-            with Image.open(im.path) as f:
-                f.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            bad.append(im)
+    bad = [im for im in source.images if not _decodes(im.path)]
     if not bad:
         return source
     if len(bad) == len(source.images):
@@ -186,6 +299,19 @@ def _drop_unreadable(source: Source, log) -> Source:
                            f"(first: {bad[0].path})")
     log(f"warning: {source.warnings[-1]}")
     return source
+
+
+def _decodes(path: Path) -> bool:
+    """Whether the whole image decodes. verify() reads headers only and passes a JPEG cut in half,
+    which would then stop the feature extraction; draft() decodes a JPEG at 1/8 scale, which still
+    reads every byte of it, at a fraction of the cost."""
+    try:
+        with Image.open(path) as f:
+            f.draft("RGB", (1, 1))
+            f.load()
+        return True
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def _add_features(root: Path, manifest: dict, spec, opts: PrepareOptions, log) -> None:

@@ -1,14 +1,14 @@
 """results/<study>/report.md from the saved runs: header, four tables, plots, sample captions.
 
-Only reads run folders, so `python -m benchmarks report results/<study>` rebuilds the same report
-at any time; a run without metrics.json appears as failed (with its error) or unfinished.
+Only reads run folders (through benchmarks/rundir.py), so `python -m benchmarks report results/<study>`
+rebuilds the same report at any time. The rows are the runs of the study's last command: a run that
+failed, did not finish or cannot be read is listed with its state, and a finished run of another
+configuration (a stale one) is listed but never averaged into a row.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -19,24 +19,27 @@ from tabulate import tabulate
 from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
 
+from . import rundir
+from .settings import BUDGET_KEYS, RunSettings, describe
 from .stats import mean_ci
 
 
-def _runs(study_dir: Path) -> list[dict]:
-    runs = []
-    for cfg_path in sorted(study_dir.glob("*/config.json")):
-        d = cfg_path.parent
-        run = {"dir": d, "config": json.loads(cfg_path.read_text())}
-        if (d / "metrics.json").exists():
-            run["metrics"] = json.loads((d / "metrics.json").read_text())
-        if (d / "history.csv").exists():
-            with open(d / "history.csv") as f:
-                run["history"] = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        if (d / "error.txt").exists():
-            run["error"] = (d / "error.txt").read_text().strip()
-        runs.append(run)
-    # the study's own order (base first in ablations and study files); folders by name otherwise
-    return sorted(runs, key=lambda r: (r["config"].get("order", 0), r["config"].get("seed", 0), str(r["dir"])))
+def _runs(study_dir: Path) -> tuple[list[dict], list[dict], list[rundir.Run]]:
+    """(finished runs of the study's plan, with their captions and per-image scores; the plan's other
+    runs, each with its state; finished runs of other configurations: stale, listed, never tabled)."""
+    current, stale = rundir.StudyFolder.at(study_dir).runs()
+    done, other = [], []
+    for run in current:
+        row = {"dir": run.dir, "config": run.config, "metrics": run.metrics, "history": run.history,
+               "state": run.state()}
+        if run.finished:
+            try:  # the per-image files the tables and samples need, read once
+                row["captions"] = rundir.read_json(run.dir / rundir.CAPTIONS)
+                row["per_image"] = rundir.read_json(run.dir / rundir.PER_IMAGE)
+            except rundir.Unreadable as e:
+                row["state"] = f"unreadable: {e}"
+        (done if "captions" in row else other).append(row)
+    return done, other, stale
 
 
 def _f(x, digits=3) -> str:
@@ -65,24 +68,54 @@ def _cpu_model() -> str:
 
 
 def write_report(study_dir: Path) -> Path:
+    """report.md (and its PNG figures) from the study's saved runs, written atomically."""
     study_dir = Path(study_dir)
-    runs = _runs(study_dir)
-    if not runs:
+    done, other, stale = _runs(study_dir)
+    if not done and not other:
         raise UserError(f"{study_dir} holds no runs; start a study with: python -m benchmarks run --plugins ...")
-    done = [r for r in runs if "metrics" in r]
-    cfg = runs[0]["config"]
+    try:
+        return _write_report(study_dir, done, other, stale)
+    except OSError as e:  # the figures (matplotlib writes them itself): a full disk, a read-only folder
+        raise UserError(f"cannot write the report in {study_dir} ({e.strerror or e}); free some space or fix "
+                        "the folder's permissions, then run: python -m benchmarks report " + str(study_dir)) from None
+
+
+def _dataset(cfg: dict):
+    """(the dataset or None, its manifest hash for the header, its human ceiling)."""
     from shared_data.dataset import load_dataset
 
     try:
-        ds = load_dataset(cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None, verify=False)
-        manifest_hash = sha256_file(ds.path / "manifest.json")[:12]
-        ceiling = ds.manifest.get("human_ceiling_test", {})
-    except UserError:
-        ds, manifest_hash, ceiling = None, "dataset missing", {}
+        ds = load_dataset(cfg.get("dataset_path") or cfg["dataset"],
+                          Path(cfg["data_dir"]) if cfg.get("data_dir") else None, verify=False)
+        return ds, sha256_file(ds.path / "manifest.json")[:12], ds.manifest.get("human_ceiling_test", {})
+    except (UserError, KeyError, OSError, TypeError):
+        return None, "dataset missing", {}
+
+
+def _header(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run],
+            manifest_hash: str) -> list[str]:
+    """Date, commit, machine, versions, dataset, and what every row ran: the settings all rows share,
+    then each row's own (from RunSettings, as config.json records them)."""
+    rows = done + other
+    full = [r for r in rows if "plugin" in r["config"]] or rows  # configs that could be read
+    cfg = full[0]["config"]
     versions: dict[str, str] = {}
-    devices = sorted({r["metrics"]["device"] for r in done})
     for r in done:
         versions.update(r["metrics"]["versions"])
+    devices = sorted({r["metrics"]["device"] for r in done})
+    per_label: dict[str, dict] = {}
+    for r in full:
+        per_label.setdefault(_label(r), dict(r["config"].get("settings") or {}))
+    seeds = {label: sorted({_seed(r) for r in rows if _label(r) == label}) for label in per_label}
+    keys = [k for k in per_label[next(iter(per_label))] if k != "seed"]
+    common = {k: v for k, v in per_label[next(iter(per_label))].items()
+              if k in keys and all(s.get(k) == v for s in per_label.values())}
+    try:
+        budget = RunSettings(**{k: v for k, v in common.items() if k in BUDGET_KEYS}).budget()
+    except (TypeError, UserError):  # rows of different budgets: each row's line says its own
+        budget = {}
+    seed_text = "; ".join(f"{label} {_seed_text(v)}" for label, v in seeds.items()) \
+        if len({tuple(v) for v in seeds.values()}) > 1 else _seed_text(next(iter(seeds.values())))
     lines = [
         f"# CapBench report: {study_dir.name}",
         "",
@@ -90,21 +123,47 @@ def write_report(study_dir: Path) -> Path:
         f"- machine: {_cpu_model()}; devices: {', '.join(devices) or 'n/a'}",
         f"- versions: python {platform.python_version()}, "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-        f"- dataset: {cfg['dataset']} (manifest sha256 {manifest_hash}), features: {cfg['extractor']}",
-        f"- budget: {json.dumps({k: v for k, v in cfg['budget'].items() if v})}, batch size {cfg['batch_size']} "
-        f"captions, seeds: {sorted({r['config']['seed'] for r in runs})}",
-        f"- optimizer: Adam {json.dumps(cfg['optim'])}; loss: token-level masked cross-entropy; "
+        f"- dataset: {cfg.get('dataset')} (manifest sha256 {manifest_hash}), features: {cfg.get('extractor')}",
+        f"- budget: {describe(budget) or 'see each row'}; seeds: {seed_text}",
+        f"- settings of every row: {describe({k: v for k, v in common.items() if k not in budget})}",
+        "- optimizer: Adam (betas 0.9, 0.999; lr, eps and clipping above); loss: token-level masked cross-entropy; "
         "model selection: best val BLEU-4 (greedy decoding)",
-        f"- training: {_training_text(cfg.get('training', 'sequence'))}",
+        f"- training: {_training_text(common.get('training', 'several modes: see each row'))}",
         f"- execution: {'; '.join(sorted({_execution_text(r['metrics']) for r in done})) or 'n/a'} "
         "(fp32/bf16 mixed precision; compiled = torch.compile or Keras jit_compile, eager/graph otherwise)",
-        "",
     ]
-    failed = [r for r in runs if "metrics" not in r]
-    if failed:
-        lines += ["**Failed or unfinished runs:** " + "; ".join(
-            f"{r['config']['plugin']}: {r.get('error', 'no metrics.json (unfinished)')}" for r in failed), ""]
+    differ = {label: {k: v for k, v in st.items() if k in keys and k not in common} for label, st in per_label.items()}
+    if any(differ.values()):
+        lines.append("- what each row changes: " + "; ".join(f"{label}: {describe(d)}" for label, d in differ.items()
+                                                                if d))
+    lines.append("")
+    if other:
+        lines += ["**Failed or unfinished runs:** " + "; ".join(f"{_who(r, seeds)}: {r['state']}" for r in other), ""]
+    if stale:
+        lines += ["**Stale runs, not in any table** (finished with another configuration than this study's last "
+                  "command; kept on disk, replaced when their configuration finishes again): "
+                  + ", ".join(f"{r.dir.name} ({r.config_hash})" for r in stale), ""]
+    return lines
 
+
+def _label(r: dict) -> str:
+    return r["config"].get("label") or r["config"]["plugin"]
+
+
+def _who(r: dict, seeds: dict) -> str:
+    """A run's label, and its seed where its configuration has several."""
+    seed = _seed(r)
+    return _label(r) + (f" (seed {seed})" if len(seeds.get(_label(r), [])) > 1 else "")
+
+
+def _seed_text(seeds: list[int]) -> str:
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} ({len(seeds)})" \
+        if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+
+
+def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run]) -> Path:
+    ds, manifest_hash, ceiling = _dataset(next((r["config"] for r in done + other if "dataset" in r["config"]), {}))
+    lines = _header(study_dir, done, other, stale, manifest_hash)
     groups = _groups(done)
     multi = any(len(g) > 1 for g in groups.values())
 
@@ -202,10 +261,8 @@ def write_report(study_dir: Path) -> Path:
         lines += [f"![training curves]({plot.name})", ""]
     lines += _samples(study_dir, done, ds)
     lines += _attention(study_dir, done, ds)
-    out = study_dir / "report.md"
-    tmp = out.with_name("report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    out = study_dir / rundir.REPORT
+    rundir.write_text(out, "\n".join(lines) + "\n")
     return out
 
 
@@ -235,8 +292,7 @@ def _image_scores(group: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]
 
     ids, bleu, cider = None, None, None
     for r in group:
-        caps = json.loads((r["dir"] / "captions.json").read_text())
-        per = json.loads((r["dir"] / "per_image.json").read_text())
+        caps, per = r["captions"], r["per_image"]
         ids = ids or sorted(caps)
         b = np.stack([bleu_stats(caps[i]["references"], caps[i]["generated"]) for i in ids])
         c = np.array([per[i]["CIDEr"] for i in ids])
@@ -246,10 +302,10 @@ def _image_scores(group: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]
 
 
 def _paired_over_seeds(a: list[dict], b: list[dict], get, relative: bool = False) -> str:
-    by_seed = {r["config"]["seed"]: get(r["metrics"]) for r in a}
+    by_seed = {_seed(r): get(r["metrics"]) for r in a}
     diffs = []
     for r in b:
-        base, value = by_seed.get(r["config"]["seed"]), get(r["metrics"])
+        base, value = by_seed.get(_seed(r)), get(r["metrics"])
         if base is not None and value is not None:
             diffs.append(100 * (value - base) / base if relative else value - base)
     if not diffs:
@@ -297,21 +353,26 @@ def _significance(groups: dict[str, list[dict]], samples: int = 1000) -> list[st
             "mean ± 95% t-interval over seeds (throughput in percent).", ""]
 
 
+def _seed(r: dict) -> int:
+    return (r["config"].get("settings") or {}).get("seed", 0)
+
+
 def summary(study_dir: Path) -> str:
-    """The one-screen end of a study: a line per run, the numbers people look at first."""
+    """The one-screen end of a study: a line per run of its plan, the numbers people look at first."""
+    done, other, stale = _runs(Path(study_dir))
     rows = []
-    for cfg_path in sorted(Path(study_dir).glob("*/config.json")):
-        metrics = cfg_path.parent / "metrics.json"
-        if not metrics.exists():
-            err = cfg_path.parent / "error.txt"
-            rows.append([cfg_path.parent.name, err.read_text().strip()[:60] if err.exists() else "unfinished"])
+    for r in sorted(done + other, key=lambda r: (r["config"].get("order", 0), _seed(r))):
+        if r not in done:
+            rows.append([r["dir"].name, r["state"][:70]])
             continue
-        m = json.loads(metrics.read_text())
+        m = r["metrics"]
         q, sp = m["quality"], m["speed"]
-        rows.append([cfg_path.parent.name, m["status"], f"{q['BLEU-4']:.3f}",
+        rows.append([r["dir"].name, m["status"], f"{q['BLEU-4']:.3f}",
                      f"{m['shuffled_control']['BLEU-4']:.3f}", f"{q['CIDEr']:.3f}",
                      f"{m['params']['total']:,}", f"{sp['train_tokens_per_s']:,.0f}",
                      f"{m['training']['train_time_s']:.0f}"])
+    rows += [[r.dir.name, f"stale (another configuration: {r.config_hash}), not in the report's tables"]
+             for r in stale]
     return tabulate(rows, headers=["run", "status", "BLEU-4", "shuffled", "CIDEr", "params", "train tok/s",
                                    "train s"])
 
@@ -334,7 +395,7 @@ def _plot_history(study_dir: Path, runs: list[dict]) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    path = study_dir / "curves.png"
+    path = study_dir / rundir.CURVES
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -369,7 +430,7 @@ def _load_image(ds, image_id: str):
 def _samples(study_dir: Path, runs: list[dict], ds, n: int = 4) -> list[str]:
     if not runs:
         return []
-    caps = {r["metrics"]["plugin"]: json.loads((r["dir"] / "captions.json").read_text()) for r in runs}
+    caps = {r["metrics"]["plugin"]: r["captions"] for r in runs}
     ids = sorted(next(iter(caps.values())))[:n]
     lines = ["## Sample captions (test)", ""]
     images = [_load_image(ds, i) for i in ids] if ds is not None else []
@@ -381,9 +442,9 @@ def _samples(study_dir: Path, runs: list[dict], ds, n: int = 4) -> list[str]:
             ax.set_title(i, fontsize=9)
             ax.axis("off")
         fig.tight_layout()
-        fig.savefig(study_dir / "samples.png", dpi=80)
+        fig.savefig(study_dir / rundir.SAMPLES, dpi=80)
         plt.close(fig)
-        lines += ["![sample test images](samples.png)", ""]
+        lines += [f"![sample test images]({rundir.SAMPLES})", ""]
     for i in ids:
         first = next(iter(caps.values()))[i]
         lines.append(f"**{i}**: reference: _{first['references'][0]}_")
@@ -398,7 +459,7 @@ def _attention(study_dir: Path, runs: list[dict], ds, words: int = 7) -> list[st
     drawn over the image (as Show, Attend and Tell does)."""
     lines = []
     for r in runs:
-        path = r["dir"] / "attention.npz"
+        path = r["dir"] / rundir.ATTENTION
         if not path.exists() or ds is None:
             continue
         import numpy as np
@@ -423,7 +484,7 @@ def _attention(study_dir: Path, runs: list[dict], ds, words: int = 7) -> list[st
         for ax in axes:
             ax.axis("off")
         fig.tight_layout()
-        name = f"attention_{r['metrics']['plugin'].replace('@', '-')}.png"
+        name = rundir.attention_figure(r["metrics"]["plugin"])
         fig.savefig(study_dir / name, dpi=80)
         plt.close(fig)
         lines += [f"![{r['metrics']['plugin']} attention]({name})", ""]

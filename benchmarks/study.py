@@ -10,154 +10,123 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends.common import EAGER_FP32, Execution, OptimConfig
-from plugins.registry import get_plugin
-from shared_data.dataset import DEFAULT_DATASET, load_dataset, resolve_dataset_path, sha256_file, write_json_atomic
+from plugins.registry import PluginRef
+from shared_data.dataset import DEFAULT_DATASET, load_dataset, prepare_hint, resolve_dataset_path, sha256_file
 from shared_data.errors import UserError
 
-from .worker import DIVERGED_EXIT, PROGRESS, read_checkpoint
-
-DEFAULT_EPOCHS = 3
-
-
-# run-level keys a variant may change
-SETTINGS = ("batch_size", "training", "lr", "adam_eps", "clip_norm", "precision", "compile")
+from . import rundir
+from .settings import RunSettings, describe
+from .worker import DIVERGED_EXIT, PROGRESS
 
 
 @dataclass
 class Variant:
-    """One configuration of a study: a plugin, hyperparameter overrides and run-setting overrides.
-    `run` makes one per plugin (label = plugin name); `ablate` makes a base and its variations."""
+    """One configuration of a study: a plugin, hyperparameter overrides and run-setting changes.
+    `run` makes one per plugin (label = plugin name); `ablate` makes a base and its variations; a study
+    file lists them with their hypotheses."""
 
     label: str
-    plugin: str  # registry name, optionally with @keras_backend
-    hparams: dict = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)  # keys from SETTINGS
+    plugin: PluginRef
+    hparams: dict = field(default_factory=dict)  # checked against the plugin's declarations
+    settings: dict = field(default_factory=dict)  # RunSettings keys a variant may change (variant_keys())
     note: str = ""  # what the variant tests, shown in the report (a study file's hypothesis)
 
 
 @dataclass
 class StudyOptions:
-    plugins: list[str]
+    """A study: its variants, the run settings they share, and where and how they run."""
+
+    variants: list[Variant]
+    settings: RunSettings = field(default_factory=RunSettings)
     study: str = "default"
     results_dir: Path = Path("results")
     dataset: str = DEFAULT_DATASET
     data_dir: Path | None = None
     extractor: str | None = None  # None: the dataset's first extractor
-    epochs: int | None = None
-    steps: int | None = None
-    time_budget: float | None = None
-    batch_size: int = 64
-    training: str = "sequence"
-    seed: int = 0
-    seeds: int = 1  # runs per plugin, with seeds seed, seed + 1, ...
-    patience: int | None = None
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    overrides: dict[str, dict] = field(default_factory=dict)  # plugin -> {hparam: value}
-    meteor: bool = True
     verify: bool = True
     force: bool = False  # redo runs that already finished with the same configuration
-    beam_size: int = 3
-    length_alpha: float = 0.6
-    variants: list[Variant] | None = None  # None: one per plugin, with `overrides`
     executor: str = "local"  # local: subprocesses on this machine; ray: tasks on a Ray cluster
     jobs: int = 1  # runs at a time (local); with ray, the share of this machine's cores a run asks for
     threads: int | None = None  # CPU threads per run; None: all cores for one run at a time, else cores // jobs
     address: str | None = None  # Ray cluster address; None starts a local Ray instance for the study
     tensorboard: bool = False  # TensorBoard scalars in every run folder
-    precision: str = "fp32"  # fp32, or bf16 mixed precision (backends.common.Execution)
-    compile: bool = False  # torch.compile / Keras jit_compile=True
 
-    def all_variants(self) -> list[Variant]:
-        if self.variants is not None:
-            return self.variants
-        return [Variant(name, name, dict(self.overrides.get(name, {}))) for name in self.plugins]
 
-    def budget(self) -> dict:
-        for name, v in (("--epochs", self.epochs), ("--steps", self.steps), ("--time-budget", self.time_budget)):
-            if v is not None and v <= 0:
-                raise UserError(f"{name} must be positive, got {v}")
-        if self.beam_size < 1:
-            raise UserError(f"--beam-size must be positive, got {self.beam_size}")
-        if self.seeds < 1:
-            raise UserError(f"--seeds must be positive, got {self.seeds}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.jobs < 1 or (self.threads is not None and self.threads < 1):
-            raise UserError(f"--jobs and --threads must be positive, got {self.jobs} and {self.threads}")
-        epochs = self.epochs if (self.epochs or self.steps or self.time_budget) else DEFAULT_EPOCHS
-        return {"epochs": epochs, "steps": self.steps, "time_budget": self.time_budget}
+def plugin_variants(refs: list[PluginRef], overrides: dict[str, dict]) -> list[Variant]:
+    """`run`'s variants: one per plugin, labelled by it, with its --set overrides."""
+    return [Variant(str(ref), ref, dict(overrides.get(str(ref), overrides.get(ref.name, {})))) for ref in refs]
 
 
 STUDIES_DIR = Path(__file__).parent / "studies"
 
 
 def load_study_file(name_or_path: str) -> tuple[str, list[Variant]]:
-    """A shipped study (benchmarks/studies/NAME.json) or a file: (study name, [base, *variants])."""
+    """A shipped study (benchmarks/studies/NAME.json) or a file: (study name, [base, *variants]),
+    every row checked (plugin, hyperparameters, settings) with the file and row in the message."""
     path = Path(name_or_path)
     if not path.suffix:
         path = STUDIES_DIR / f"{name_or_path}.json"
-    if not path.exists():
+    if not path.is_file():
         shipped = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.json")))
         raise UserError(f"no study '{name_or_path}': give a .json study file or one of: {shipped}")
     try:
         spec = json.loads(path.read_text())
         rows = [spec["base"], *spec["variants"]]
-        variants = [Variant(label=r["label"], plugin=r["plugin"], hparams=r.get("hparams", {}),
-                            settings=r.get("settings", {}), note=r.get("hypothesis", "")) for r in rows]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        if not all(isinstance(r, dict) and isinstance(r["label"], str) and isinstance(r["plugin"], str)
+                   and isinstance(r.get("hparams", {}), dict) and isinstance(r.get("settings", {}), dict)
+                   for r in rows):
+            raise TypeError("a row is not an object with text label and plugin")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a study file ({e}); it needs 'base' and 'variants' with label and plugin") \
             from None
+    variants = []
+    for r in rows:
+        where = f"{path.name}, row '{r['label']}'"
+        ref = _in(where, PluginRef.parse, r["plugin"])
+        hparams = ref.plugin.check_hparams(r.get("hparams", {}), f"{where}: ")
+        RunSettings().changed(r.get("settings", {}), f"{where}: settings")  # checked now, applied per study
+        variants.append(Variant(r["label"], ref, hparams, dict(r.get("settings", {})), r.get("hypothesis", "")))
     return path.stem, variants
 
 
-def parse_overrides(items: list[str], plugins: list[str]) -> dict[str, dict]:
-    """`plugin.key=value` -> {plugin: {key: value}}; values parsed as JSON when they can be."""
+def _in(where: str, fn, *args):
+    try:
+        return fn(*args)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def parse_overrides(items: list[str], refs: list[PluginRef]) -> dict[str, dict]:
+    """`plugin.key=value` -> {plugin: {key: value}}, each value checked against the plugin's declaration."""
+    by_name = {str(r): r for r in refs} | {r.name: r for r in refs}
     out: dict[str, dict] = {}
     for item in items:
         key, eq, raw = item.partition("=")
         plugin, dot, hp = key.partition(".")
         if not eq or not dot or not hp:
             raise UserError(f"--set {item!r}: write PLUGIN.KEY=VALUE, e.g. torch_merge.dropout=0.5")
-        if plugin not in plugins:
-            raise UserError(f"--set {item!r}: {plugin} is not among --plugins ({', '.join(plugins)})")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(plugin, {})[hp] = value
+        if plugin not in by_name:
+            raise UserError(f"--set {item!r}: {plugin} is not among --plugins ({', '.join(map(str, refs))})")
+        out.setdefault(plugin, {}).update(by_name[plugin].plugin.check_hparams({hp: raw}, "--set "))
     return out
 
 
-KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # backend -> module it needs
+EXECUTORS = ("local", "ray")
 
 
-def _check_keras_backend(name: str, framework: str) -> None:
+def check(opts: StudyOptions) -> None:
+    """Everything about a study that can be checked without the dataset, before anything is written."""
     import importlib.util
 
-    base, at, backend = name.partition("@")
-    if not at:
-        return
-    if framework != "keras":
-        raise UserError(f"{name}: '@backend' picks the Keras backend, and {base} is not a Keras plugin")
-    if backend not in KERAS_BACKENDS:
-        raise UserError(f"{name}: unknown Keras backend '{backend}'; use one of {', '.join(KERAS_BACKENDS)}")
-    if importlib.util.find_spec(KERAS_BACKENDS[backend]) is None:
-        raise UserError(f"{name}: the Keras backend '{backend}' needs the {KERAS_BACKENDS[backend]} package "
-                        f"(pip install {KERAS_BACKENDS[backend]})")
-
-
-def _check(opts: StudyOptions) -> dict:
-    import importlib.util
-
-    budget = opts.budget()
+    rundir.check_name(opts.study)
+    if opts.jobs < 1 or (opts.threads is not None and opts.threads < 1):
+        raise UserError(f"--jobs and --threads must be positive, got {opts.jobs} and {opts.threads}")
     if opts.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")
     if opts.executor not in EXECUTORS:
@@ -166,16 +135,17 @@ def _check(opts: StudyOptions) -> dict:
         raise UserError("--address is the Ray cluster's: use it with --executor ray")
     if opts.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UserError("--executor ray needs Ray: pip install 'ray>=2.9' (or use --executor local --jobs N)")
-    for v in opts.all_variants():
-        plugin = get_plugin(v.plugin.split("@", 1)[0])
-        _check_keras_backend(v.plugin, plugin.framework)
-        for hp in v.hparams:
-            if hp not in plugin.defaults:
-                raise UserError(f"{v.plugin} has no hyperparameter {hp}; it has: {', '.join(sorted(plugin.defaults))}")
-        for key in v.settings:
-            if key not in SETTINGS:
-                raise UserError(f"{v.label}: unknown run setting {key}; settings are {', '.join(SETTINGS)}")
-    return budget
+    if not opts.variants:
+        raise UserError("the study has no configurations to run")
+    labels = [v.label for v in opts.variants]
+    for v in opts.variants:
+        clash = [w for w in labels if rundir.slug(w) == rundir.slug(v.label)]
+        if len(clash) > 1:
+            also = f" (as the folder name {rundir.slug(v.label)}, with {' and '.join(clash)})" \
+                if len(set(clash)) > 1 else ""
+            raise UserError(f"'{v.label}' appears twice in the study{also}; each configuration needs its own label")
+        v.plugin.plugin.check_hparams(v.hparams, f"{v.label}: ")
+        opts.settings.changed(v.settings, f"{v.label}: settings")
 
 
 def ensure_dataset(opts: StudyOptions, log=print) -> str:
@@ -191,143 +161,119 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
     ds = load_dataset(opts.dataset, opts.data_dir, verify=opts.verify)
     if opts.extractor is None:
         if ds.default_extractor is None:
-            raise UserError(f"{ds.path} has no features; add some with: python -m benchmarks prepare --extractor grid")
+            raise UserError(f"{ds.path} has no features; add some with: "
+                            f"{prepare_hint(ds.path.name, ds.hint_dir, ds.manifest, 'grid')}")
         opts.extractor = ds.default_extractor
     ds.features(opts.extractor)  # missing extractor / corrupt file: fail before any run starts
+    for v in opts.variants:
+        if v.plugin.plugin.needs_spatial and ds.manifest["features"][opts.extractor].get("spatial_shape") is None:
+            raise UserError(f"{v.plugin} needs spatial features, and '{opts.extractor}' has none; use an extractor "
+                            "with a grid (--extractor grid, resnet101 or regnetx400mf)")
     return sha256_file(ds.path / "manifest.json")
 
 
-# where the data lives, whether checksums were verified, how many threads ran it and whether it
-# logged scalars do not change what a run measures (thread counts can move the last float bits)
-NOT_HASHED = ("data_dir", "dataset_path", "verify", "config_hash", "threads", "tensorboard")
+HASHED = ("plugin", "hparams", "settings", "extractor")
 
 
 def config_hash(config: dict, manifest_sha: str) -> str:
-    """What identifies a run: everything that can change its numbers, and the exact dataset.
-    Where the data lives and whether checksums were verified do not."""
-    keep = {k: v for k, v in config.items() if k not in NOT_HASHED}
-    blob = json.dumps(keep, sort_keys=True) + manifest_sha
+    """What identifies a run: everything that can change its numbers (plugin, hyperparameters, run
+    settings with its seed, features) and the exact dataset (its manifest's sha256). Where the data
+    lives, labels, thread counts and logging do not."""
+    blob = json.dumps({k: config[k] for k in HASHED}, sort_keys=True) + manifest_sha
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _finished_with(run_dir: Path, digest: str) -> dict | None:
-    try:
-        old = json.loads((run_dir / "config.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return metrics if old.get("config_hash") == digest else None
 
 
 @dataclass
 class Job:
-    """One run of a study: a variant with a seed, its folder and its config.json."""
+    """One run of a study: a variant with a seed, its folder, where its attempt trains, its config."""
 
     number: int  # 1-based position in the study, for the log
     who: str  # the variant's label (and seed when there are several)
     run_dir: Path
     config: dict
+    work_dir: Path | None = None  # run_dir, or run_dir.next when a finished result is there
+
+    @property
+    def label(self) -> str:
+        return self.config["label"]
 
 
-def run_study(opts: StudyOptions, log=print) -> tuple[Path, list[dict]]:
-    budget = _check(opts)
+@dataclass
+class StudyResult:
+    report: Path
+    rows: list[dict]
+    interrupted: bool = False
+
+
+def run_study(opts: StudyOptions, log=print) -> StudyResult:
+    check(opts)
+    folder = rundir.StudyFolder(opts.results_dir, opts.study)
     manifest_sha = ensure_dataset(opts, log)
-    study_dir = Path(opts.results_dir) / opts.study
-    study_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    jobs = _plan(opts, budget, manifest_sha, study_dir)
-    pending = []
-    for job in jobs:
-        done = None if opts.force else _finished_with(job.run_dir, job.config["config_hash"])
-        if done is not None:
-            log(f"[{job.number}/{len(jobs)}] {job.who}: finished earlier with the same configuration "
-                f"({job.config['config_hash']}), reused (--force redoes it)")
-            rows.append({"plugin": job.config["label"], "status": done["status"], "wall_s": 0.0, "reused": True})
-            continue
-        job.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.json", "error.txt", *(["checkpoint.json"] if opts.force else [])):
-            (job.run_dir / stale).unlink(missing_ok=True)
-        if opts.force:
-            shutil.rmtree(job.run_dir / "tensorboard", ignore_errors=True)
-        write_json_atomic(job.run_dir / "config.json", job.config)
-        pending.append(job)
-    try:
-        run = _run_on_ray if opts.executor == "ray" else _run_local
-        for job, code, wall in run(pending, opts, len(jobs), log):
-            rows.append(_outcome(job.config["label"], job.run_dir, code, wall, log))
-    except KeyboardInterrupt:
-        log("interrupted: writing the report of the runs that finished")
-    from .report import write_report
+    folder.create()
+    with folder.lock():
+        jobs = _plan(opts, manifest_sha, folder.path)
+        folder.write_plan([{"folder": j.run_dir.name, **j.config} for j in jobs])
+        rows, pending = [], []
+        for job in jobs:
+            rundir.recover(job.run_dir)
+            done = None if opts.force else rundir.finished_with(job.run_dir, job.config["config_hash"])
+            if done is not None:
+                log(f"[{job.number}/{len(jobs)}] {job.who}: finished earlier with the same configuration "
+                    f"({job.config['config_hash']}), reused (--force redoes it)")
+                rows.append({"plugin": job.label, "status": done.metrics["status"], "wall_s": 0.0, "reused": True})
+                continue
+            job.work_dir = rundir.attempt_dir(job.run_dir)
+            rundir.begin_attempt(job.work_dir, job.config, opts.force)
+            pending.append(job)
+        interrupted = False
+        try:
+            run = _run_on_ray if opts.executor == "ray" else _run_local
+            for job, code, wall in run(pending, opts, len(jobs), log):
+                rows.append(_outcome(job, code, wall, log))
+        except KeyboardInterrupt:
+            interrupted = True
+            log("interrupted: writing the report of the runs that finished")
+        from .report import write_report
 
-    report = write_report(study_dir)
-    return report, rows
+        return StudyResult(write_report(folder.path), rows, interrupted)
 
 
-def _plan(opts: StudyOptions, budget: dict, manifest_sha: str, study_dir: Path) -> list[Job]:
-    variants = opts.all_variants()
-    pairs = [(k, v, seed) for k, v in enumerate(variants) for seed in range(opts.seed, opts.seed + opts.seeds)]
+def _plan(opts: StudyOptions, manifest_sha: str, study_dir: Path) -> list[Job]:
     threads = opts.threads or (None if opts.jobs == 1 else max(1, (os.cpu_count() or 1) // opts.jobs))
-    jobs = []
-    for i, (order, v, seed) in enumerate(pairs, 1):
-        hparams = {**get_plugin(v.plugin.split("@", 1)[0]).defaults, **v.hparams}
-        st = {"batch_size": opts.batch_size, "training": opts.training, "lr": opts.optim.lr,
-              "adam_eps": opts.optim.eps, "clip_norm": opts.optim.clip_norm, "precision": opts.precision,
-              "compile": opts.compile, **v.settings}
-        optim = replace(opts.optim, lr=float(st["lr"]), eps=float(st["adam_eps"]), clip_norm=float(st["clip_norm"]))
-        execution = _execution(v.label, st["precision"], st["compile"])
-        config = {"label": v.label, "note": v.note, "order": order, "plugin": v.plugin, "hparams": hparams,
-                  "seed": seed, "dataset": opts.dataset,
-                  # absolute: a run may start in another folder (a Ray worker's)
-                  "data_dir": str(Path(opts.data_dir).resolve()) if opts.data_dir else None,
-                  "extractor": opts.extractor, "budget": budget, "batch_size": int(st["batch_size"]),
-                  "training": st["training"], "optim": optim.to_json(),
-                  "patience": opts.patience, "meteor": opts.meteor,
+    # absolute: a run may start in another folder (a Ray worker's)
+    data_dir = str(Path(opts.data_dir).resolve()) if opts.data_dir else None
+    dataset_path = str(resolve_dataset_path(opts.dataset, opts.data_dir).resolve())
+    jobs: list[Job] = []
+    pairs = []
+    for order, v in enumerate(opts.variants):
+        settings = opts.settings.changed(v.settings, f"{v.label}: settings")
+        pairs += [(order, v, settings, seed) for seed in settings.seed_list()]
+    for i, (order, v, settings, seed) in enumerate(pairs, 1):
+        config = {"label": v.label, "note": v.note, "order": order, "plugin": str(v.plugin),
+                  "hparams": {**v.plugin.plugin.defaults, **v.hparams}, "settings": settings.for_run(seed),
+                  "dataset": opts.dataset, "extractor": opts.extractor, "data_dir": data_dir,
+                  "dataset_path": dataset_path,
                   # ensure_dataset has just checked the checksums here; a Ray node checks its own copy
                   "verify": opts.verify and opts.executor == "ray",
-                  "beam_size": opts.beam_size, "length_alpha": opts.length_alpha,
-                  "threads": threads, "tensorboard": opts.tensorboard,
-                  # where the dataset is, absolute: a run may start in another folder (a Ray worker's)
-                  "dataset_path": str(resolve_dataset_path(opts.dataset, opts.data_dir).resolve())}
-        if execution != EAGER_FP32:  # absent when default: the hashes of earlier fp32 eager runs stay valid
-            config["execution"] = execution.to_json()
+                  "threads": threads, "tensorboard": opts.tensorboard}
         config["config_hash"] = config_hash(config, manifest_sha)
-        who = v.label if opts.seeds == 1 else f"{v.label} (seed {seed})"
-        run_dir = study_dir / f"{_slug(v.label)}-s{seed}"
-        if any(j.run_dir == run_dir for j in jobs):
-            raise UserError(f"'{v.label}' appears twice in the study; each configuration needs its own label")
-        jobs.append(Job(i, who, run_dir, config))
+        who = v.label if opts.settings.seeds == 1 else f"{v.label} (seed {seed})"
+        jobs.append(Job(i, who, rundir.run_folder(study_dir, v.label, seed), config))
     return jobs
 
 
-def _execution(label: str, precision, compile) -> Execution:
-    try:
-        return Execution(precision, compile)
-    except ValueError as e:
-        raise UserError(f"{label}: {e}") from None
-
-
-def _slug(label: str) -> str:
-    """A label as a folder name: readable, and nothing a shell or a filesystem trips over."""
-    return "".join(c if c.isalnum() or c in "._=+-" else "-" for c in label)
-
-
-def _budget_text(budget: dict) -> str:
-    parts = [f"{k.replace('_', ' ')} {v}" for k, v in budget.items() if v]
-    return ", ".join(parts)
-
-
 # ------------------------------------------------------------------------------------- executors
-EXECUTORS = ("local", "ray")
-
-
 def _resumes(job: Job) -> bool:
-    return read_checkpoint(job.run_dir, job.config["config_hash"]) is not None
+    return rundir.read_checkpoint(job.work_dir, job.config["config_hash"]) is not None
 
 
 def _start_line(job: Job, total: int, where: str = "") -> str:
     resumed = " resuming from its last epoch checkpoint," if _resumes(job) and "Ray" not in where else ""
-    return (f"[{job.number}/{total}] {job.who}: training ({_budget_text(job.config['budget'])}){where},{resumed} "
-            f"log in {job.run_dir / 'stdout.log'}")
+    beside = ", beside the finished run of another configuration (kept until this one finishes)" \
+        if job.work_dir != job.run_dir else ""
+    budget = describe(RunSettings.from_run(job.config["settings"]).budget())
+    return (f"[{job.number}/{total}] {job.who}: training ({budget}){where}{beside},{resumed} "
+            f"log in {job.work_dir / rundir.LOG}")
 
 
 def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
@@ -337,7 +283,7 @@ def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
         for job in pending:
             log(_start_line(job, total))
             t0 = time.perf_counter()
-            code = _spawn(job.run_dir, log)
+            code = _spawn(job.work_dir, log)
             yield job, code, time.perf_counter() - t0
         return
 
@@ -366,7 +312,7 @@ def _run_local(pending: list[Job], opts: StudyOptions, total: int, log):
             with lock:
                 log(_start_line(job, total, where))
             t0 = time.perf_counter()
-            code = _spawn(job.run_dir, log, env=env, prefix=f"{job.who}:", started=started)
+            code = _spawn(job.work_dir, log, env=env, prefix=f"{job.who}:", started=started)
             return job, code, time.perf_counter() - t0
         finally:
             slots.put(slot)
@@ -426,7 +372,7 @@ def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
                                             max_retries=0)
         for job in pending:
             job.config["threads"] = cpus
-            write_json_atomic(job.run_dir / "config.json", job.config)
+            rundir.write_json(job.work_dir / rundir.CONFIG, job.config)
             log(_start_line(job, total, f" as a Ray task ({cpus} CPUs)"))
             refs[task.remote(job.config)] = job
         while refs:
@@ -436,10 +382,11 @@ def _run_on_ray(pending: list[Job], opts: StudyOptions, total: int, log):
                 code, files, wall = ray.get(done[0])
             except ray.exceptions.RayError as e:  # the task itself died (node lost, out of memory): a failed row
                 message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                code, files, wall = 1, {"stdout.log": f"error: Ray task failed: {message}\n".encode()}, 0.0
-            for rel, data in files.items():
-                (job.run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                (job.run_dir / rel).write_bytes(data)
+                code, files, wall = 1, {rundir.LOG: f"error: Ray task failed: {message}\n".encode()}, 0.0
+            # metrics.json last: until it is there, the folder is an unfinished run
+            for rel, data in sorted(files.items(), key=lambda kv: kv[0] == rundir.METRICS):
+                (job.work_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (job.work_dir / rel).write_bytes(data)
             yield job, code, wall
     except KeyboardInterrupt:
         for ref in refs:
@@ -456,25 +403,27 @@ def _ray_run(config: dict) -> tuple[int, dict[str, bytes], float]:
 
     with tempfile.TemporaryDirectory(prefix="capbench-run-") as tmp:
         run_dir = Path(tmp)
-        write_json_atomic(run_dir / "config.json", config)
+        rundir.write_json(run_dir / rundir.CONFIG, config)
         t0 = time.perf_counter()
         code = _spawn(run_dir, log=lambda *_: None, prefix="")
         wall = time.perf_counter() - t0
         files = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*")
-                 if p.is_file() and p.name != "config.json"}
+                 if p.is_file() and p.name != rundir.CONFIG}
     return code, files, wall
 
 
 def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = None, started=None) -> int:
     """The worker as a subprocess. prefix None: progress bars and short epoch lines (one run at a
     time); a prefix: no bars, epoch lines prefixed (runs side by side)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    config = json.loads((run_dir / "config.json").read_text())
+    # the worker's parent PID: it exits when the study process dies (benchmarks/worker.py)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CAPBENCH_STUDY_PID": str(os.getpid()),
+           **(env or {})}
+    config = rundir.read_json(run_dir / rundir.CONFIG)
     if config.get("threads"):  # for the libraries' own pools too, before they start (the worker pins the rest)
         n = str(config["threads"])
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n)
-    resumes = read_checkpoint(run_dir, config.get("config_hash")) is not None
-    with open(run_dir / "stdout.log", "a" if resumes else "w", buffering=1) as logf:  # line-buffered: tail -f
+    resumes = rundir.read_checkpoint(run_dir, config.get("config_hash")) is not None
+    with open(run_dir / rundir.LOG, "a" if resumes else "w", buffering=1) as logf:  # line-buffered: tail -f
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(run_dir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
         if started is not None:
@@ -521,17 +470,26 @@ def _follow(proc: subprocess.Popen, logf, log, prefix: str | None = None) -> Non
         bar.close()
 
 
-def _outcome(name: str, run_dir: Path, code: int, wall: float, log) -> dict:
-    metrics = run_dir / "metrics.json"
-    if code == 0 and metrics.exists():
-        m = json.loads(metrics.read_text())
+def _outcome(job: Job, code: int, wall: float, log) -> dict:
+    """A finished worker's row; a finished attempt beside an older result replaces it now."""
+    name, work = job.label, job.work_dir
+    run = rundir.read_run(work)
+    if code == 0 and run.finished:
+        rundir.promote(work, job.run_dir)
+        m = run.metrics
         q = m["quality"]
         log(f"    {name}: done in {wall:.0f}s: test BLEU-4 {q['BLEU-4']:.3f}, CIDEr {q['CIDEr']:.3f}"
             + ("" if m["status"] == "ok" else f" ({m['status']})"))
         return {"plugin": name, "status": m["status"], "wall_s": wall}
-    lines = [ln for ln in (run_dir / "stdout.log").read_text().splitlines() if ln.strip()]
+    try:
+        lines = [ln for ln in (work / rundir.LOG).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        lines = []
     error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
-    (run_dir / "error.txt").write_text(error + "\n")
+    if code == 0:  # exited cleanly without a usable metrics.json
+        error = f"error: {run.problem or 'the worker wrote no metrics.json'}"
+    rundir.write_text(work / rundir.ERROR, error + "\n")
     status = "diverged" if code == DIVERGED_EXIT else "failed"
-    log(f"    {name}: {status.upper()} ({error}); the study goes on")
+    kept = " (the finished run of the earlier configuration is kept)" if work != job.run_dir else ""
+    log(f"    {name}: {status.upper()} ({error}){kept}; the study goes on")
     return {"plugin": name, "status": status, "error": error, "wall_s": wall}

@@ -9,7 +9,6 @@ Writes metrics.json last (atomically): a run folder without it did not finish.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -93,91 +92,131 @@ DIVERGED_EXIT = 3
 
 def _save_attention(runner, ds, feats, run_dir: Path) -> None:
     """attention.npz: the first test images' greedy captions and each word's attention over positions."""
+    from .rundir import ATTENTION
+
     sp = ds.splits["test"]
     rows = sp.feature_rows[:ATTENTION_IMAGES]
     tokens, alphas = runner.greedy_attention(feats.global_[rows], feats.spatial[rows], ds.max_length)
-    np.savez_compressed(run_dir / "attention.npz", image_ids=np.array(sp.image_ids[:ATTENTION_IMAGES]),
+    np.savez_compressed(run_dir / ATTENTION, image_ids=np.array(sp.image_ids[:ATTENTION_IMAGES]),
                         tokens=tokens, alphas=alphas.astype(np.float32),
                         words=np.array([ds.vocab.itos[t] for t in tokens.ravel()]).reshape(tokens.shape))
 
 
-def run(run_dir: Path) -> dict:
-    t_start, started_at = time.perf_counter(), time.time()
-    cfg = json.loads((run_dir / "config.json").read_text())
-    plugin_name, _, keras_backend = cfg["plugin"].partition("@")
-    if keras_backend:
-        os.environ["KERAS_BACKEND"] = keras_backend  # before keras is first imported
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@dataclass
+class Context:
+    """What a run's phases share: its configuration, data, model and the set-up timings."""
 
+    run_dir: Path
+    cfg: dict
+    settings: object  # benchmarks.settings.RunSettings
+    ds: object
+    plugin: object
+    feats: object
+    backend: object
+    runner: object
+    import_s: float
+    build_s: float
+    scalars: object = None  # TensorBoard scalars (benchmarks/scalars.py), open from training to the record
+
+
+def setup(run_dir: Path) -> Context:
+    from plugins.registry import ModelSpec, PluginRef
+
+    from . import rundir
+    from .settings import RunSettings
+
+    cfg = rundir.read_json(run_dir / rundir.CONFIG)
+    ref = PluginRef.parse(cfg["plugin"])
+    if ref.keras_backend:
+        os.environ["KERAS_BACKEND"] = ref.keras_backend  # before keras is first imported
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import importlib
 
-    from backends.common import Execution, OptimConfig
-    from plugins.registry import ModelSpec, get_plugin
-    from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
-    from shared_data.dataset import load_dataset, write_json_atomic
-    from shared_data.errors import UserError
+    from shared_data.dataset import load_dataset
 
-    from .grounding import grounded_scores
-    from .metrics import coco_scores, nltk_bleu4, spice_missing, start_meteor
-    from .scalars import open_scalars
-
+    settings = RunSettings.from_run(cfg["settings"])
     ds = load_dataset(cfg.get("dataset_path") or cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
                       verify=cfg.get("verify", True))
-    plugin = get_plugin(plugin_name)
+    plugin = ref.plugin
     # a plugin that reads the pooled vector only gets no grid: its batches would gather it for nothing
     feats = ds.features(cfg["extractor"], spatial=plugin.needs_spatial)
-    if plugin.needs_spatial and feats.spatial is None:
-        raise UserError(f"{plugin_name} needs spatial features, and '{cfg['extractor']}' has none; "
-                        "use an extractor with a grid (grid, resnet101, regnetx400mf)")
-    spec = ModelSpec.of(ds, feats)
     t_import = time.perf_counter()
     backend = importlib.import_module(f"backends.{plugin.framework}.runner")  # the framework's import
     import_s = time.perf_counter() - t_import
     if cfg.get("threads"):  # set by the study when runs share the machine
-        backend.set_threads(int(cfg["threads"]))
-    optim = OptimConfig(**cfg["optim"])
-    execution = Execution(**cfg.get("execution", {}))
+        backend.Runner.set_threads(int(cfg["threads"]))
     t_build = time.perf_counter()
-    runner = backend.Runner(plugin, spec, cfg["hparams"], cfg["seed"], optim, execution)
-    build_s = time.perf_counter() - t_build
-    params = runner.parameters()
+    runner = backend.Runner(plugin, ModelSpec.of(ds, feats), cfg["hparams"], settings.seed, settings.optim(),
+                            settings.execution())
+    return Context(run_dir, cfg, settings, ds, plugin, feats, backend, runner, import_s,
+                   time.perf_counter() - t_build)
 
-    budget = cfg["budget"]
-    bs = cfg["batch_size"]
-    train_table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
-    val_table = CaptionTable(ds.splits["val"], ds.vocab, ds.max_length)
-    training = cfg.get("training", "sequence")
-    if training == "prefix":
+
+def _train_batches(ctx: Context):
+    """(the train captions' table, epoch -> that epoch's batches): the same for every framework."""
+    from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches
+
+    ds, feats, s, fixed = ctx.ds, ctx.feats, ctx.settings, ctx.backend.Runner.FIXED_SHAPES
+    table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
+    if s.training == "prefix":
         # the Keras recipe pre-pads (its models mask, so leading pads are skipped); PyTorch models
         # do not mask, and leading pads would run through the recurrence: post-pad there
-        padding = "pre" if plugin.framework == "keras" else "post"
+        padding = "pre" if ctx.plugin.framework == "keras" else "post"
+        return table, lambda epoch: iterate_prefix_batches(ds, "train", feats, s.batch_size, s.seed, epoch,
+                                                          padding=padding, pad_to_max=fixed, table=table)
+    return table, lambda epoch: iterate_batches(ds, "train", feats, s.batch_size, s.seed, epoch, table=table,
+                                               pad_to_max=fixed)
 
-        def train_batches(epoch):
-            return iterate_prefix_batches(ds, "train", feats, bs, cfg["seed"], epoch, padding=padding,
-                                          pad_to_max=backend.FIXED_SHAPES, table=train_table)
-    else:
-        def train_batches(epoch):
-            return iterate_batches(ds, "train", feats, bs, cfg["seed"], epoch, table=train_table,
-                                   pad_to_max=backend.FIXED_SHAPES)
-    steps_per_epoch = sum(1 for _ in train_batches(0)) if training == "prefix" else num_batches(len(train_table), bs)
-    max_epochs = budget.get("epochs") or math.inf
-    max_steps = budget.get("steps") or math.inf
-    time_budget = budget.get("time_budget") or math.inf
-    if max_epochs == math.inf and max_steps == math.inf and time_budget == math.inf:
-        raise UserError("no budget: give --epochs, --steps or --time-budget")
 
-    st = LoopState(patience_left=cfg.get("patience") or math.inf)
-    ckpt = read_checkpoint(run_dir, cfg.get("config_hash"))
+def _hold_for_test(ctx: Context) -> None:
+    """Tests stop a study while a run is in flight at a point they control, not after a sleep: with
+    CAPBENCH_TEST_HOLD=<label>, that run waits here, after training, until a signal ends it."""
+    if os.environ.get("CAPBENCH_TEST_HOLD") == ctx.cfg["label"]:
+        print(f"held for the test (pid {os.getpid()})", flush=True)
+        while True:
+            time.sleep(1)
+
+
+def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
+    """The training loop under the budget, with per-epoch validation, best-epoch weights and
+    checkpoints: (final state, state it resumed from, status, steps per epoch)."""
+    from shared_data.batches import CaptionTable, iterate_batches, num_batches
+    from shared_data.errors import UserError
+
+    from . import rundir
+    from .metrics import coco_scores
+    from .scalars import open_scalars
+
+    ds, feats, runner, s, run_dir = ctx.ds, ctx.feats, ctx.runner, ctx.settings, ctx.run_dir
+    digest = ctx.cfg.get("config_hash")
+    table, train_batches = _train_batches(ctx)
+    val_table = CaptionTable(ds.splits["val"], ds.vocab, ds.max_length)
+    steps_per_epoch = (sum(1 for _ in train_batches(0)) if s.training == "prefix"
+                       else num_batches(len(table), s.batch_size))
+    budget = s.budget()
+    max_epochs = budget["epochs"] or math.inf
+    max_steps = budget["steps"] or math.inf
+    time_budget = budget["time_budget"] or math.inf
+    patience = s.patience or math.inf
+
+    st = LoopState(patience_left=patience)
+    ckpt = rundir.read_checkpoint(run_dir, digest)
     if ckpt is not None:
-        runner.load_checkpoint(run_dir / ckpt["file"])
-        st = LoopState(**ckpt["loop"])
+        try:
+            runner.load_checkpoint(run_dir / ckpt["file"])
+            st = LoopState(**ckpt["loop"])
+        except Exception as e:  # a checkpoint the runner cannot read: say which, and how to go on
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise UserError(f"checkpoint {run_dir / ckpt['file']} cannot be loaded ({type(e).__name__}: {first}); "
+                            "delete it or rerun with --force") from None
         print(f"resumed from the checkpoint after epoch {st.epoch} (step {st.step})", flush=True)
     resumed = LoopState(**asdict(st))  # the earlier attempts' share, kept out of this process's time split
     status = "ok"
-    scalars = open_scalars(run_dir, cfg.get("tensorboard", False), resume_step=st.step if ckpt else None)
+    scalars = ctx.scalars = open_scalars(run_dir, ctx.cfg.get("tensorboard", False),
+                                         resume_step=st.step if ckpt else None)
     # patience_left is part of the state: a run killed after its early-stop epoch does not train on
     while st.patience_left > 0 and st.epoch < max_epochs and st.step < max_steps and st.train_time < time_budget:
-        losses, tokens_seen = [], 0
+        losses = []
         progress = _Progress(f"train epoch {st.epoch + 1}", steps_per_epoch)
         for i, batch in enumerate(train_batches(st.epoch)):
             progress(i)
@@ -198,15 +237,14 @@ def run(run_dir: Path) -> dict:
                 break
             scalars.add("train/loss", loss, st.step)
             losses.append(loss)
-            tokens_seen += batch.num_tokens
             if st.step >= max_steps or st.train_time >= time_budget:
                 break
         if status == "diverged":
             break
         st.epoch += 1
         t_val = time.perf_counter()
-        val_loss = runner.eval_loss(iterate_batches(ds, "val", feats, bs, 0, 0, shuffle=False, table=val_table,
-                                                    pad_to_max=backend.FIXED_SHAPES))
+        val_loss = runner.eval_loss(iterate_batches(ds, "val", feats, s.batch_size, 0, 0, shuffle=False,
+                                                    table=val_table, pad_to_max=ctx.backend.Runner.FIXED_SHAPES))
         hyps, refs, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
         val_bleu4 = coco_scores(refs, hyps, meteor=False)[0]["BLEU-4"]
         st.val_eval_s += time.perf_counter() - t_val
@@ -221,43 +259,49 @@ def run(run_dir: Path) -> dict:
             # the best epoch's weights go to disk at once, named by epoch, so that the checkpoint written
             # next always points at the file of its own best epoch, whenever the process is killed
             st.best_bleu4, st.best_epoch = val_bleu4, st.epoch
-            st.best_file = Path(runner.save(run_dir / f"weights-epoch{st.epoch}")).name
-            st.patience_left = cfg.get("patience") or math.inf
+            st.best_file = Path(runner.save(run_dir / f"{rundir.EPOCH_WEIGHTS}{st.epoch}")).name
+            st.patience_left = patience
         else:
             st.patience_left -= 1
-        write_checkpoint(runner, run_dir, cfg.get("config_hash"), st)
-        for old in run_dir.glob("weights-epoch*"):  # earlier bests, no longer pointed at
+        rundir.write_checkpoint(runner, run_dir, digest, st)
+        for old in run_dir.glob(f"{rundir.EPOCH_WEIGHTS}*"):  # earlier bests, no longer pointed at
             if old.name != st.best_file:
                 old.unlink(missing_ok=True)
         scalars.flush()
         print(json.dumps(row), flush=True)
         if st.patience_left <= 0:
             print(f"early stop after epoch {st.epoch}", flush=True)
-
-    with open(run_dir / "history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"])
-        w.writeheader()
-        w.writerows(st.history)
+    rundir.write_history(run_dir, st.history)
     if status == "diverged" and st.best_file is None:
         scalars.close()
         raise Diverged(f"diverged: non-finite training loss at step {st.step}, before any epoch finished "
                        f"(lower --lr or --clip-norm)")
+    return st, (resumed if ckpt is not None else None), status, steps_per_epoch
+
+
+def evaluate(ctx: Context, st: LoopState, status: str) -> dict:
+    """The best epoch's weights on the test split: greedy and beam captions, the shuffled-feature
+    control, train BLEU-4 (overfitting), attention maps, grounding and the metrics."""
+    from . import rundir
+    from .grounding import grounded_scores
+    from .metrics import coco_scores, nltk_bleu4, start_meteor
+
+    ds, feats, runner, s, run_dir = ctx.ds, ctx.feats, ctx.runner, ctx.settings, ctx.run_dir
     if st.best_epoch != st.epoch or status == "diverged":
         runner.load_file(run_dir / st.best_file)
-    weights_file = run_dir / ("weights" + Path(st.best_file).suffix)  # the run's weights: its best epoch's
+    weights_file = run_dir / (rundir.WEIGHTS + Path(st.best_file).suffix)  # the run's weights: its best epoch's
     shutil.copyfile(run_dir / st.best_file, weights_file)  # a copy: the checkpoint still points at the original
 
     t_eval = time.perf_counter()
     hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
-    beam_size, alpha = cfg.get("beam_size", 3), cfg.get("length_alpha", 0.6)
-    beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=beam_size, alpha=alpha,
-                                              phase=f"decode test (beam {beam_size})")
+    beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=s.beam_size,
+                                            alpha=s.length_alpha, phase=f"decode test (beam {s.beam_size})")
     # no speed figure is measured after this point: METEOR's JVM loads its tables (~5 s) meanwhile
-    meteor = start_meteor() if cfg.get("meteor", True) else False
+    meteor = start_meteor() if s.meteor else False
     beam_quality, _ = coco_scores(refs, beam_hyps, meteor=False)
-    perm = np.random.default_rng(cfg["seed"]).permutation(len(ds.splits["test"].image_ids))
+    perm = np.random.default_rng(s.seed).permutation(len(ds.splits["test"].image_ids))
     sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm,
-                                   phase="decode test (shuffled features)")
+                                  phase="decode test (shuffled features)")
     shuffled, _ = coco_scores(refs, sh_hyps, meteor=False)
     n_train_eval = min(1000, len(ds.splits["train"].image_ids))
     tr_hyps, tr_refs, _ = _decode_split(runner, ds, "train", feats, ds.max_length, limit=n_train_eval)
@@ -265,87 +309,101 @@ def run(run_dir: Path) -> dict:
     if feats.spatial is not None and runner.has_attention():
         _save_attention(runner, ds, feats, run_dir)
     objects = ds.objects()
-    grounding = grounded_scores(hyps, objects) if objects else None
     quality, per_image = coco_scores(refs, hyps, meteor=meteor, spice=True)
     quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
-    eval_s = time.perf_counter() - t_eval
+    return {"hyps": hyps, "refs": refs, "per_image": per_image, "quality": quality, "greedy_rate": greedy_rate,
+            "beam_rate": beam_rate, "beam_quality": beam_quality, "shuffled": shuffled, "train_bleu4": train_bleu4,
+            "grounding": grounded_scores(hyps, objects) if objects else None, "weights_file": weights_file,
+            "eval_s": time.perf_counter() - t_eval}
 
+
+def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, steps_per_epoch: int,
+           ev: dict, t_start: float, started_at: float) -> dict:
+    """metrics.json and the caption files, metrics.json last: the run is finished once it exists."""
+    from . import rundir
+    from .metrics import spice_missing
+
+    runner, s, q = ctx.runner, ctx.settings, ev["quality"]
+    before = resumed or LoopState()
     peak, peak_kind = runner.peak_memory()
     metrics = {
         "status": status,
-        "plugin": cfg["plugin"], "framework": plugin.framework, "family": plugin.family,
-        "device": runner.device_name(), "versions": runner.versions(), "execution": execution.to_json(),
-        "quality": quality,
+        "plugin": ctx.cfg["plugin"], "framework": ctx.plugin.framework, "family": ctx.plugin.family,
+        "device": runner.device_name(), "versions": runner.versions(), "execution": s.execution().to_json(),
+        "quality": q,
         "spice_note": spice_missing(),
-        "shuffled_control": {"BLEU-4": shuffled["BLEU-4"], "CIDEr": shuffled["CIDEr"]},
-        "beam": {"size": beam_size, "length_alpha": alpha, "BLEU-4": beam_quality["BLEU-4"],
-                 "CIDEr": beam_quality["CIDEr"]},
-        "grounding": grounding,
-        "params": params,
-        "weights_file": Path(weights_file).name, "weights_bytes": Path(weights_file).stat().st_size,
+        "shuffled_control": {"BLEU-4": ev["shuffled"]["BLEU-4"], "CIDEr": ev["shuffled"]["CIDEr"]},
+        "beam": {"size": s.beam_size, "length_alpha": s.length_alpha, "BLEU-4": ev["beam_quality"]["BLEU-4"],
+                 "CIDEr": ev["beam_quality"]["CIDEr"]},
+        "grounding": ev["grounding"],
+        "params": runner.parameters(),
+        "weights_file": ev["weights_file"].name, "weights_bytes": ev["weights_file"].stat().st_size,
         "speed": {
             "train_tokens_per_s": st.steady_tokens / st.steady_time if st.steady_time else float("nan"),
             "train_captions_per_s": st.steady_captions / st.steady_time if st.steady_time else float("nan"),
-            "time_to_first_step_s": st.first_step_s, "build_s": build_s, "framework_import_s": import_s,
-            "decode_greedy_captions_per_s": greedy_rate, "decode_beam_captions_per_s": beam_rate,
+            "time_to_first_step_s": st.first_step_s, "build_s": ctx.build_s, "framework_import_s": ctx.import_s,
+            "decode_greedy_captions_per_s": ev["greedy_rate"], "decode_beam_captions_per_s": ev["beam_rate"],
             "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
-            "fixed_shapes": backend.FIXED_SHAPES, "threads": cfg.get("threads"),
+            "fixed_shapes": ctx.backend.Runner.FIXED_SHAPES, "threads": ctx.cfg.get("threads"),
             "started_at": started_at, "finished_at": time.time(),
         },
         "training": {"epochs": st.epoch, "steps": st.step, "steps_per_epoch": steps_per_epoch,
-                     "train_time_s": st.train_time, "eval_time_s": eval_s, "val_eval_time_s": st.val_eval_s,
+                     "train_time_s": st.train_time, "eval_time_s": ev["eval_s"], "val_eval_time_s": st.val_eval_s,
                      # in-process time outside training and evaluation: the framework's import, data
                      # loading, model building, checkpoints and saving (interpreter start is not counted)
-                     "other_time_s": time.perf_counter() - t_start - (st.train_time - resumed.train_time)
-                     - eval_s - (st.val_eval_s - resumed.val_eval_s),
-                     "resumed_after_epoch": resumed.epoch if ckpt is not None else None},
+                     "other_time_s": time.perf_counter() - t_start - (st.train_time - before.train_time)
+                     - ev["eval_s"] - (st.val_eval_s - before.val_eval_s),
+                     "resumed_after_epoch": resumed.epoch if resumed is not None else None},
         "overfitting": {
             "best_epoch": st.best_epoch,
             "final_train_loss": st.history[-1]["train_loss"] if st.history else None,
             "final_val_loss": st.history[-1]["val_loss"] if st.history else None,
-            "train_bleu4": train_bleu4, "test_bleu4": quality["BLEU-4"],
+            "train_bleu4": ev["train_bleu4"], "test_bleu4": q["BLEU-4"],
         },
     }
-    for tag, value in (("test/BLEU-4", quality["BLEU-4"]), ("test/CIDEr", quality["CIDEr"])):
-        scalars.add(tag, value, st.step)
-    scalars.close()
-    write_json_atomic(run_dir / "captions.json", {i: {"generated": hyps[i], "references": refs[i]} for i in hyps})
-    write_json_atomic(run_dir / "per_image.json", per_image)
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    remove_checkpoint(run_dir)  # finished: metrics.json is the record now
+    for tag, value in (("test/BLEU-4", q["BLEU-4"]), ("test/CIDEr", q["CIDEr"])):
+        ctx.scalars.add(tag, value, st.step)
+    ctx.scalars.close()
+    rundir.write_json(ctx.run_dir / rundir.CAPTIONS,
+                      {i: {"generated": ev["hyps"][i], "references": ev["refs"][i]} for i in ev["hyps"]})
+    rundir.write_json(ctx.run_dir / rundir.PER_IMAGE, ev["per_image"])
+    rundir.write_json(ctx.run_dir / rundir.METRICS, metrics)
+    rundir.remove_checkpoint(ctx.run_dir)  # finished: metrics.json is the record now
     return metrics
 
 
-CHECKPOINT = "checkpoint"  # RUN_DIR/checkpoint.json (loop state) + checkpoint.{pt,npz} (model, optimizer)
+def run(run_dir: Path) -> dict:
+    """One run: set up, train under the budget, evaluate the best epoch, record."""
+    t_start, started_at = time.perf_counter(), time.time()
+    ctx = setup(run_dir)
+    st, resumed, status, steps_per_epoch = train(ctx)
+    _hold_for_test(ctx)
+    ev = evaluate(ctx, st, status)
+    return record(ctx, st, resumed, status, steps_per_epoch, ev, t_start, started_at)
 
 
-def write_checkpoint(runner, run_dir: Path, config_hash: str | None, st: LoopState) -> None:
-    """After every epoch: the runner's state first, then the json that points at it, each atomically,
-    so a kill at any moment leaves the previous epoch's checkpoint or this one, never half of one."""
-    from shared_data.dataset import write_json_atomic
+def _die_with_study() -> None:
+    """A worker never outlives its study (kill -9 of the study included): Linux sends it SIGTERM when
+    the study process dies (PR_SET_PDEATHSIG); a study that died before that was set up is caught by
+    the parent check."""
+    parent = os.environ.get("CAPBENCH_STUDY_PID")
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
 
-    file = Path(runner.save_checkpoint(run_dir / CHECKPOINT)).name
-    write_json_atomic(run_dir / f"{CHECKPOINT}.json", {"config_hash": config_hash, "file": file, "loop": asdict(st)})
-
-
-def read_checkpoint(run_dir: Path, config_hash: str | None) -> dict | None:
-    """The last epoch's checkpoint of this very configuration, or None (none, or another config's)."""
-    try:
-        ckpt = json.loads((run_dir / f"{CHECKPOINT}.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if ckpt.get("config_hash") != config_hash or not (run_dir / ckpt["file"]).exists():
-        return None
-    return ckpt
-
-
-def remove_checkpoint(run_dir: Path) -> None:
-    for f in [*run_dir.glob(f"{CHECKPOINT}.*"), *run_dir.glob("weights-epoch*")]:
-        f.unlink(missing_ok=True)
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != int(parent):
+        os._exit(1)
 
 
 def main() -> int:
     run_dir = Path(sys.argv[1])
+    _die_with_study()
     from shared_data.errors import UserError
 
     try:

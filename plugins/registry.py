@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from shared_data.errors import UserError
+from shared_data.values import Interval, coerce, shown
 
 FRAMEWORKS = ("torch", "keras")
 ENTRY_POINT_GROUP = "capbench.plugins"
+KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # backend -> the package it needs
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,31 @@ class Plugin:
     description: str = ""
     needs_spatial: bool = False
     module: str = ""
+    choices: dict = field(default_factory=dict)  # hyperparameter -> the values it accepts
+    bounds: dict = field(default_factory=dict)  # hyperparameter -> its interval, e.g. "[1, inf)"
 
     def build(self, spec: ModelSpec, **overrides):
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise UserError(f"{self.name} has no hyperparameter {', '.join(unknown)}; "
-                            f"it has: {', '.join(sorted(self.defaults)) or 'none'}")
-        return self.build_fn(spec, **{**self.defaults, **overrides})
+        return self.build_fn(spec, **{**self.defaults, **self.check_hparams(overrides)})
+
+    def check_hparams(self, hparams: dict, where: str = "") -> dict:
+        """Overrides checked against what the plugin declares: the name, the type of its default, its
+        choices or interval. Returns them typed (text from the command line parsed). A cross-field
+        constraint (say d_model divisible by nhead) is the model's own and fails in its run."""
+        out = {}
+        for key, value in hparams.items():
+            if key not in self.defaults:
+                raise UserError(f"{where}{self.name} has no hyperparameter {key}; "
+                                f"it has: {', '.join(sorted(self.defaults)) or 'none'}")
+            default = self.defaults[key]
+            if default is None or isinstance(default, (list, tuple, dict)):
+                out[key] = value  # no type to check against
+                continue
+            interval = Interval.parse(self.bounds[key]) if key in self.bounds else None
+            try:
+                out[key] = coerce(value, type(default), tuple(self.choices.get(key, ())) or None, interval)
+            except ValueError as e:
+                raise UserError(f"{where}{self.name}.{key}={shown(value)}: {e}") from None
+        return out
 
 
 _REGISTRY: dict[str, Plugin] = {}
@@ -71,8 +91,10 @@ _loaded: set[str] = set()
 
 
 def register(name: str, *, family: str, defaults: dict | None = None, description: str = "",
-             needs_spatial: bool = False) -> Callable:
-    """Decorator for a builder `fn(spec: ModelSpec, **hparams) -> model`."""
+             needs_spatial: bool = False, choices: dict | None = None, bounds: dict | None = None) -> Callable:
+    """Decorator for a builder `fn(spec: ModelSpec, **hparams) -> model`. `choices` and `bounds` declare
+    what a hyperparameter accepts ({"fusion": ("add", "concat")}, {"units": "[1, inf)"}), so that a bad
+    value is refused before any run starts."""
     framework = name.split("_", 1)[0]
     if framework not in FRAMEWORKS:
         raise ValueError(f"plugin name {name!r} must start with one of {FRAMEWORKS} and '_'")
@@ -82,7 +104,7 @@ def register(name: str, *, family: str, defaults: dict | None = None, descriptio
             warnings.warn(f"plugin {name} from {fn.__module__} replaces the one from {_REGISTRY[name].module}",
                           stacklevel=2)
         _REGISTRY[name] = Plugin(name, framework, family, fn, dict(defaults or {}), description,
-                                 needs_spatial, fn.__module__)
+                                 needs_spatial, fn.__module__, dict(choices or {}), dict(bounds or {}))
         return fn
 
     return wrap
@@ -207,7 +229,8 @@ def _plugins_in_source(module: str, framework: str) -> dict[str, Plugin | None]:
                 continue  # listed by name, resolved by importing its module
             found[name] = Plugin(name, framework, kw["family"], _lazy_builder(module, name),
                                  dict(kw.get("defaults") or {}), kw.get("description", ""),
-                                 kw.get("needs_spatial", False), module)
+                                 kw.get("needs_spatial", False), module, dict(kw.get("choices") or {}),
+                                 dict(kw.get("bounds") or {}))
     return found
 
 
@@ -239,10 +262,41 @@ def _lazy_builder(module: str, name: str) -> Callable:
     return build
 
 
-def parse_plugin_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
+@dataclass(frozen=True)
+class PluginRef:
+    """A plugin as a user names it, parsed once: `keras_merge@jax` is the plugin keras_merge run on
+    Keras' JAX backend; `torch_concat` has no backend part (None: the framework's own, TensorFlow for
+    Keras)."""
+
+    name: str
+    keras_backend: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PluginRef:
+        """Checked: the plugin exists, '@' only on Keras plugins, the backend is known and installed."""
+        name, at, backend = str(text).strip().partition("@")
+        plugin = get_plugin(name)
+        if not at:
+            return cls(name)
+        if plugin.framework != "keras":
+            raise UserError(f"{text}: '@backend' picks the Keras backend, and {name} is not a Keras plugin")
+        if backend not in KERAS_BACKENDS:
+            raise UserError(f"{text}: unknown Keras backend '{backend}'; use one of {', '.join(KERAS_BACKENDS)}")
+        if importlib.util.find_spec(KERAS_BACKENDS[backend]) is None:
+            raise UserError(f"{text}: the Keras backend '{backend}' needs the {KERAS_BACKENDS[backend]} package "
+                            f"(pip install {KERAS_BACKENDS[backend]})")
+        return cls(name, backend)
+
+    @property
+    def plugin(self) -> Plugin:
+        return get_plugin(self.name)
+
+    def __str__(self) -> str:
+        return self.name + (f"@{self.keras_backend}" if self.keras_backend else "")
+
+
+def parse_plugin_list(text: str) -> list[PluginRef]:
+    refs = [PluginRef.parse(n) for n in text.split(",") if n.strip()]
+    if not refs:
         raise UserError("--plugins is empty; give a comma-separated list, e.g. keras_merge,torch_concat")
-    for n in names:
-        get_plugin(n.split("@", 1)[0])
-    return names
+    return refs

@@ -10,7 +10,8 @@
 
 Feature rows follow captions.json: train images, then val, then test, in file order. Every plugin
 and every framework reads the same files through `load_dataset`, which refuses anything that does
-not match the manifest (schema, checksums, alignment, shapes, NaN/inf), each with a one-line error.
+not match the manifest (schema, structure, checksums, alignment, shapes, NaN/inf), each with a one-line
+error that names the file and gives the prepare command to run (with the same --data-dir).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +142,8 @@ class Dataset:
     splits: dict[str, Split]
     verify: bool = True
     _features: dict[str, Features] = field(default_factory=dict, repr=False)
+    # the --data-dir that the prepare commands in error messages carry (None: the default data dir)
+    hint_dir: Path | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -173,11 +178,20 @@ class Dataset:
         if not path.exists():
             return None
         _check_file(self, "objects.json")
-        return json.loads(path.read_text())
+        objects = _read_json(path, self.redo())
+        if not isinstance(objects, dict):
+            raise UserError(f"{path} is {_json_type(objects)}, expected an object of image id -> objects; "
+                            f"{self.redo()}")
+        return objects
 
     @property
     def image_dir(self) -> Path:
         return (self.path / self.manifest["image_dir"]).resolve()
+
+    def redo(self) -> str:
+        """The advice for a damaged dataset. prepare reuses any folder that has a manifest, so the
+        folder has to go first, and the command must carry the same --data-dir."""
+        return f"delete {self.path} and prepare it again: {prepare_hint(self.path.name, self.hint_dir, self.manifest)}"
 
 
 def resolve_dataset_path(name: str, data_dir: Path | None = None) -> Path:
@@ -187,43 +201,134 @@ def resolve_dataset_path(name: str, data_dir: Path | None = None) -> Path:
     return (data_dir or default_data_dir()) / name
 
 
-def prepare_hint(name: str) -> str:
-    if name.startswith(DEFAULT_DATASET):
-        size = " --size small" if name.endswith("-small") else ""
-        return f"python -m benchmarks prepare{size}"
-    return f"python -m benchmarks prepare DATASET --name {name} (see python -m benchmarks prepare --help)"
+def _hint_dir(path: Path, data_dir: Path | None) -> Path | None:
+    """The --data-dir a prepare command for the dataset at `path` needs: the one the user gave, or
+    the folder the dataset is in; none when that is the default data dir and the user gave none."""
+    if data_dir is None and path.parent.resolve() == default_data_dir().resolve():
+        return None
+    return path.parent
+
+
+def _synthetic_size(name: str, source: dict) -> str | None:
+    """synthetic's --size for a dataset: from the manifest's image count, else from its default name."""
+    from .synthetic import SIZES  # lazily: the generator is not needed to load a dataset
+
+    for size, count in SIZES.items():
+        if source.get("images") == count:
+            return size
+    for size in SIZES:
+        if name == (DEFAULT_DATASET if size == "full" else f"{DEFAULT_DATASET}-{size}"):
+            return size
+    return None
+
+
+def prepare_hint(name: str, data_dir: Path | None = None, manifest: dict | None = None,
+                 extractor: str | None = None) -> str:
+    """The prepare command that creates dataset `name` in `data_dir` (None: the default data dir),
+    from what its manifest records of the source when there is one; with `extractor`, the command
+    that adds (or redoes a deleted file of) that extractor's features to the existing dataset.
+
+    The manifest may be damaged: everything read from it is checked, and unknowns stay placeholders.
+    """
+    manifest = manifest if isinstance(manifest, dict) else {}
+    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    kind = source.get("kind") if isinstance(source.get("kind"), str) else None
+    seed_value = source.get("seed")
+    seed = ["--seed", str(seed_value)] if _is_int(seed_value) and seed_value != 0 else []
+    args: list[str] = []
+    size = _synthetic_size(name, source) if kind in (None, "synthetic") else None
+    if extractor is not None:
+        args = ["--name", name, "--extractor", extractor]
+    elif size is not None:
+        args = (["--size", size] if size != "full" else []) + seed
+        if name != (DEFAULT_DATASET if size == "full" else f"{DEFAULT_DATASET}-{size}"):
+            args += ["--name", name]
+    elif kind == "flickr8k":
+        args = ["flickr8k", "--images", _text(source.get("images_dir"), "DIR")]
+        if isinstance(source.get("captions_file"), str):
+            args += ["--captions", source["captions_file"]]
+        args += seed + (["--name", name] if name != "flickr8k" else [])
+    elif kind is not None and kind.startswith("karpathy-"):
+        args = ["karpathy", "--karpathy-json", _text(source.get("json_file"), "FILE"),
+                "--images", _text(source.get("images_dir"), "DIR"), "--name", name]
+    else:
+        args = ["DATASET", "--name", name]
+    if extractor is None:
+        vocab = manifest.get("vocab") if isinstance(manifest.get("vocab"), dict) else {}
+        min_freq = vocab.get("min_freq")
+        if _is_int(min_freq) and min_freq != 1:
+            args += ["--min-freq", str(min_freq)]
+        features = manifest.get("features") if isinstance(manifest.get("features"), dict) else {}
+        first = next(iter(features), None)
+        if isinstance(first, str) and _extractor_known(first):
+            args += ["--extractor", first]
+    if data_dir is not None:
+        args += ["--data-dir", str(data_dir)]
+    command = " ".join(["python -m benchmarks prepare", *(shlex.quote(a) for a in args)])
+    if "DATASET" in args or extractor == "NAME":
+        command += " (see python -m benchmarks prepare --help and python -m benchmarks list)"
+    return command
+
+
+def _text(value: object, placeholder: str) -> str:
+    return value if isinstance(value, str) and value else placeholder
+
+
+def _known_extractors() -> list[str] | None:
+    """The extractor names of benchmarks.extractors when that registry is loaded (the CLI always
+    loads it). shared_data never imports benchmarks: without the registry, messages stay generic."""
+    registry = getattr(sys.modules.get("benchmarks.extractors"), "EXTRACTORS", None)
+    return list(registry) if isinstance(registry, dict) else None
+
+
+def _extractor_known(name: str) -> bool:
+    known = _known_extractors()
+    return known is not None and name in known
 
 
 def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, verify: bool = True) -> Dataset:
     path = resolve_dataset_path(name, data_dir)
+    hint_dir = _hint_dir(path, data_dir)
     manifest_path = path / "manifest.json"
-    if not manifest_path.exists():
-        raise UserError(f"no prepared dataset at {path}; create it with: {prepare_hint(name)}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{manifest_path} is not valid JSON ({e}); delete {path} and prepare it again") from None
+    if not manifest_path.is_file():
+        if _non_empty_dir(path):
+            raise UserError(f"{path} has no manifest.json, so it is not a prepared dataset (an unfinished "
+                            f"build, or the manifest was deleted); move or delete that folder, then run: "
+                            f"{prepare_hint(path.name, hint_dir)}")
+        raise UserError(f"no prepared dataset at {path}; create it with: {prepare_hint(path.name, hint_dir)}")
+    manifest = _read_json(manifest_path, f"delete {path} and prepare it again: {prepare_hint(path.name, hint_dir)}")
+    if not isinstance(manifest, dict):
+        raise UserError(f"{manifest_path} is {_json_type(manifest)}, not a manifest; delete {path} and "
+                        f"prepare it again: {prepare_hint(path.name, hint_dir)}")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise UserError(f"{manifest_path} has schema version {version}, this CapBench reads version "
-                        f"{SCHEMA_VERSION}; delete {path} and run: {prepare_hint(path.name)}")
-    ds = Dataset(path, manifest, Vocab([]), {}, verify)
+                        f"{SCHEMA_VERSION}; delete {path} and run: {prepare_hint(path.name, hint_dir, manifest)}")
+    ds = Dataset(path, manifest, Vocab([]), {}, verify, hint_dir=hint_dir)
+    problem = _shape_problem(manifest, _MANIFEST, "")
+    if problem:
+        raise UserError(f"{manifest_path}: {problem} (damaged or edited); {ds.redo()}")
     _check_file(ds, "vocab.json")
     _check_file(ds, "captions.json")
+    vocab_path = path / "vocab.json"
     try:
-        ds.vocab = Vocab.from_json(json.loads((path / "vocab.json").read_text()))
-    except (ValueError, KeyError) as e:
-        raise UserError(f"{path / 'vocab.json'} is malformed ({e}); prepare the dataset again") from None
+        ds.vocab = Vocab.from_json(_read_json(vocab_path, ds.redo()))
+    except ValueError as e:
+        raise UserError(f"{vocab_path} is malformed ({e}); {ds.redo()}") from None
     if len(ds.vocab) != manifest["vocab"]["size"]:
-        raise UserError(f"{path / 'vocab.json'} has {len(ds.vocab)} words, the manifest says "
-                        f"{manifest['vocab']['size']}; prepare the dataset again")
-    captions = json.loads((path / "captions.json").read_text())
+        raise UserError(f"{vocab_path} has {len(ds.vocab)} words, the manifest says "
+                        f"{manifest['vocab']['size']}; {ds.redo()}")
+    captions_path = path / "captions.json"
+    captions = _read_json(captions_path, ds.redo())
+    problem = _captions_problem(captions)
+    if problem:
+        raise UserError(f"{captions_path}: {problem}; {ds.redo()}")
     row = 0
     for s in SPLITS:
-        entries = captions.get(s, [])
+        entries = captions[s]
         if len(entries) != manifest["splits"][s]["images"]:
-            raise UserError(f"{path / 'captions.json'}: split {s} has {len(entries)} images, the manifest "
-                            f"says {manifest['splits'][s]['images']}; prepare the dataset again")
+            raise UserError(f"{captions_path}: split {s} has {len(entries)} images, the manifest "
+                            f"says {manifest['splits'][s]['images']}; {ds.redo()}")
         ds.splits[s] = Split(s, [e["image_id"] for e in entries],
                              [[c.split() for c in e["captions"]] for e in entries],
                              np.arange(row, row + len(entries)))
@@ -231,48 +336,161 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
     return ds
 
 
-def _check_file(ds: Dataset, rel: str) -> None:
+def _non_empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return True  # unreadable: something is there
+
+
+# ------------------------------------------------------------------------- structure checks
+class _Each:
+    """A JSON object whose every value matches `spec` (the manifest's features and files)."""
+
+    def __init__(self, spec: object):
+        self.spec = spec
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional_shape(value: object) -> bool:
+    return value is None or (isinstance(value, list) and all(_is_int(v) and v > 0 for v in value))
+
+
+# Everything that load_dataset, its callers (list, run, report, prepare) and the feature loader index
+# in a manifest: checked once here, so that a damaged manifest is one line, not a KeyError later.
+_MANIFEST = {
+    "name": str,
+    "image_dir": str,
+    "max_length": int,
+    "source": {"kind": str},
+    "splits": {s: {"images": int, "captions": int} for s in SPLITS},
+    "vocab": {"size": int},
+    "features": _Each({"global_dim": int, "spatial_shape": _optional_shape}),
+    "files": _Each(str),
+}
+_EXPECTED = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    for kind, words in ((str, "a string"), (int, "a number"), (float, "a number"), (dict, "an object"),
+                        (list, "a list")):
+        if isinstance(value, kind):
+            return words
+    return type(value).__name__
+
+
+def _shape_problem(value: object, spec: object, where: str) -> str | None:
+    """What is wrong with `value` against `spec` (a type, a dict of required keys, _Each, or a
+    predicate that also sees a missing key as None), or None when nothing is."""
+    if isinstance(spec, dict | _Each):
+        if not isinstance(value, dict):
+            return f"'{where}' is {_json_type(value)}, expected an object"
+        items = spec.items() if isinstance(spec, dict) else ((k, spec.spec) for k in value)
+        for key, sub in items:
+            inner = f"{where}.{key}" if where else str(key)
+            optional = callable(sub) and not isinstance(sub, type)  # a predicate decides about None
+            if key not in value and not optional:
+                return f"has no '{inner}'"
+            problem = _shape_problem(value.get(key), sub, inner)
+            if problem:
+                return problem
+        return None
+    if isinstance(spec, type):
+        ok = _is_int(value) if spec is int else isinstance(value, spec)
+        return None if ok else f"'{where}' is {_json_type(value)}, expected {_EXPECTED[spec]}"
+    return None if spec(value) else f"'{where}' is not valid ({json.dumps(value, default=str)[:40]})"
+
+
+def _captions_problem(captions: object) -> str | None:
+    if not isinstance(captions, dict):
+        return f"is {_json_type(captions)}, expected an object with the splits {', '.join(SPLITS)}"
+    for s in SPLITS:
+        entries = captions.get(s)
+        if not isinstance(entries, list):
+            return f"split '{s}' is {'missing' if s not in captions else _json_type(entries)}, expected a list"
+        for k, e in enumerate(entries):
+            if not (isinstance(e, dict) and isinstance(e.get("image_id"), str)
+                    and isinstance(e.get("captions"), list) and all(isinstance(c, str) for c in e["captions"])):
+                return f"{s}[{k}] is not {{\"image_id\": \"...\", \"captions\": [\"...\", ...]}}"
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _read_json(path: Path, redo: str) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror or _one_line(e)}); check the file and its "
+                        f"permissions, or {redo}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"{path} is not valid JSON ({_one_line(e)}; truncated or edited?); {redo}") from None
+
+
+def _check_file(ds: Dataset, rel: str, redo: str | None = None) -> None:
     path = ds.path / rel
-    if not path.exists():
-        raise UserError(f"{path} is missing; prepare the dataset again: {prepare_hint(ds.path.name)}")
-    expected = ds.manifest.get("files", {}).get(rel)
+    redo = redo or ds.redo()
+    if not path.is_file():
+        raise UserError(f"{path} is missing; {redo}")
+    expected = ds.manifest["files"].get(rel)
     if expected is None:
-        raise UserError(f"{path} is not listed in {ds.path / 'manifest.json'}; prepare the dataset again")
-    if ds.verify and sha256_file(path) != expected:
-        raise UserError(f"{path} does not match its sha256 in the manifest (corrupted or edited); "
-                        f"prepare the dataset again, or pass --no-verify to use it anyway")
+        raise UserError(f"{path} is not listed in {ds.path / 'manifest.json'}; {redo}")
+    if ds.verify:
+        try:
+            digest = sha256_file(path)
+        except OSError as e:
+            raise UserError(f"{path} cannot be read ({e.strerror or _one_line(e)}); check the file and its "
+                            f"permissions, or {redo}") from None
+        if digest != expected:
+            raise UserError(f"{path} does not match its sha256 in the manifest (corrupted or edited); "
+                            f"{redo}, or pass --no-verify to use it anyway")
 
 
 def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Features:
     info = ds.manifest["features"].get(extractor)
     if info is None:
         have = ", ".join(ds.extractors) or "none"
-        raise UserError(f"dataset {ds.name} has no '{extractor}' features (it has: {have}); add them with: "
-                        f"python -m benchmarks prepare --name {ds.name} --extractor {extractor}")
+        known = _known_extractors()
+        if known is not None and extractor not in known:
+            raise UserError(f"unknown extractor '{extractor}'; choose one of: {', '.join(known)} "
+                            f"(dataset {ds.path.name} has: {have})")
+        add = prepare_hint(ds.path.name, ds.hint_dir, extractor=extractor if known is not None else "NAME")
+        raise UserError(f"dataset {ds.path.name} has no '{extractor}' features (it has: {have}); add them with: {add}")
     rel = f"features/{extractor}.h5"
-    _check_file(ds, rel)
     path = ds.path / rel
+    # prepare extracts a listed extractor again when its file is gone: the rest of the dataset stays
+    redo = f"delete {path} and run: {prepare_hint(ds.path.name, ds.hint_dir, extractor=extractor)}"
+    _check_file(ds, rel, redo)
     try:
         with h5py.File(path, "r") as f:
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f["image_ids"][:]]
             global_ = f["global"][:].astype(np.float32, copy=False)
             spatial = f["spatial"][:].astype(np.float32, copy=False) if with_spatial and "spatial" in f else None
-    except (OSError, KeyError) as e:
-        raise UserError(f"{path} cannot be read ({e}); prepare the dataset again") from None
+    except (OSError, KeyError, ValueError, TypeError) as e:  # truncated, not HDF5, a dataset missing
+        raise UserError(f"{path} cannot be read ({_one_line(e)}); {redo}") from None
     expected_ids = [i for s in SPLITS for i in ds.splits[s].image_ids]
     if ids != expected_ids:
         pairs = zip(ids, expected_ids, strict=False)  # lengths may differ: that is the error
         bad = next((k for k, (a, b) in enumerate(pairs) if a != b), min(len(ids), len(expected_ids)))
         raise UserError(f"{path}: image ids are not aligned with captions.json (first difference at row {bad}); "
-                        f"prepare the features again")
+                        f"{redo}")
     if list(global_.shape[1:]) != [info["global_dim"]]:
         raise UserError(f"{path}: global features are {global_.shape[1:]}, the manifest says "
-                        f"[{info['global_dim']}]; prepare the features again")
+                        f"[{info['global_dim']}]; {redo}")
     if with_spatial and (spatial is None) != (info.get("spatial_shape") is None) or (
             spatial is not None and list(spatial.shape[1:]) != list(info["spatial_shape"])):
         raise UserError(f"{path}: spatial features {None if spatial is None else spatial.shape[1:]} do not match "
-                        f"the manifest's {info.get('spatial_shape')}; prepare the features again")
+                        f"the manifest's {info.get('spatial_shape')}; {redo}")
     for key, arr in (("global", global_), ("spatial", spatial)):
         if arr is not None and not np.isfinite(arr).all():
-            raise UserError(f"{path}: '{key}' contains NaN or inf; prepare the features again")
+            raise UserError(f"{path}: '{key}' contains NaN or inf; {redo}")
     return Features(extractor, global_, spatial)

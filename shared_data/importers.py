@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -140,6 +141,12 @@ def _read_captions_txt(captions_file: Path) -> dict[str, list[str]]:
                     break
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank lines (a trailing newline, hand edits) carry nothing
+                if any("\n" in part or "\r" in part for part in row):
+                    # A field that opens with a quote runs until the next quote, however many lines
+                    # that is: one stray '"' would merge the rows after it into one caption, silently.
+                    # No Flickr8k caption spans lines, so a record that does is that mistake.
+                    raise UserError(f"{captions_file}:{line}: unclosed quote: a '\"' opens a caption that "
+                                    f"runs on over the next line(s); fix that line (close or remove the quote)")
                 image_id = row[0].strip()
                 # Some Kaggle copies leave captions containing commas unquoted, so the caption is
                 # everything after the first comma, rejoined.
@@ -322,6 +329,12 @@ def load_karpathy(json_file: Path, images_dir: Path) -> Source:
 
 
 # ---------------------------------------------------------------------------------------------- export
+def _one_line(caption: str) -> str:
+    """A caption as captions.txt holds it: stripped, on one line (line breaks become a space, which
+    tokenize splits on anyway), so that load_flickr8k, which refuses multi-line records, reads it back."""
+    return re.sub(r"[\r\n]+", " ", caption).strip()
+
+
 def _check_exportable(images: list[SourceImage]) -> None:
     """Everything is checked before anything is written, so bad input costs no partial copy."""
     if not images:
@@ -347,7 +360,7 @@ def _check_exportable(images: list[SourceImage]) -> None:
 def export_flickr8k(images: list[SourceImage], out_dir: Path) -> Path:
     """Write `images` as Kaggle Flickr8k (Images/, captions.txt, split files) that load_flickr8k reads back.
 
-    Captions are written stripped of surrounding whitespace, as load_flickr8k reads them.
+    Captions are written stripped and on one line each, as load_flickr8k reads them.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -369,7 +382,7 @@ def export_flickr8k(images: list[SourceImage], out_dir: Path) -> Path:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(CAPTIONS_HEADER)
             for im in images:
-                writer.writerows((im.image_id, c.strip()) for c in im.captions)
+                writer.writerows((im.image_id, _one_line(c)) for c in im.captions)
         for split, name in SPLIT_FILES.items():
             ids = [im.image_id for im in images if im.split == split]
             (tmp / name).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")

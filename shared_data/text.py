@@ -68,8 +68,18 @@ class Vocab:
         return {"itos": self.itos, "min_freq": self.min_freq}
 
     @classmethod
-    def from_json(cls, data: dict) -> Vocab:
+    def from_json(cls, data: object) -> Vocab:
+        """The inverse of to_json; anything else is a ValueError saying what is wrong."""
+        if not isinstance(data, dict) or not isinstance(data.get("itos"), list):
+            raise ValueError('expected an object {"itos": [words], "min_freq": N}')
         itos = data["itos"]
+        if not all(isinstance(w, str) for w in itos):
+            raise ValueError("'itos' holds something that is not a word")
         if tuple(itos[:4]) != SPECIALS:
             raise ValueError(f"vocabulary must start with {SPECIALS}, found {itos[:4]}")
-        return cls(itos[4:], data.get("min_freq", 1))
+        if len(set(itos)) != len(itos):
+            raise ValueError("a word appears twice in 'itos'")
+        min_freq = data.get("min_freq", 1)
+        if not isinstance(min_freq, int) or isinstance(min_freq, bool) or min_freq < 1:
+            raise ValueError(f"'min_freq' is {min_freq!r}, expected a positive integer")
+        return cls(itos[4:], min_freq)

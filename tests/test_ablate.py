@@ -17,7 +17,7 @@ def test_one_factor_at_a_time_skips_the_base_value():
     vs = variants("torch_merge", ["fusion=add,concat", "hidden_layers=1,2", "adam_eps=1e-7,1e-8"])
     assert [v.label for v in vs] == ["base", "fusion=concat", "hidden_layers=2", "adam_eps=1e-07"]
     assert vs[1].hparams == {"fusion": "concat"} and vs[3].settings == {"adam_eps": 1e-7}
-    assert all(v.plugin == "torch_merge" for v in vs)
+    assert all(str(v.plugin) == "torch_merge" for v in vs)
 
 
 def test_factorial_and_keras_backend():
@@ -25,7 +25,7 @@ def test_factorial_and_keras_backend():
     assert [v.label for v in vs] == ["base", "dropout_placement=late", "fusion=concat",
                                      "fusion=concat,dropout_placement=late"]
     kv = variants("keras_merge", ["keras_backend=tensorflow,torch"])
-    assert [v.plugin for v in kv] == ["keras_merge", "keras_merge@torch"]
+    assert [str(v.plugin) for v in kv] == ["keras_merge", "keras_merge@torch"]
 
 
 @pytest.mark.parametrize("vary, message", [
@@ -49,7 +49,8 @@ def test_ablate_end_to_end(small_dataset, data_dir, tmp_path):
     configs = {p.parent.name: json.loads(p.read_text()) for p in study.glob("*/config.json")}
     assert set(configs) == {"base-s0", "fusion=concat-s0", "batch_size=32-s0"}
     assert configs["fusion=concat-s0"]["hparams"]["fusion"] == "concat"
-    assert configs["batch_size=32-s0"]["batch_size"] == 32 and configs["base-s0"]["batch_size"] == 64
+    assert configs["batch_size=32-s0"]["settings"]["batch_size"] == 32
+    assert configs["base-s0"]["settings"]["batch_size"] == 64
     report = (study / "report.md").read_text()
     assert "### Differences against base" in report
     assert "| fusion=concat − base" in report and "| batch_size=32 − base" in report

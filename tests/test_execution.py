@@ -92,13 +92,13 @@ def test_run_and_ablate_carry_the_setting(small_dataset, data_dir, tmp_path):
     bf16 = json.loads((study / "precision=bf16-s0" / "metrics.json").read_text())
     assert base["execution"] == {"precision": "fp32", "compile": False}
     assert bf16["execution"] == {"precision": "bf16", "compile": False}
-    cfg = json.loads((study / "base-s0" / "config.json").read_text())
-    assert "execution" not in cfg  # the default leaves the hashes of earlier runs valid
+    cfg = json.loads((study / "precision=bf16-s0" / "config.json").read_text())
+    assert cfg["settings"]["precision"] == "bf16" and cfg["settings"]["compile"] is False
     assert "bf16" in (study / "report.md").read_text()
 
     proc = run("run", "--plugins", "torch_merge", "--precision", "fp16", "--dataset", "synthetic-small",
                "--steps", "3", data_dir=data_dir, cwd=tmp_path)
-    assert proc.returncode == 2 and "invalid choice: 'fp16'" in proc.stderr
+    assert proc.returncode == 2 and "--precision fp16: expected one of fp32, bf16" in proc.stderr
     proc = run("ablate", "torch_merge", "--vary", "compile=maybe", "--dataset", "synthetic-small",
                "--steps", "3", data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1

@@ -247,10 +247,12 @@ def test_empty_field_names_the_line(tmp_path, bad_row, what):
     assert "captions.txt:4:" in msg and what in msg
 
 
-def test_line_numbers_count_multiline_quoted_captions(tmp_path):
-    text = 'image,caption\na.jpg,"Two\nlines ."\nb.jpg,\n'
-    root = make_kaggle(tmp_path / "f8k", text, ["a.jpg", "b.jpg"])
-    assert "captions.txt:4:" in one_line_error(load_flickr8k, root)
+def test_a_record_spanning_lines_is_refused_at_its_first_line(tmp_path):
+    """csv lets a quoted field run over lines; one stray quote would then merge the rows after it
+    into one caption. No Flickr8k caption spans lines, so that is an error, never a merge."""
+    text = 'image,caption\na.jpg,"One, quoted ."\nb.jpg,"Two\nlines ."\nc.jpg,Three .\n'
+    root = make_kaggle(tmp_path / "f8k", text, ["a.jpg", "b.jpg", "c.jpg"])
+    assert "captions.txt:3: unclosed quote" in one_line_error(load_flickr8k, root)
 
 
 def test_header_only_is_an_error(tmp_path):

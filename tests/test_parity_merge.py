@@ -13,6 +13,7 @@ import pytest
 from plugins.registry import ModelSpec, get_plugin
 from shared_data.batches import iterate_batches
 from shared_data.dataset import load_dataset
+from shared_data.errors import UserError
 
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
@@ -162,7 +163,7 @@ def test_shared_init_gives_torch_keras_initial_weight_distributions(torch_name, 
 def test_unknown_init_is_refused():
     spec = ModelSpec(vocab_size=50, global_dim=8, spatial_shape=None, max_length=10)
     for name in ("torch_merge", "keras_merge"):
-        with pytest.raises(ValueError, match="init must be"):
+        with pytest.raises(UserError, match=f"{name}.init=xavier: expected one of framework, shared"):
             get_plugin(name).build(spec, init="xavier")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -48,8 +49,28 @@ def test_source_read_declarations_equal_the_imported_ones():
         for name, s in static.items():
             real = registry._REGISTRY[name]
             assert s is not real
-            assert (s.framework, s.family, s.defaults, s.description, s.needs_spatial, s.module) == \
-                   (real.framework, real.family, real.defaults, real.description, real.needs_spatial, real.module)
+            assert (s.framework, s.family, s.defaults, s.description, s.needs_spatial, s.module, s.choices,
+                    s.bounds) == (real.framework, real.family, real.defaults, real.description, real.needs_spatial,
+                                  real.module, real.choices, real.bounds)
+
+
+def test_declared_choices_and_bounds_accept_the_defaults_and_refuse_their_outside():
+    """A declaration cannot contradict its own default, and every declared limit is enforced."""
+    from shared_data.values import Interval
+
+    for name in registry.available_names():
+        p = registry.get_plugin(name)
+        assert p.check_hparams(dict(p.defaults)) == p.defaults, name
+        for key, allowed in p.choices.items():
+            if key in p.defaults:
+                with pytest.raises(UserError, match=f"{name}.{key}=nope: expected one of"):
+                    p.check_hparams({key: "nope"})
+                assert p.check_hparams({key: allowed[-1]}) == {key: allowed[-1]}
+        for key, text in p.bounds.items():
+            low = Interval.parse(text).low
+            outside = low - 1 if isinstance(p.defaults[key], int) else low - 0.5
+            with pytest.raises(UserError, match=f"expected .* in {re.escape(text)}"):
+                p.check_hparams({key: outside})
 
 
 def test_listing_names_imports_no_framework():

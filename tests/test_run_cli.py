@@ -17,10 +17,11 @@ def run(*argv, data_dir, cwd):
 
 @pytest.fixture(scope="module")
 def study(small_dataset, data_dir, tmp_path_factory):
-    """keras_merge and torch_concat for 12 steps, plus one run that fails inside its worker."""
+    """keras_merge and torch_concat for 12 steps, plus one run that fails inside its worker (a constraint
+    between two hyperparameters, which only the model checks: d_model divisible by nhead)."""
     cwd = tmp_path_factory.mktemp("study")
-    proc = run("run", "--plugins", "keras_merge,torch_concat,torch_merge", "--dataset", "synthetic-small",
-               "--steps", "12", "--no-meteor", "--set", "torch_merge.fusion=\"mul\"", "--study", "s",
+    proc = run("run", "--plugins", "keras_merge,torch_concat,torch_transformer", "--dataset", "synthetic-small",
+               "--steps", "12", "--no-meteor", "--set", "torch_transformer.d_model=12", "--study", "s",
                data_dir=data_dir, cwd=cwd)
     return proc, cwd / "results" / "s"
 
@@ -49,9 +50,9 @@ def test_study_writes_runs_and_report(study):
 
 def test_failed_run_is_a_row_not_a_crash(study):
     proc, study_dir = study
-    assert "FAILED" in proc.stdout and "bad merge hyperparameters" in proc.stdout
-    assert not (study_dir / "torch_merge-s0" / "metrics.json").exists()
-    assert "torch_merge: " in (study_dir / "report.md").read_text()
+    assert "FAILED" in proc.stdout and "bad transformer hyperparameters" in proc.stdout
+    assert not (study_dir / "torch_transformer-s0" / "metrics.json").exists()
+    assert "torch_transformer: " in (study_dir / "report.md").read_text()
 
 
 def test_report_rebuilds_from_saved_runs(study, data_dir):
@@ -70,7 +71,7 @@ def test_report_rebuilds_from_saved_runs(study, data_dir):
     (["--plugins", "torch_concatt"], "unknown plugin 'torch_concatt' (did you mean torch_concat?)"),
     (["--plugins", "torch_merge", "--set", "torch_merge.dropuot=0.1"], "torch_merge has no hyperparameter dropuot"),
     (["--plugins", "torch_merge", "--set", "keras_merge.dropout=0.1"], "keras_merge is not among --plugins"),
-    (["--plugins", "torch_merge", "--epochs", "0"], "--epochs must be positive"),
+    (["--plugins", "torch_merge", "--epochs", "0"], "--epochs 0: expected a whole number in [1, inf)"),
     (["--plugins", "torch_merge@jax"], "torch_merge@jax: '@backend' picks the Keras backend"),
     (["--plugins", "keras_merge@mxnet"], "unknown Keras backend 'mxnet'; use one of tensorflow, jax, torch"),
     (["--plugins", "torch_merge", "--dataset", "flickr8k"], "no prepared dataset at"),
@@ -106,26 +107,62 @@ def test_prefix_training_runs_end_to_end(small_dataset, data_dir, tmp_path):
     assert "prefix expansion" in (tmp_path / "results" / "prefix" / "report.md").read_text()
 
 
-def test_ctrl_c_keeps_finished_runs_and_writes_their_report(small_dataset, data_dir, tmp_path):
-    import signal
+def _held(study: str, tmp_path, data_dir, hold: str = "torch_concat"):
+    """A study of torch_merge then torch_concat whose second run waits after training (the worker's
+    test hold) until signalled: the test, not the machine's speed, decides when the signal comes."""
+    import re
     import time
 
-    study_dir = tmp_path / "results" / "cc"
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge,torch_concat",
-                             "--dataset", "synthetic-small", "--epochs", "3", "--no-meteor", "--study", "cc",
+                             "--dataset", "synthetic-small", "--steps", "3", "--no-meteor", "--study", study,
                              "--data-dir", str(data_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    first, second = study_dir / "torch_merge-s0", study_dir / "torch_concat-s0"
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "CAPBENCH_TEST_HOLD": hold})
+    log = tmp_path / "results" / study / f"{hold}-s0" / "stdout.log"
     deadline = time.time() + 600
-    while not (second / "stdout.log").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    while proc.poll() is None and time.time() < deadline:
+        held = re.search(r"held for the test \(pid (\d+)\)", log.read_text()) if log.exists() else None
+        if held:
+            return proc, int(held[1])
+        time.sleep(0.1)
+    raise AssertionError(f"the held run never got there: {proc.communicate()}")
+
+
+def test_ctrl_c_keeps_finished_runs_and_writes_their_report(small_dataset, data_dir, tmp_path):
+    import signal
+
+    proc, _ = _held("cc", tmp_path, data_dir)
+    study_dir = tmp_path / "results" / "cc"
+    # meanwhile the study folder is this process's: a second command into it is refused
+    second_user = run("run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "3",
+                      "--study", "cc", data_dir=data_dir, cwd=tmp_path)
+    assert second_user.returncode == 2 and f"study cc is in use by PID {proc.pid}" in second_user.stderr
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    assert "interrupted" in out and "Traceback" not in err
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in out and "Traceback" not in err and err.strip().count("\n") == 0
+    first, second = study_dir / "torch_merge-s0", study_dir / "torch_concat-s0"
     assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()
     report = (study_dir / "report.md").read_text()
     assert "torch_concat: no metrics.json (unfinished)" in report and "| torch_merge " in report
+
+
+def test_worker_dies_with_its_study(small_dataset, data_dir, tmp_path):
+    """kill -9 of the study process alone: its worker does not live on as an orphan."""
+    import signal
+    import time
+
+    proc, worker = _held("orphan", tmp_path, data_dir)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError(f"worker {worker} outlived its study")
 
 
 def test_missing_keras_backend_is_named(small_dataset, data_dir, tmp_path):
@@ -179,8 +216,3 @@ def test_seeds_give_intervals_and_paired_differences(small_dataset, data_dir, tm
     assert " ± " in row
     assert "### Differences against torch_merge (paired bootstrap over test images)" in report
     assert "| torch_concat − torch_merge" in report
-
-
-def test_bad_seeds_is_one_line(small_dataset, data_dir, tmp_path):
-    proc = run("run", "--plugins", "torch_merge", "--seeds", "0", data_dir=data_dir, cwd=tmp_path)
-    assert proc.returncode == 2 and "--seeds must be positive" in proc.stderr

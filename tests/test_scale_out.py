@@ -120,6 +120,8 @@ def test_force_starts_over_instead_of_resuming(small_dataset, data_dir, tmp_path
     (run_dir / "checkpoint.json").write_text(json.dumps({"config_hash": digest, "file": "checkpoint.pt", "loop": {}}))
     resumed = run(*argv, data_dir=data_dir, cwd=tmp_path)
     assert resumed.returncode == 1 and "resuming from its last epoch checkpoint" in resumed.stdout
+    assert "checkpoint results/f/torch_merge-s0/checkpoint.pt cannot be loaded" in resumed.stdout
+    assert "delete it or rerun with --force" in resumed.stdout
     (run_dir / "checkpoint.json").write_text(json.dumps({"config_hash": digest, "file": "checkpoint.pt", "loop": {}}))
     forced = run(*argv, "--force", data_dir=data_dir, cwd=tmp_path)
     assert forced.returncode == 0, forced.stdout + forced.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.study import StudyOptions, _check, load_study_file
+from benchmarks.study import StudyOptions, check, load_study_file
 from plugins.registry import get_plugin
 from shared_data.errors import UserError
 
@@ -17,12 +17,11 @@ def test_seed000_study_has_a_runnable_row_per_hypothesis():
     labels = [v.label for v in variants]
     assert len(set(labels)) == len(labels) and all(v.note for v in variants)
     for v in variants:
-        plugin = get_plugin(v.plugin)
-        assert set(v.hparams) <= set(plugin.defaults)
+        assert set(v.hparams) <= set(get_plugin(v.plugin.name).defaults)
     # the five design choices seed 000 credits, each one factor away from the base
     assert {"fusion=add", "hidden_layers=2", "masking=packed", "dropout_placement=early",
             "batch_size=32"} <= set(labels)
-    _check(StudyOptions(plugins=[], variants=variants))  # hyperparameters and settings all valid
+    check(StudyOptions(variants=variants))  # hyperparameters and settings all valid
 
 
 def test_bad_study_names_and_files(tmp_path):

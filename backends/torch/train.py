@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.common import OptimConfig
-from plugins.torch.common import real_positions
+from backends.torch.common import real_positions
 from shared_data.batches import Batch
 
 

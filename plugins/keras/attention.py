@@ -135,9 +135,13 @@ class ShowAttendTell(keras.Model):
 
 
 SHOW_ATTEND_TELL = dict(embed_dim=512, attention_dim=512, decoder_dim=512, dropout=0.5, alpha_c=1.0)
+CHOICES = {}  # nothing here takes a fixed set of values
+BOUNDS = dict(embed_dim="[1, inf)", attention_dim="[1, inf)", decoder_dim="[1, inf)", dropout="[0, 1)",
+              alpha_c="[0, inf)")
 
 
 @register("keras_show_attend_tell", family="show_attend_tell", defaults=SHOW_ATTEND_TELL, needs_spatial=True,
+          choices=CHOICES, bounds=BOUNDS,
           description="seeds 001/002: sgrvinod's Show, Attend and Tell decoder in Keras (soft attention, gate)")
 def keras_show_attend_tell(spec: ModelSpec, **hp) -> ShowAttendTell:
     return ShowAttendTell(spec, **hp)

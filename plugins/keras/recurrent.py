@@ -143,21 +143,24 @@ class AttentionLSTMCaptioner(keras.Model):
 
 RECURRENT = dict(embed_dim=256, hidden_dim=512, dropout=0.0, masking="mask")
 ATTENTION = dict(embed_dim=256, hidden_dim=512, dropout=0.0)
+CHOICES = dict(masking=("mask", "none"))
+BOUNDS = dict(embed_dim="[1, inf)", hidden_dim="[1, inf)", dropout="[0, 1)")
 
 
-@register("keras_rnn", family="recurrent", defaults=RECURRENT,
+@register("keras_rnn", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
           description="seed 004: vanilla tanh SimpleRNN, h0 = affine(pooled image), mask_zero")
 def keras_rnn(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="rnn", **hp)
 
 
-@register("keras_lstm", family="recurrent", defaults=RECURRENT,
+@register("keras_lstm", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
           description="seed 004: LSTM, h0 = affine(pooled image), c0 = 0, mask_zero")
 def keras_lstm(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="lstm", **hp)
 
 
-@register("keras_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True,
+@register("keras_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True, choices=CHOICES,
+          bounds=BOUNDS,
           description="seed 004: LSTM with scaled dot-product attention over the spatial grid fed into its input")
 def keras_attention_lstm(spec: ModelSpec, **hp) -> AttentionLSTMCaptioner:
     return AttentionLSTMCaptioner(spec, **hp)

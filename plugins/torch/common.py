@@ -1,13 +1,10 @@
-"""What the PyTorch plugins and the PyTorch backend's loss must agree on (no plugin registers here)."""
+"""What the PyTorch plugins and the PyTorch backend's loss must agree on (no plugin registers here).
+
+Defined in backends/torch/common.py (backends never import plugins); re-exported here for plugins
+written against this module."""
 
 from __future__ import annotations
 
-import torch
+from backends.torch.common import real_positions
 
-
-def real_positions(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """[B, T] bool, True before each caption's length: the positions that have a target.
-
-    Training-mode plugins return logits at these positions only, [N, V] in (caption, time) order,
-    and the backend's loss selects the targets with the same mask."""
-    return torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths.to(tokens.device)[:, None]
+__all__ = ["real_positions"]

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from backends.torch.common import real_positions
 from plugins.registry import ModelSpec, register
-from plugins.torch.common import real_positions
 
 
 class MergeCaptioner(nn.Module):
@@ -130,21 +130,25 @@ def keras_initialisers(model: MergeCaptioner) -> None:
 MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1,
              lstm_bias="two", init="framework")
 CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
+CHOICES = dict(fusion=("add", "concat"), dropout_placement=("early", "late"), masking=("none", "packed"),
+               lstm_bias=("two", "one"), init=("framework", "shared"))
+BOUNDS = dict(units="[1, inf)", dropout="[0, 1)", hidden_layers="[0, inf)")
 
 
-@register("torch_merge", family="merge", defaults=MERGE,
+@register("torch_merge", family="merge", defaults=MERGE, choices=CHOICES, bounds=BOUNDS,
           description="seed 000 Option 1: the Keras merge model in PyTorch (add, early dropout)")
 def torch_merge(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
 
-@register("torch_merge_packed", family="merge", defaults=dict(MERGE, masking="packed"),
+@register("torch_merge_packed", family="merge", defaults=dict(MERGE, masking="packed"), choices=CHOICES,
+          bounds=BOUNDS,
           description="seed 000 Option 4: torch_merge with packed sequences")
 def torch_merge_packed(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
 
-@register("torch_concat", family="merge", defaults=CONCAT,
+@register("torch_concat", family="merge", defaults=CONCAT, choices=CHOICES, bounds=BOUNDS,
           description="seed 000's PyTorch model: concat fusion (512), late dropout")
 def torch_concat(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)

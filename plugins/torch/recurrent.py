@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from backends.torch.common import real_positions
 from plugins.registry import ModelSpec, register
-from plugins.torch.common import real_positions
 
 
 def one_bias(module: nn.Module, lstm_bias: str, suffix: str = "_l0") -> None:
@@ -160,21 +160,24 @@ class AttentionLSTMCaptioner(nn.Module):
 
 RECURRENT = dict(embed_dim=256, hidden_dim=512, dropout=0.0, masking="packed", lstm_bias="two")
 ATTENTION = dict(embed_dim=256, hidden_dim=512, dropout=0.0, lstm_bias="two")
+CHOICES = dict(masking=("packed", "none"), lstm_bias=("two", "one"))
+BOUNDS = dict(embed_dim="[1, inf)", hidden_dim="[1, inf)", dropout="[0, 1)")
 
 
-@register("torch_rnn", family="recurrent", defaults=RECURRENT,
+@register("torch_rnn", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
           description="seed 004: vanilla tanh RNN, h0 = affine(pooled image), packed sequences")
 def torch_rnn(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="rnn", **hp)
 
 
-@register("torch_lstm", family="recurrent", defaults=RECURRENT,
+@register("torch_lstm", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
           description="seed 004: LSTM, h0 = affine(pooled image), c0 = 0, packed sequences")
 def torch_lstm(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="lstm", **hp)
 
 
-@register("torch_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True,
+@register("torch_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True, choices=CHOICES,
+          bounds=BOUNDS,
           description="seed 004: LSTM with scaled dot-product attention over the spatial grid fed into its input")
 def torch_attention_lstm(spec: ModelSpec, **hp) -> AttentionLSTMCaptioner:
     return AttentionLSTMCaptioner(spec, **hp)

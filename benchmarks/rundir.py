@@ -1,0 +1,378 @@
+"""The run folder and the study folder: every file name in them, how they are written, read back and
+replaced. Nothing else in the harness names a file of a run.
+
+    results/<study>/
+        study.json               the plan of the last study command: every run's folder and config hash
+        study.lock               held (flock) by the one process using the folder
+        report.md, *.png         the report (benchmarks/report.py)
+        <label>-s<seed>/         one run: the last one that finished, or the first attempt
+            config.json          what it runs (written by the study before the worker starts)
+            stdout.log           the worker's output
+            checkpoint.json + checkpoint.{pt,npz}, weights-epoch<N>.*   while training (resume)
+            history.csv, captions.json, per_image.json, attention.npz, weights.*, tensorboard/
+            metrics.json         written last: a run without it did not finish
+            error.txt            why it failed
+        <label>-s<seed>.next/    a new attempt where a finished run already is: it replaces the
+                                 finished one only once it has finished itself
+
+Rules: every file is written atomically (temporary file, then rename); a finished result is only ever
+replaced by a finished result; a report only uses runs whose configuration hash is the one the plan
+gives (others are listed as stale, never averaged in); one process uses a study folder at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from shared_data.errors import UserError
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+CAPTIONS = "captions.json"
+PER_IMAGE = "per_image.json"
+ERROR = "error.txt"
+LOG = "stdout.log"
+ATTENTION = "attention.npz"
+TENSORBOARD = "tensorboard"
+CHECKPOINT = "checkpoint"  # checkpoint.json (loop state) + checkpoint.{pt,npz} (model, optimizer)
+WEIGHTS = "weights"  # weights.{pt,npz}: the best epoch's
+EPOCH_WEIGHTS = "weights-epoch"  # weights-epoch<N>.*: the best epoch so far, while training
+NEXT = ".next"
+PLAN = "study.json"
+LOCK = "study.lock"
+REPORT = "report.md"
+CURVES = "curves.png"
+SAMPLES = "samples.png"
+HISTORY_FIELDS = ["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"]
+METRICS_KEYS = ("status", "plugin", "framework", "device", "versions", "quality", "shuffled_control", "beam", "params",
+                "weights_bytes", "speed", "training", "overfitting")  # what the report reads
+CONFIG_KEYS = ("label", "plugin", "hparams", "settings", "dataset", "extractor", "config_hash")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
+
+
+# -------------------------------------------------------------------------------------- writing
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise UserError(f"cannot write {path} ({e.strerror or e}); "
+                        + ("free some disk space and run the command again" if e.errno == errno.ENOSPC
+                           else "check the folder's permissions or choose another --results-dir")) from None
+
+
+def write_json(path: Path, data: object) -> None:
+    _write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=float)))
+
+
+def write_text(path: Path, text: str) -> None:
+    _write_atomic(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def write_history(run_dir: Path, rows: list[dict]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    _write_atomic(run_dir / HISTORY, write)
+
+
+# -------------------------------------------------------------------------------------- reading
+class Unreadable(Exception):
+    """A run file that exists but cannot be used; the message says which and why."""
+
+
+def _read_json(path: Path, keys: tuple = ()) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise Unreadable(f"{path.name} is not valid JSON") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise Unreadable(f"{path.name} cannot be read ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(data, dict):
+        raise Unreadable(f"{path.name} is not a JSON object")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise Unreadable(f"{path.name} lacks {', '.join(missing)}")
+    return data
+
+
+def read_json(path: Path) -> dict:
+    """A run's JSON file (captions.json, per_image.json) for the report; Unreadable if it is not one."""
+    return _read_json(Path(path))
+
+
+def _read_history(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: float(r[k]) for k in HISTORY_FIELDS} for r in rows]
+    except (OSError, csv.Error, KeyError, TypeError, ValueError):
+        raise Unreadable(f"{path.name} is not a complete history ({', '.join(HISTORY_FIELDS)})") from None
+
+
+@dataclass
+class Run:
+    """One run folder as read back. `problem` says why it cannot be used (unreadable files)."""
+
+    dir: Path
+    config: dict | None = None
+    metrics: dict | None = None
+    history: list = field(default_factory=list)
+    error: str | None = None
+    problem: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.metrics is not None and self.problem is None
+
+    @property
+    def config_hash(self) -> str | None:
+        return (self.config or {}).get("config_hash")
+
+    @property
+    def label(self) -> str:
+        return (self.config or {}).get("label") or self.dir.name
+
+    @property
+    def seed(self) -> int:
+        return ((self.config or {}).get("settings") or {}).get("seed", 0)
+
+    def state(self) -> str:
+        """What the run is, in a few words: ok/diverged, failed (why), unfinished, unreadable (why)."""
+        if self.problem:
+            return f"unreadable: {self.problem}"
+        if self.metrics is not None:
+            return self.metrics["status"]
+        if self.error:
+            return self.error
+        return f"no {METRICS} (unfinished)"
+
+
+def read_run(run_dir: Path) -> Run:
+    """A run folder, validated: a truncated or foreign file makes a Run with a `problem`, never an
+    exception (so `report` lists it as a row)."""
+    run = Run(Path(run_dir))
+    if not (run.dir / CONFIG).exists():
+        return run  # not started
+    try:
+        run.config = _read_json(run.dir / CONFIG, CONFIG_KEYS)
+        if (run.dir / ERROR).exists():
+            run.error = (run.dir / ERROR).read_text(errors="replace").strip() or "failed"
+        if (run.dir / METRICS).exists():
+            run.metrics = _read_json(run.dir / METRICS, METRICS_KEYS)
+            if (run.dir / HISTORY).exists():
+                run.history = _read_history(run.dir / HISTORY)
+    except Unreadable as e:
+        run.problem = str(e)
+    except OSError as e:
+        run.problem = f"cannot be read ({e.strerror or e})"
+    return run
+
+
+def finished_with(run_dir: Path, digest: str) -> Run | None:
+    """The finished run in this folder if it ran exactly this configuration."""
+    if not (run_dir / METRICS).exists():
+        return None
+    run = read_run(run_dir)
+    return run if run.finished and run.config_hash == digest else None
+
+
+# ------------------------------------------------------------------------------------- attempts
+def next_dir(run_dir: Path) -> Path:
+    return run_dir.with_name(run_dir.name + NEXT)
+
+
+def attempt_dir(run_dir: Path) -> Path:
+    """Where a new attempt at this run trains: the run's own folder, unless a finished result is there
+    (another configuration's, or the same one redone with --force): then beside it, in <run>.next/."""
+    return next_dir(run_dir) if read_run(run_dir).finished else run_dir
+
+
+def begin_attempt(work: Path, config: dict, force: bool) -> None:
+    """Ready a folder for an attempt: a config.json of this configuration, no stale outcome. A checkpoint
+    of the same configuration stays (the attempt resumes from it) unless --force."""
+    work.mkdir(parents=True, exist_ok=True)
+    old = read_run(work)
+    stale = [METRICS, ERROR]
+    if force or old.config_hash != config["config_hash"]:
+        remove_checkpoint(work)
+        shutil.rmtree(work / TENSORBOARD, ignore_errors=True)
+    for name in stale:
+        (work / name).unlink(missing_ok=True)
+    write_json(work / CONFIG, config)
+
+
+def promote(work: Path, run_dir: Path) -> None:
+    """A finished attempt in <run>.next/ takes the run folder's place; the result it replaces goes
+    only after the new one is in place (a kill in between leaves both, and the next study promotes)."""
+    if work == run_dir:
+        return
+    old = run_dir.with_name(run_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(work, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(run_dir: Path) -> None:
+    """Finish a promotion a kill interrupted: a finished <run>.next/ whose run folder is gone or older."""
+    work, old = next_dir(run_dir), run_dir.with_name(run_dir.name + ".old")
+    if read_run(work).finished and not run_dir.exists():
+        os.replace(work, run_dir)
+    if old.exists() and run_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        os.replace(old, run_dir)
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def write_checkpoint(runner, run_dir: Path, config_hash: str | None, loop: object) -> None:
+    """After every epoch: the runner's state first, then the json that points at it, each atomically,
+    so a kill at any moment leaves the previous epoch's checkpoint or this one, never half of one."""
+    file = Path(runner.save_checkpoint(run_dir / CHECKPOINT)).name
+    write_json(run_dir / f"{CHECKPOINT}.json", {"config_hash": config_hash, "file": file, "loop": asdict(loop)})
+
+
+def read_checkpoint(run_dir: Path, config_hash: str | None) -> dict | None:
+    """The last epoch's checkpoint of this very configuration, or None (none, or another config's)."""
+    try:
+        ckpt = _read_json(run_dir / f"{CHECKPOINT}.json", ("config_hash", "file", "loop"))
+    except Unreadable:
+        return None
+    if ckpt["config_hash"] != config_hash or not (run_dir / str(ckpt["file"])).exists():
+        return None
+    return ckpt
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    for f in [*run_dir.glob(f"{CHECKPOINT}.*"), *run_dir.glob(f"{EPOCH_WEIGHTS}*")]:
+        f.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ the study
+def check_name(name: str, what: str = "--study") -> str:
+    """Study names are plain folder names: no separators, no '..', nothing hidden."""
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 120:
+        raise UserError(f"{what} {name!r}: a study name is a plain folder name (letters, digits and . _ = + , -, "
+                        "not starting with . or -); it always lives under --results-dir")
+    return name
+
+
+def slug(label: str) -> str:
+    """A label as a folder name: readable, and nothing a shell or a filesystem trips over."""
+    out = "".join(c if c.isalnum() or c in "._=+-" else "-" for c in label)
+    return out.lstrip(".-") or "run"
+
+
+def attention_figure(plugin: str) -> str:
+    return f"attention_{slug(plugin)}.png"
+
+
+def run_folder(study_dir: Path, label: str, seed: int) -> Path:
+    return study_dir / f"{slug(label)}-s{seed}"
+
+
+class StudyFolder:
+    """results/<study>: created under --results-dir, locked by its user, read through its plan."""
+
+    def __init__(self, results_dir: Path, name: str):
+        self.results_dir = Path(results_dir)
+        self.name = check_name(name)
+        self.path = self.results_dir / self.name
+
+    @classmethod
+    def at(cls, path: Path) -> StudyFolder:
+        """An existing folder, whatever its name (`report` reads any folder it is given)."""
+        folder = cls.__new__(cls)
+        folder.path, folder.results_dir, folder.name = Path(path), Path(path).parent, Path(path).name
+        return folder
+
+    def create(self) -> Path:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"--results-dir {self.results_dir}: {self.path} cannot be a folder (a file is in the "
+                            "way); choose another --results-dir") from None
+        except OSError as e:
+            raise UserError(f"cannot create {self.path} ({e.strerror or e}); choose another --results-dir") from None
+        return self.path
+
+    @contextmanager
+    def lock(self):
+        """Exclusive use of the folder while a study runs in it. flock, so that a killed holder (kill -9)
+        releases it with its last file descriptor; the file keeps the holder's PID for the message."""
+        import fcntl
+
+        path = self.path / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                raise UserError(f"study {self.name} is in use by PID {holder} ({path}); wait for it to finish, "
+                                "or use another --study") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def write_plan(self, jobs: list[dict]) -> None:
+        """jobs: the config.json of every run of the study command now running, with its "folder"."""
+        write_json(self.path / PLAN, {"study": self.name, "jobs": jobs})
+
+    def plan(self) -> list[dict] | None:
+        try:
+            return _read_json(self.path / PLAN, ("jobs",))["jobs"]
+        except Unreadable:
+            return None
+
+    def runs(self) -> tuple[list[Run], list[Run]]:
+        """(the plan's runs, in its order; stale runs). A planned run is its folder if that ran the
+        planned configuration, else its attempt in <run>.next/ (failed or unfinished), else an
+        unstarted placeholder; a finished run of another configuration is stale: kept, listed, never
+        mixed into a row. Without a plan (a folder written by hand), every run folder is current."""
+        folders = sorted(p for p in self.path.iterdir() if p.is_dir() and (p / CONFIG).exists()
+                         and not p.name.endswith((NEXT, ".old"))) if self.path.is_dir() else []
+        plan = self.plan()
+        if plan is None:
+            runs = [read_run(p) for p in folders]
+            for r in runs:
+                r.config = r.config or {"label": r.dir.name, "settings": {}}
+            return sorted(runs, key=lambda r: (r.config.get("order", 0), r.seed, str(r.dir))), []
+        current = []
+        for job in plan:
+            config = {k: v for k, v in job.items() if k != "folder"}
+            d = self.path / job["folder"]
+            run = read_run(d)
+            if run.config_hash != job["config_hash"]:
+                attempt = read_run(next_dir(d))
+                if attempt.config_hash == job["config_hash"]:
+                    run = attempt
+                elif not (run.problem and run.config is None):  # unreadable config.json: the row says so
+                    run = Run(d)  # not started yet
+            run.config = run.config or config
+            current.append(run)
+        stale = [r for r in (read_run(p) for p in folders) if r.finished
+                 and not any(r.dir == c.dir and r.config_hash == c.config_hash for c in current)]
+        return current, stale

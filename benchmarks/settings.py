@@ -1,0 +1,199 @@
+"""RunSettings: the one definition of every run-level knob.
+
+Each field carries its type (the annotation), default, interval or choices and help text. From it
+come the command-line flags of run, ablate, study and perf, the keys a study file's "settings" and
+`--vary` may change, the settings block of every run's config.json (and so its configuration hash),
+and the settings line of the report. It validates when it is made, in the study process, before any
+worker starts: a wrong type, NaN, a number outside its interval or an unknown choice is one line
+naming the flag or key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+
+from backends.common import PRECISIONS, Execution, OptimConfig
+from shared_data.errors import UserError
+from shared_data.values import Interval, coerce, expected, shown
+
+DEFAULT_EPOCHS = 3  # the budget when none is given
+TRAINING_MODES = ("sequence", "prefix")
+BUDGET_KEYS = ("epochs", "steps", "time_budget")
+
+
+def knob(default, help: str, *, choices: tuple | None = None, interval: str | None = None, flag: str | None = None,
+         per_variant: bool = True, per_run: bool = True):
+    """A RunSettings field. per_variant: a study variant or `--vary` may change it (budgets and seeds are
+    the study's: identical for every row). per_run: it is part of a run's configuration (and hash);
+    `seeds` is not, it only says how many runs there are."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag,
+                                            "interval": Interval.parse(interval) if interval else None,
+                                            "per_variant": per_variant, "per_run": per_run})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    epochs: int | None = knob(None, f"budget in epochs (default {DEFAULT_EPOCHS} when no budget is given)",
+                              interval="[1, inf)", per_variant=False)
+    steps: int | None = knob(None, "budget in optimizer steps", interval="[1, inf)", per_variant=False)
+    time_budget: float | None = knob(None, "budget in seconds of training (evaluation excluded)",
+                                     interval="(0, inf)", per_variant=False)
+    batch_size: int = knob(64, "captions per batch", interval="[1, inf)")
+    training: str = knob("sequence", "sequence: whole-caption teacher forcing; prefix: the Keras recipe's "
+                         "one-sample-per-prefix expansion, same loss at many times the cost", choices=TRAINING_MODES)
+    lr: float = knob(1e-3, "Adam learning rate", interval="(0, inf)")
+    adam_eps: float = knob(1e-8, "Adam epsilon (PyTorch's default; Keras' own is 1e-7)", interval="(0, 1)")
+    clip_norm: float = knob(5.0, "clip the global gradient norm to this", interval="(0, inf)")
+    precision: str = knob("fp32", "fp32, or bf16 mixed precision (torch.autocast / Keras' mixed_bfloat16 policy)",
+                          choices=PRECISIONS)
+    compile: bool = knob(False, "compile the model: torch.compile for PyTorch plugins, jit_compile=True (XLA) for "
+                         "Keras ones; the first step's time then includes the compilation")
+    seed: int = knob(0, "first seed", interval="[0, 4294967295]")
+    seeds: int = knob(1, "runs per configuration (seeds --seed, --seed+1, ...); quality as mean ± 95% CI",
+                      interval="[1, inf)", per_variant=False, per_run=False)
+    patience: int | None = knob(None, "early stopping: epochs without a better val BLEU-4", interval="[1, inf)")
+    beam_size: int = knob(3, "beam width of the test-set beam search", interval="[1, 100]")
+    length_alpha: float = knob(0.6, "GNMT length normalisation of the beam search (0 = none)", interval="[0, 10]")
+    meteor: bool = knob(True, "skip METEOR (saves the Java start-up)", flag="--no-meteor", per_variant=False)
+
+    def __post_init__(self):
+        for k in knobs():
+            checked = k.check(getattr(self, k.name), k.flag)
+            object.__setattr__(self, k.name, checked)
+
+    # ------------------------------------------------------------------------- derived values
+    def budget(self) -> dict:
+        """The fixed-work budget: epochs, steps, seconds (any combination; the first reached ends it)."""
+        if not any(getattr(self, k) for k in BUDGET_KEYS):
+            return {"epochs": DEFAULT_EPOCHS, "steps": None, "time_budget": None}
+        return {k: getattr(self, k) for k in BUDGET_KEYS}
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(lr=self.lr, eps=self.adam_eps, clip_norm=self.clip_norm)
+
+    def execution(self) -> Execution:
+        return Execution(self.precision, self.compile)
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    def for_run(self, seed: int) -> dict:
+        """A run's settings block (config.json): every per-run knob, with the run's own seed."""
+        return {k.name: (seed if k.name == "seed" else getattr(self, k.name)) for k in knobs() if k.per_run}
+
+    @classmethod
+    def from_run(cls, block: dict) -> RunSettings:
+        return cls(**block)
+
+    def changed(self, changes: dict, where: str, per_variant: bool = True) -> RunSettings:
+        """These settings with `changes` ({key: value as text or JSON}) applied, each checked; `where`
+        names the source in messages ('--vary', "study.json, variant 'x', settings")."""
+        known = {k.name: k for k in knobs()}
+        out = {}
+        for key, value in changes.items():
+            k = known.get(key)
+            if k is not None and per_variant and not k.per_variant:
+                raise UserError(f"{where}: {key} is the study's own setting, the same for every row; give it as "
+                                f"{k.flag} instead")
+            if k is None:
+                allowed = [n for n, kk in known.items() if kk.per_variant or not per_variant]
+                raise UserError(f"{where}: unknown run setting '{key}'; settings are {', '.join(allowed)}")
+            out[key] = k.check(value, f"{where} {key}=" if where.startswith("--") else f"{where}.{key}")
+        return dataclasses.replace(self, **out)
+
+    def differences(self, other: RunSettings) -> dict:
+        return {k.name: getattr(self, k.name) for k in knobs() if getattr(self, k.name) != getattr(other, k.name)}
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    kind: type
+    optional: bool
+    default: object
+    help: str
+    flag: str
+    choices: tuple | None
+    interval: Interval | None
+    per_variant: bool
+    per_run: bool
+
+    def check(self, value, where: str):
+        try:
+            return coerce(value, self.kind, self.choices, self.interval, self.optional)
+        except ValueError as e:
+            sep = "" if where.endswith("=") else " "
+            raise UserError(f"{where}{sep}{shown(value)}: {e}") from None
+
+    def accepts(self) -> str:
+        return expected(self.kind, self.choices, self.interval, self.optional)
+
+
+_KNOBS: list[Knob] = []
+
+
+def knobs() -> list[Knob]:
+    """RunSettings' fields as Knobs, in declaration order."""
+    if not _KNOBS:
+        hints = typing.get_type_hints(RunSettings)
+        for f in dataclasses.fields(RunSettings):
+            kind, optional = hints[f.name], False
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            if args:
+                kind, optional = args[0], True
+            m = f.metadata
+            _KNOBS.append(Knob(f.name, kind, optional, f.default, m["help"],
+                               m["flag"] or "--" + f.name.replace("_", "-"), m["choices"], m["interval"],
+                               m["per_variant"], m["per_run"]))
+    return _KNOBS
+
+
+def variant_keys() -> list[str]:
+    return [k.name for k in knobs() if k.per_variant]
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(p: argparse.ArgumentParser, names: typing.Iterable[str] | None = None) -> None:
+    """One flag per knob (all, or `names`), parsed by RunSettings itself: argparse only collects text."""
+    wanted = set(names) if names is not None else None
+    for k in knobs():
+        if wanted is not None and k.name not in wanted:
+            continue
+        if k.kind is bool:
+            p.add_argument(k.flag, dest=k.name, action="store_false" if k.default else "store_true", default=None,
+                           help=k.help.replace("%", "%%"))
+            continue
+        default = "" if k.default is None else f" (default {k.default})"
+        metavar = "|".join(k.choices) if k.choices else ("N" if k.kind is int else "X")
+        p.add_argument(k.flag, dest=k.name, default=None, metavar=metavar,
+                       help=f"{k.help}{default}; {k.accepts()}".replace("%", "%%"))
+
+
+def from_args(args: argparse.Namespace, names: typing.Iterable[str] | None = None) -> RunSettings:
+    """RunSettings from the flags `add_arguments` made; flags not given keep their defaults."""
+    wanted = set(names) if names is not None else None
+    given = {}
+    for k in knobs():
+        if wanted is not None and k.name not in wanted:
+            continue
+        raw = getattr(args, k.name, None)
+        if raw is not None:
+            given[k.name] = k.check(raw, k.flag)
+    return RunSettings(**given)
+
+
+def describe(values: dict) -> str:
+    """Settings as the report prints them: 'batch_size 64, lr 0.001, ...' (None left out)."""
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in values.items() if v is not None)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:g}"
+    return str(v)

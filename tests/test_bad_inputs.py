@@ -1,0 +1,192 @@
+"""Bad input to run, ablate, study and report, as a new user types it: every case is refused in one line
+(exit 2, no traceback) that says what is accepted, before any run starts, and a finished study in the
+same results folder is left exactly as it was. `report` on damaged runs lists them as rows instead.
+
+The prepare / importer / dataset cases are in tests/test_bad_inputs_data.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+
+STUDY = "done"  # the finished study every case runs next to
+
+
+@pytest.fixture(scope="module")
+def finished(small_dataset, data_dir, tmp_path_factory) -> Path:
+    """A finished two-run study (torch_merge, seeds 0 and 1, 2 steps): the results no bad input may touch."""
+    cwd = tmp_path_factory.mktemp("finished")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge", "--dataset",
+                           "synthetic-small", "--steps", "2", "--seeds", "2", "--no-meteor", "--study", STUDY,
+                           "--data-dir", str(data_dir)], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return cwd / "results"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "study.lock"}
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def study_file(tmp: Path, **row_changes) -> Path:
+    """A one-variant study file whose variant row is torch_merge with `row_changes`."""
+    path = tmp / "s.json"
+    row = {"label": "v", "plugin": "torch_merge", **row_changes}
+    path.write_text(json.dumps({"base": {"label": "base", "plugin": "torch_merge"}, "variants": [row]}))
+    return path
+
+
+RUN = ["run", "--plugins", "torch_merge"]
+ABLATE = ["ablate", "torch_merge"]
+# (argv after the command, what stderr must say); {tmp} is the case's own folder
+CASES = [
+    (RUN + ["--clip-norm", "-1"], "--clip-norm -1: expected a finite number in (0, inf)"),
+    (RUN + ["--clip-norm", "0"], "--clip-norm 0: expected a finite number in (0, inf)"),
+    (RUN + ["--lr", "nan"], "--lr nan: expected a finite number in (0, inf)"),
+    (RUN + ["--lr", "fast"], "--lr fast: expected a finite number"),
+    (RUN + ["--adam-eps", "2"], "--adam-eps 2: expected a finite number in (0, 1)"),
+    (RUN + ["--time-budget", "nan"], "--time-budget nan: expected a finite number in (0, inf)"),
+    (RUN + ["--time-budget", "-5"], "--time-budget -5: expected a finite number in (0, inf)"),
+    (RUN + ["--patience", "-1"], "--patience -1: expected a whole number in [1, inf)"),
+    (RUN + ["--patience", "0"], "--patience 0: expected a whole number in [1, inf)"),
+    (RUN + ["--batch-size", "abc"], "--batch-size abc: expected a whole number in [1, inf)"),
+    (RUN + ["--batch-size", "0"], "--batch-size 0: expected a whole number in [1, inf)"),
+    (RUN + ["--epochs", "1.5"], "--epochs 1.5: expected a whole number in [1, inf)"),
+    (RUN + ["--steps", "0"], "--steps 0: expected a whole number in [1, inf)"),
+    (RUN + ["--training", "bogus"], "--training bogus: expected one of sequence, prefix"),
+    (RUN + ["--precision", "fp16"], "--precision fp16: expected one of fp32, bf16"),
+    (RUN + ["--seeds", "0"], "--seeds 0: expected a whole number in [1, inf)"),
+    (RUN + ["--seed", "-1"], "--seed -1: expected a whole number in [0, 4294967295]"),
+    (RUN + ["--beam-size", "0"], "--beam-size 0: expected a whole number in [1, 100]"),
+    (RUN + ["--length-alpha", "-1"], "--length-alpha -1: expected a finite number in [0, 10]"),
+    (RUN + ["--set", "torch_merge.dropout=abc"], "--set torch_merge.dropout=abc: expected a finite number in [0, 1)"),
+    (RUN + ["--set", "torch_merge.dropout=1.5"], "--set torch_merge.dropout=1.5: expected a finite number in [0, 1)"),
+    (RUN + ["--set", "torch_merge.units=0"], "--set torch_merge.units=0: expected a whole number in [1, inf)"),
+    (RUN + ["--set", "torch_merge.fusion=mul"], "--set torch_merge.fusion=mul: expected one of add, concat"),
+    (RUN + ["--set", "torch_merge.units=true"], "--set torch_merge.units=true: expected a whole number"),
+    (RUN + ["--set", "torch_merge=3"], "write PLUGIN.KEY=VALUE"),
+    (RUN + ["--study", "../x"], "--study '../x': a study name is a plain folder name"),
+    (RUN + ["--study", "/tmp/abs"], "--study '/tmp/abs': a study name is a plain folder name"),
+    (RUN + ["--study", "a/b"], "--study 'a/b': a study name is a plain folder name"),
+    (RUN + ["--study", ".hidden"], "--study '.hidden': a study name is a plain folder name"),
+    (RUN + ["--results-dir", "{tmp}/file/results"], "cannot be a folder (a file is in the way)"),
+    (RUN + ["--jobs", "0"], "--jobs and --threads must be positive"),
+    (RUN + ["--threads", "0"], "--jobs and --threads must be positive"),
+    (RUN + ["--executor", "dask"], "argument --executor: invalid choice: 'dask'"),
+    (RUN + ["--bogus"], "unrecognized arguments: --bogus"),
+    (["run", "--plugins", ","], "--plugins is empty"),
+    (["run", "--plugins", "torch_concatt"], "unknown plugin 'torch_concatt' (did you mean torch_concat?)"),
+    (["run", "--plugins", "torch_merge@jax"], "'@backend' picks the Keras backend"),
+    (["run", "--plugins", "torch_merge,torch_merge"], "'torch_merge' appears twice in the study"),
+    (ABLATE + ["--vary", "batch_size=abc"], "--vary batch_size=abc: expected a whole number in [1, inf)"),
+    (ABLATE + ["--vary", "lr=fast"], "--vary lr=fast: expected a finite number in (0, inf)"),
+    (ABLATE + ["--vary", "training=bogus"], "--vary training=bogus: expected one of sequence, prefix"),
+    (ABLATE + ["--vary", "clip_norm=-1"], "--vary clip_norm=-1: expected a finite number in (0, inf)"),
+    (ABLATE + ["--vary", "epochs=3,4"], "--vary: epochs is the study's own setting"),
+    (ABLATE + ["--vary", "fusion=mul"], "--vary torch_merge.fusion=mul: expected one of add, concat"),
+    (ABLATE + ["--vary", "units=0,8"], "--vary torch_merge.units=0: expected a whole number in [1, inf)"),
+    (ABLATE + ["--vary", "keras_backend=jax"], "cannot vary keras_backend: torch_merge is not a Keras plugin"),
+    (ABLATE + ["--vary", "fusoin=add"], "cannot vary fusoin"),
+    (["study", "{file:settings.batch_size=big}"], "row 'v': settings.batch_size big: expected a whole number"),
+    (["study", "{file:settings.lr=-1}"], "row 'v': settings.lr -1: expected a finite number in (0, inf)"),
+    (["study", "{file:settings.epochs=2}"], "row 'v': settings: epochs is the study's own setting"),
+    (["study", "{file:settings.bogus=1}"], "row 'v': settings: unknown run setting 'bogus'"),
+    (["study", "{file:hparams.dropout=big}"], "row 'v': torch_merge.dropout=big: expected a finite number"),
+    (["study", "{file:plugin=torch_mrege}"], "row 'v': unknown plugin 'torch_mrege'"),
+    (["study", "{file:label=base}"], "'base' appears twice in the study"),
+    (["study", "{file:not json}"], "not a study file"),
+    (["study", "seed000", "--set", "torch_concat.units=8"], "--set does not apply to study files"),
+    (["study", "seed999"], "no study 'seed999'"),
+    (["report", "{tmp}/nowhere"], "is not a study folder"),
+    (["report", "{tmp}"], "holds no runs"),
+]
+
+
+def _materialise(argv: list[str], tmp: Path) -> list[str]:
+    out = []
+    for a in argv:
+        if a.startswith("{file:"):
+            spec = a[len("{file:"):-1]
+            if spec == "not json":
+                (tmp / "s.json").write_text("{not json")
+                out.append(str(tmp / "s.json"))
+                continue
+            key, _, value = spec.partition("=")
+            value = int(value) if value.lstrip("-").isdigit() else value
+            part, _, sub = key.partition(".")
+            out.append(str(study_file(tmp, **({part: {sub: value}} if sub else {part: value}))))
+        else:
+            out.append(a.replace("{tmp}", str(tmp)))
+    return out
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[" ".join(c[0][1:])[:60] for c in CASES])
+def test_bad_input_is_one_line_and_touches_nothing(argv, message, finished, data_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("a file where a folder would go")
+    before = snapshot(finished)
+    argv = _materialise(argv, tmp_path)
+    if argv[0] != "report":
+        argv += ["--dataset", "synthetic-small", "--data-dir", data_dir, "--steps", "2", "--no-meteor",
+                 *([] if "--results-dir" in argv else ["--results-dir", finished]),
+                 *([] if "--study" in argv or argv[0] == "study" else ["--study", STUDY])]
+        if argv.count("--steps") > 1:  # the case's own budget wins
+            i = len(argv) - 1 - argv[::-1].index("--steps")
+            del argv[i:i + 2]
+    code, out, err = cli(argv, capsys)
+    assert code == 2, out + err
+    assert message in err, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert snapshot(finished) == before
+    assert not list(finished.parent.glob("x")) and not Path("/tmp/abs").exists()
+
+
+def test_report_lists_damaged_runs_as_rows(finished, tmp_path, capsys):
+    """A truncated metrics.json, config.json or history.csv is a row saying so, never a traceback."""
+    study = tmp_path / STUDY
+    shutil.copytree(finished / STUDY, study)
+    s0, s1 = study / "torch_merge-s0", study / "torch_merge-s1"
+    (s0 / "metrics.json").write_text((s0 / "metrics.json").read_text()[:40])
+    (s1 / "history.csv").write_text("epoch,step\n1,")
+    code, out, err = cli(["report", study], capsys)
+    assert code == 0, err
+    report = (study / "report.md").read_text()
+    assert "torch_merge (seed 0): unreadable: metrics.json is not valid JSON" in report
+    assert "torch_merge (seed 1): unreadable: history.csv is not a complete history" in report
+    (s1 / "config.json").write_text("{")
+    code, out, err = cli(["report", study], capsys)
+    assert code == 0, err
+    assert "unreadable: config.json is not valid JSON" in (study / "report.md").read_text()
+
+
+def test_report_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(finished, tmp_path, capsys, monkeypatch):
+    study = tmp_path / STUDY
+    shutil.copytree(finished / STUDY, study)
+    old = (study / "report.md").read_bytes()
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code, out, err = cli(["report", study], capsys)
+    monkeypatch.undo()
+    assert code == 2 and "No space left on device" in err and err.strip().count("\n") == 0
+    assert (study / "report.md").read_bytes() == old and not list(study.glob("*.tmp"))
