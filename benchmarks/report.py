@@ -163,7 +163,22 @@ def _seed_text(seeds: list[int]) -> str:
 
 def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run]) -> Path:
     ds, manifest_hash, ceiling = _dataset(next((r["config"] for r in done + other if "dataset" in r["config"]), {}))
+    seeds = {label: sorted(_seed(r) for r in done + other if _label(r) == label) for label in map(_label, done + other)}
+
+    def name(r: dict) -> str:  # a row of the per-run tables: its label, and its seed where there are several
+        return _who(r, seeds)
+
     lines = _header(study_dir, done, other, stale, manifest_hash)
+    lines += _quality(done, ceiling)
+    lines += _size(done, name) + _speed(done, name) + _overfitting(done, name)
+    lines += _figures(study_dir, done, ds, name)
+    out = study_dir / rundir.REPORT
+    rundir.write_text(out, "\n".join(lines) + "\n")
+    return out
+
+
+def _quality(done: list[dict], ceiling: dict) -> list[str]:
+    """Table 1, one row per configuration (mean ± interval over seeds), then the differences."""
     groups = _groups(done)
     multi = any(len(g) > 1 for g in groups.values())
 
@@ -175,18 +190,19 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
         mean, half = mean_ci(values)
         return _f(mean) if half != half else f"{_f(mean)} ± {_f(half)}"
 
+    def grounded(key):
+        return lambda m: (m.get("grounding") or {}).get(key)
+
+    getters = [lambda m, k=k: m["quality"].get(k) for k in
+               ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
+    getters += [lambda m: m["beam"]["BLEU-4"], lambda m: m["beam"]["CIDEr"],
+                lambda m: m["shuffled_control"]["BLEU-4"],
+                lambda m: m["quality"]["BLEU-4"] - m["shuffled_control"]["BLEU-4"],
+                lambda m: m["quality"]["CIDEr"] - m["shuffled_control"]["CIDEr"],
+                grounded("colour_acc"), grounded("shape_precision"), grounded("relation_acc"),
+                grounded("hallucination_rate")]
     q_rows = []
     for label, group in groups.items():
-        def grounded(key):
-            return lambda m: (m.get("grounding") or {}).get(key)
-        getters = [lambda m, k=k: m["quality"].get(k) for k in
-                   ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
-        getters += [lambda m: m["beam"]["BLEU-4"], lambda m: m["beam"]["CIDEr"],
-                    lambda m: m["shuffled_control"]["BLEU-4"],
-                    lambda m: m["quality"]["BLEU-4"] - m["shuffled_control"]["BLEU-4"],
-                    lambda m: m["quality"]["CIDEr"] - m["shuffled_control"]["CIDEr"],
-                    grounded("colour_acc"), grounded("shape_precision"), grounded("relation_acc"),
-                    grounded("hallucination_rate")]
         status = ",".join(sorted({r["metrics"]["status"] for r in group}))
         q_rows.append([label + (f" (n={len(group)})" if multi else ""), status] + [agg(group, g) for g in getters])
     if ceiling:
@@ -194,15 +210,15 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
                        ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")] + [""] * 10)
     beam_note = ", ".join(sorted({f"beam {r['metrics']['beam']['size']}, alpha {r['metrics']['beam']['length_alpha']}"
                                   for r in done}))
-    lines += [f"## 1. Quality (test split; greedy decoding unless marked beam: {beam_note or 'n/a'})", "",
-              tabulate(q_rows, headers=["plugin", "status", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR",
-                                        "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "beam BLEU-4", "beam CIDEr-D",
-                                        "shuffled BLEU-4", "gap BLEU-4",
-                                        "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc."],
-                       tablefmt="github"), "",
-              "Shuffled: the same model with test image features permuted across images; the gap is how much "
-              "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
-              "(benchmarks/grounding.py).", ""]
+    lines = [f"## 1. Quality (test split; greedy decoding unless marked beam: {beam_note or 'n/a'})", "",
+             tabulate(q_rows, headers=["plugin", "status", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR",
+                                       "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "beam BLEU-4", "beam CIDEr-D",
+                                       "shuffled BLEU-4", "gap BLEU-4",
+                                       "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc."],
+                      tablefmt="github"), "",
+             "Shuffled: the same model with test image features permuted across images; the gap is how much "
+             "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
+             "(benchmarks/grounding.py).", ""]
     if multi:
         lines += ["With several seeds: mean ± half-width of the 95% t-interval over seeds (n runs each).", ""]
     lines += _significance(groups)
@@ -213,57 +229,64 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
                                         for r in done), ""]
     elif notes:
         lines += [notes[0] + ".", ""]
+    return lines
 
-    s_rows = []
+
+def _size(done: list[dict], name) -> list[str]:
+    rows = []
     for r in done:
         p = r["metrics"]["params"]
         comps = ", ".join(f"{k} {v:,}" for k, v in p["components"].items())
-        s_rows.append([r["metrics"]["plugin"], f"{p['total']:,}", f"{p['trainable']:,}", comps,
-                       f"{r['metrics']['weights_bytes'] / 2**20:.2f} MiB"])
-    lines += ["## 2. Size", "", tabulate(s_rows, headers=["plugin", "total", "trainable", "per component",
-                                                            "weights file"], tablefmt="github"), ""]
+        rows.append([name(r), f"{p['total']:,}", f"{p['trainable']:,}", comps,
+                     f"{r['metrics']['weights_bytes'] / 2**20:.2f} MiB"])
+    return ["## 2. Size", "", tabulate(rows, headers=["run", "total", "trainable", "per component", "weights file"],
+                                       tablefmt="github"), ""]
 
-    sp_rows = []
+
+def _speed(done: list[dict], name) -> list[str]:
+    rows = []
     for r in done:
         s = r["metrics"]["speed"]
-        sp_rows.append([r["metrics"]["plugin"], f"{s['train_tokens_per_s']:,.0f}", f"{s['train_captions_per_s']:,.0f}",
-                        _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
-                        f"{s['decode_beam_captions_per_s']:,.0f}",
-                        f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
-                        _execution_text(r["metrics"]),
-                        "max length" if s["fixed_shapes"] else "longest in batch", _time_split(r["metrics"])])
-    lines += ["## 3. Speed", "", tabulate(sp_rows, headers=["plugin", "train tokens/s", "train captions/s",
-                                                             "first step s", "greedy captions/s",
-                                                             "beam captions/s", "peak MiB",
-                                                             "device", "execution", "batch padded to",
-                                                             "s: train / val / test / other"], tablefmt="github"), "",
-              "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
-              "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
-              "(the framework's import, data loading, model building, checkpoints, saving; the interpreter's "
-              "start is not included).", ""]
+        rows.append([name(r), f"{s['train_tokens_per_s']:,.0f}", f"{s['train_captions_per_s']:,.0f}",
+                     _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
+                     f"{s['decode_beam_captions_per_s']:,.0f}",
+                     f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
+                     _execution_text(r["metrics"]),
+                     "max length" if s["fixed_shapes"] else "longest in batch", _time_split(r["metrics"])])
+    lines = ["## 3. Speed", "", tabulate(rows, headers=["run", "train tokens/s", "train captions/s", "first step s",
+                                                         "greedy captions/s", "beam captions/s", "peak MiB",
+                                                         "device", "execution", "batch padded to",
+                                                         "s: train / val / test / other"], tablefmt="github"), "",
+             "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
+             "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
+             "(the framework's import, data loading, model building, checkpoints, saving; the interpreter's "
+             "start is not included).", ""]
     shared = sorted({r["metrics"]["speed"].get("threads") for r in done} - {None})
     if shared:
         lines += [f"**Runs shared the machine** (`--jobs`/Ray, {'/'.join(map(str, shared))} CPU thread(s) each): "
                   "their speed figures measure that setting and are not comparable with one run at a time.", ""]
+    return lines
 
-    o_rows = []
+
+def _overfitting(done: list[dict], name) -> list[str]:
+    rows = []
     for r in done:
         o, t = r["metrics"]["overfitting"], r["metrics"]["training"]
-        o_rows.append([r["metrics"]["plugin"], f"{o['best_epoch']}/{t['epochs']}", _f(o["final_train_loss"]),
-                       _f(o["final_val_loss"]), _f((o["final_val_loss"] or 0) - (o["final_train_loss"] or 0)),
-                       _f(o["train_bleu4"]), _f(o["test_bleu4"]), f"{t['train_time_s']:.0f}"])
-    lines += ["## 4. Overfitting", "", tabulate(o_rows, headers=["plugin", "best epoch", "final train loss",
-                                                                  "final val loss", "val - train", "train BLEU-4",
-                                                                  "test BLEU-4", "train time s"],
-                                                 tablefmt="github"), ""]
-    plot = _plot_history(study_dir, done)
+        rows.append([name(r), f"{o['best_epoch']}/{t['epochs']}", _f(o["final_train_loss"]),
+                     _f(o["final_val_loss"]), _f((o["final_val_loss"] or 0) - (o["final_train_loss"] or 0)),
+                     _f(o["train_bleu4"]), _f(o["test_bleu4"]), f"{t['train_time_s']:.0f}"])
+    return ["## 4. Overfitting", "", tabulate(rows, headers=["run", "best epoch", "final train loss", "final val loss",
+                                                               "val - train", "train BLEU-4", "test BLEU-4",
+                                                               "train time s"], tablefmt="github"), ""]
+
+
+def _figures(study_dir: Path, done: list[dict], ds, name) -> list[str]:
+    """The PNGs next to the report: training curves, sample images with captions, attention maps."""
+    lines = []
+    plot = _plot_history(study_dir, done, name)
     if plot:
         lines += [f"![training curves]({plot.name})", ""]
-    lines += _samples(study_dir, done, ds)
-    lines += _attention(study_dir, done, ds)
-    out = study_dir / rundir.REPORT
-    rundir.write_text(out, "\n".join(lines) + "\n")
-    return out
+    return lines + _samples(study_dir, done, ds, name) + _attention(study_dir, done, ds, name)
 
 
 def _execution_text(m: dict) -> str:
@@ -377,18 +400,18 @@ def summary(study_dir: Path) -> str:
                                    "train s"])
 
 
-def _plot_history(study_dir: Path, runs: list[dict]) -> Path | None:
+def _plot_history(study_dir: Path, runs: list[dict], name) -> Path | None:
     runs = [r for r in runs if r.get("history")]
     if not runs:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for r in runs:
-        h, name = r["history"], r["metrics"]["plugin"]
+        h, label = r["history"], name(r)
         epochs = [x["epoch"] for x in h]
-        axes[0].plot(epochs, [x["train_loss"] for x in h], marker="o", label=name)
-        axes[1].plot(epochs, [x["val_loss"] for x in h], marker="o", label=name)
-        axes[2].plot(epochs, [x["val_bleu4"] for x in h], marker="o", label=name)
+        axes[0].plot(epochs, [x["train_loss"] for x in h], marker="o", label=label)
+        axes[1].plot(epochs, [x["val_loss"] for x in h], marker="o", label=label)
+        axes[2].plot(epochs, [x["val_bleu4"] for x in h], marker="o", label=label)
     for ax, title in zip(axes, ["train loss", "val loss", "val BLEU-4 (greedy)"], strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -427,10 +450,10 @@ def _load_image(ds, image_id: str):
         return None
 
 
-def _samples(study_dir: Path, runs: list[dict], ds, n: int = 4) -> list[str]:
+def _samples(study_dir: Path, runs: list[dict], ds, name, n: int = 4) -> list[str]:
     if not runs:
         return []
-    caps = {r["metrics"]["plugin"]: r["captions"] for r in runs}
+    caps = {name(r): r["captions"] for r in runs}
     ids = sorted(next(iter(caps.values())))[:n]
     lines = ["## Sample captions (test)", ""]
     images = [_load_image(ds, i) for i in ids] if ds is not None else []
@@ -454,7 +477,7 @@ def _samples(study_dir: Path, runs: list[dict], ds, n: int = 4) -> list[str]:
     return lines
 
 
-def _attention(study_dir: Path, runs: list[dict], ds, words: int = 7) -> list[str]:
+def _attention(study_dir: Path, runs: list[dict], ds, name, words: int = 7) -> list[str]:
     """For plugins that attend: each word of the first test image's caption with its attention map
     drawn over the image (as Show, Attend and Tell does)."""
     lines = []
@@ -484,8 +507,8 @@ def _attention(study_dir: Path, runs: list[dict], ds, words: int = 7) -> list[st
         for ax in axes:
             ax.axis("off")
         fig.tight_layout()
-        name = rundir.attention_figure(r["metrics"]["plugin"])
-        fig.savefig(study_dir / name, dpi=80)
+        figure = rundir.attention_figure(r["dir"])
+        fig.savefig(study_dir / figure, dpi=80)
         plt.close(fig)
-        lines += [f"![{r['metrics']['plugin']} attention]({name})", ""]
+        lines += [f"![{name(r)} attention]({figure})", ""]
     return (["## Attention (first test image, greedy caption, one map per word)", ""] + lines) if lines else []

@@ -283,8 +283,9 @@ def slug(label: str) -> str:
     return out.lstrip(".-") or "run"
 
 
-def attention_figure(plugin: str) -> str:
-    return f"attention_{slug(plugin)}.png"
+def attention_figure(run_dir: Path) -> str:
+    """The report's attention figure of a run, named after its folder."""
+    return f"attention_{Path(run_dir).name}.png"
 
 
 def run_folder(study_dir: Path, label: str, seed: int) -> Path:
