@@ -51,6 +51,9 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster address, e.g. ray://head:10001 (default: a local Ray instance for the study)")
     p.add_argument("--tensorboard", action="store_true",
                    help="write TensorBoard scalars (losses, BLEU-4, throughput) to each run's tensorboard/ folder")
+    p.add_argument("--aa-control", action="store_true",
+                   help="add an A/A row: the first configuration again with disjoint seeds, to calibrate the "
+                        "significance test (it should find no difference)")
     _add_data_args(p)
     _add_verify_arg(p)
 
@@ -130,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
+
+    p = sub.add_parser("calibrate", help="the significance test's false-positive rate on A/A splits of real runs",
+                       description="Split the seeds of one configuration of a study into two disjoint groups, many "
+                                   "times, and count how often the report's test calls them different at 0.05.")
+    p.add_argument("study", type=Path, help="results/<study> with at least 2 x --group finished seeds of --label")
+    p.add_argument("--label", default=None, help="the configuration (default: the study's first)")
+    p.add_argument("--group", type=int, default=3, help="seeds per side (default 3)")
+    p.add_argument("--splits", type=int, default=500, help="random disjoint splits (default 500)")
 
     from . import perf  # argparse only: perf imports no framework in this process
 
@@ -234,9 +245,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _study_options(args: argparse.Namespace, variants, default_name: str):
     from .settings import from_args
-    from .study import StudyOptions
+    from .study import StudyOptions, with_aa_control
 
-    return StudyOptions(variants=variants, settings=from_args(args), study=args.study or default_name,
+    settings = from_args(args)
+    if args.aa_control:
+        variants = with_aa_control(variants, settings)
+    return StudyOptions(variants=variants, settings=settings, study=args.study or default_name,
                         results_dir=args.results_dir, dataset=args.dataset, data_dir=args.data_dir,
                         extractor=args.extractor, verify=args.verify, force=args.force, executor=args.executor,
                         jobs=args.jobs, threads=args.threads, address=args.address, tensorboard=args.tensorboard)
@@ -248,7 +262,7 @@ def _finish_study(opts) -> int:
 
     result = run_study(opts)
     expected = len(opts.variants) * opts.settings.seeds
-    failed = [r for r in result.rows if r["status"] != "ok"]
+    failed = [r for r in result.rows if r["status"] in ("failed", "diverged")]
     print("\n" + summary(result.report.parent))
     print(f"\nreport: {result.report}")
     if result.interrupted:
@@ -291,6 +305,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .report import aa_calibration
+
+    print(aa_calibration(args.study, args.label, args.group, args.splits))
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from . import perf
 
@@ -298,7 +319,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run,
-            "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "perf": cmd_perf}
+            "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "calibrate": cmd_calibrate,
+            "perf": cmd_perf}
 
 
 def main(argv: list[str] | None = None) -> int:

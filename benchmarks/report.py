@@ -9,6 +9,7 @@ configuration (a stale one) is listed but never averaged into a row.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import platform
 import subprocess
 from pathlib import Path
@@ -120,7 +121,7 @@ def _header(study_dir: Path, done: list[dict], other: list[dict], stale: list[ru
         f"# CapBench report: {study_dir.name}",
         "",
         f"- date: {dt.datetime.now().isoformat(timespec='seconds')}; git commit: {_git_commit()}",
-        f"- machine: {_cpu_model()}; devices: {', '.join(devices) or 'n/a'}",
+        f"- machine: {_machines(done)}; devices: {', '.join(devices) or 'n/a'}",
         f"- versions: python {platform.python_version()}, "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
         f"- dataset: {cfg.get('dataset')} (manifest sha256 {manifest_hash}), features: {cfg.get('extractor')}",
@@ -144,6 +145,16 @@ def _header(study_dir: Path, done: list[dict], other: list[dict], stale: list[ru
                   "command; kept on disk, replaced when their configuration finishes again): "
                   + ", ".join(f"{r.dir.name} ({r.config_hash})" for r in stale), ""]
     return lines
+
+
+def _machines(done: list[dict]) -> str:
+    """Where the runs ran: CPU and the instruction sets its kernels dispatch on (they move the last
+    float bits, which training amplifies); this machine's CPU for runs that did not record theirs."""
+    seen = sorted({(e["cpu"], ", ".join(e["isa"]) or "no AVX2", ", ".join(f"{k}={v}" for k, v in e["env"].items()))
+                   for e in (r["metrics"].get("environment") for r in done) if e})
+    if not seen:
+        return _cpu_model()
+    return "; ".join(f"{cpu} ({isa}{'; ' + env if env else ''})" for cpu, isa, env in seen)
 
 
 def _label(r: dict) -> str:
@@ -170,6 +181,7 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
 
     lines = _header(study_dir, done, other, stale, manifest_hash)
     lines += _quality(done, ceiling)
+    lines += _time_to_target(done)
     lines += _size(done, name) + _speed(done, name) + _overfitting(done, name)
     lines += _figures(study_dir, done, ds, name)
     out = study_dir / rundir.REPORT
@@ -200,25 +212,31 @@ def _quality(done: list[dict], ceiling: dict) -> list[str]:
                 lambda m: m["quality"]["BLEU-4"] - m["shuffled_control"]["BLEU-4"],
                 lambda m: m["quality"]["CIDEr"] - m["shuffled_control"]["CIDEr"],
                 grounded("colour_acc"), grounded("shape_precision"), grounded("relation_acc"),
-                grounded("hallucination_rate")]
+                grounded("hallucination_rate"),
+                lambda m: (m.get("quality_4refs") or {}).get("BLEU-4"),
+                lambda m: (m.get("quality_4refs") or {}).get("CIDEr")]
     q_rows = []
     for label, group in groups.items():
         status = ",".join(sorted({r["metrics"]["status"] for r in group}))
         q_rows.append([label + (f" (n={len(group)})" if multi else ""), status] + [agg(group, g) for g in getters])
-    if ceiling:
-        q_rows.append(["human ceiling", ""] + [_f(ceiling.get(k)) for k in
-                       ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")] + [""] * 10)
+    if ceiling:  # caption 1 against captions 2-5: comparable with the models' 4-reference columns only
+        q_rows.append(["human ceiling (caption 1 vs 2-5)", ""] + ["—"] * 17
+                      + [_f(ceiling.get("BLEU-4")), _f(ceiling.get("CIDEr"))])
     beam_note = ", ".join(sorted({f"beam {r['metrics']['beam']['size']}, alpha {r['metrics']['beam']['length_alpha']}"
                                   for r in done}))
     lines = [f"## 1. Quality (test split; greedy decoding unless marked beam: {beam_note or 'n/a'})", "",
              tabulate(q_rows, headers=["plugin", "status", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR",
                                        "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "beam BLEU-4", "beam CIDEr-D",
                                        "shuffled BLEU-4", "gap BLEU-4",
-                                       "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc."],
+                                       "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc.",
+                                       "BLEU-4 vs refs 2-5", "CIDEr-D vs refs 2-5"],
                       tablefmt="github"), "",
              "Shuffled: the same model with test image features permuted across images; the gap is how much "
              "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
-             "(benchmarks/grounding.py).", ""]
+             "(benchmarks/grounding.py). The human ceiling scores each image's first caption against the other "
+             "four, so it is compared like for like with the models' scores against those same four references "
+             "(the last two columns); the other columns score models against all five, which no human caption "
+             "can be compared with.", ""]
     if multi:
         lines += ["With several seeds: mean ± half-width of the 95% t-interval over seeds (n runs each).", ""]
     lines += _significance(groups)
@@ -230,6 +248,38 @@ def _quality(done: list[dict], ceiling: dict) -> list[str]:
     elif notes:
         lines += [notes[0] + ".", ""]
     return lines
+
+
+def _time_to_target(done: list[dict]) -> list[str]:
+    """Per configuration: how long training took to first meet the target (median over seeds, runs that
+    never met it counted as slower than every run that did), how many never did, epochs and tokens."""
+    from .stats import median_interval
+
+    rows = []
+    for label, group in _groups(done).items():
+        targets = [r["metrics"].get("target") for r in group]
+        if not any(targets):
+            continue
+        times = [t["train_time_s"] if t and t["reached"] else math.inf for t in targets]
+        med, lo, hi, coverage = median_interval(times)
+        reached = [t for t in targets if t and t["reached"]]
+
+        typical = [f"{float(np.median([t[key] for t in reached])):,.0f}" if reached else "n/a"
+                   for key in ("epochs", "tokens")]
+        rows.append([label, targets[0]["target"], f"{len(group) - len(reached)} of {len(group)}",
+                     "not reached" if math.isinf(med) else f"{med:.1f}",
+                     f"[{lo:.1f}, {'not reached' if math.isinf(hi) else f'{hi:.1f}'}] ({coverage:.0%})", *typical])
+    if not rows:
+        return []
+    return ["### Time to target", "", tabulate(rows, headers=["configuration", "target", "not reached",
+                                                               "median training s", "interval (coverage)",
+                                                               "median epochs", "median tokens"],
+                                                tablefmt="github", disable_numparse=True), "",
+            "Training time is wall clock, device-synchronised, evaluation excluded, up to the end of the epoch "
+            "whose validation first met the target (greedy val BLEU-4, or val loss); a run that hit its cap first "
+            "counts as slower than every run that reached the target (the median is 'not reached' when half of "
+            "the runs did not). Interval: order statistics of the seeds, distribution-free, with its coverage; "
+            "epochs and tokens: median over the runs that reached.", ""]
 
 
 def _size(done: list[dict], name) -> list[str]:
@@ -309,71 +359,174 @@ def _groups(done: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def _image_scores(group: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Test images, their BLEU statistics summed over the group's seeds, their CIDEr-D averaged."""
+EFFECTS = {"BLEU-4": 0.01, "CIDEr": 0.03}  # the effects the seeds-needed line is about (issue 13)
+METRIC_NAMES = {"BLEU-4": "BLEU-4", "CIDEr": "CIDEr-D"}
+
+
+def _per_run(group: list[dict]) -> tuple[list[str], dict[str, list[np.ndarray]]]:
+    """Test images and, per metric, each run's per-image scores: BLEU statistics [images, 10] and
+    CIDEr-D [images], runs in seed order."""
     from .stats import bleu_stats
 
-    ids, bleu, cider = None, None, None
-    for r in group:
+    ids = sorted(group[0]["captions"])
+    out: dict[str, list[np.ndarray]] = {"BLEU-4": [], "CIDEr": []}
+    for r in sorted(group, key=_seed):
         caps, per = r["captions"], r["per_image"]
-        ids = ids or sorted(caps)
-        b = np.stack([bleu_stats(caps[i]["references"], caps[i]["generated"]) for i in ids])
-        c = np.array([per[i]["CIDEr"] for i in ids])
-        bleu = b if bleu is None else bleu + b
-        cider = c if cider is None else cider + c
-    return ids, bleu, cider / len(group)
+        if sorted(caps) != ids:
+            raise KeyError("runs of one configuration decoded different test images")
+        out["BLEU-4"].append(np.stack([bleu_stats(caps[i]["references"], caps[i]["generated"]) for i in ids]))
+        out["CIDEr"].append(np.array([per[i]["CIDEr"] for i in ids]))
+    return ids, out
 
 
-def _paired_over_seeds(a: list[dict], b: list[dict], get, relative: bool = False) -> str:
+def _difference_over_seeds(a: list[dict], b: list[dict], get, relative: bool = False) -> str:
+    """Runs of the same seed paired (mean ± t-interval of the differences); configurations with
+    disjoint seeds (an A/A row) compared unpaired (difference of means, Welch interval)."""
     by_seed = {_seed(r): get(r["metrics"]) for r in a}
-    diffs = []
-    for r in b:
-        base, value = by_seed.get(_seed(r)), get(r["metrics"])
-        if base is not None and value is not None:
-            diffs.append(100 * (value - base) / base if relative else value - base)
-    if not diffs:
-        return "n/a"
-    mean, half = mean_ci(diffs)
+    pairs = [(by_seed[_seed(r)], get(r["metrics"])) for r in b if by_seed.get(_seed(r)) is not None]
+    pairs = [(x, y) for x, y in pairs if y is not None]
+
+    def scale(x, y):
+        return 100 * (y - x) / x if relative else y - x
+
     digits, unit = (1, "%") if relative else (3, "")
+    if pairs:
+        mean, half = mean_ci([scale(x, y) for x, y in pairs])
+    else:
+        xa = [v for v in (get(r["metrics"]) for r in a) if v is not None]
+        xb = [v for v in (get(r["metrics"]) for r in b) if v is not None]
+        if not xa or not xb:
+            return "n/a"
+        ma = float(np.mean(xa))
+        mean = scale(ma, float(np.mean(xb)))
+        half = math.nan
+        if len(xa) > 1 and len(xb) > 1:
+            from .stats import t_critical
+
+            va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
+            df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1)) if va + vb > 0 else math.inf
+            half = t_critical(df) * math.sqrt(va + vb) * (100 / ma if relative else 1)
     return f"{mean:+.{digits}f}{unit}" + ("" if half != half else f" ± {half:.{digits}f}{unit}")
 
 
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
 def _significance(groups: dict[str, list[dict]], samples: int = 1000) -> list[str]:
-    """Each configuration against the first, paired over the same test images (bootstrap)."""
-    from .stats import paired_bootstrap
+    """Each configuration against the first: seed-level tests (stats.seed_level_test) with
+    Holm-adjusted p-values across the rows, a verdict per hypothesis, the smallest effect each row
+    could detect, the variance components and the seeds a given effect would need."""
+    from .stats import ALPHA, POWER, holm, seed_level_test, seeds_needed, verdict
 
     labels = list(groups)
     if len(labels) < 2:
         return []
     base = labels[0]
-    ids_a, bleu_a, cider_a = _image_scores(groups[base])
-    rows = []
+    ids_a, scores_a = _per_run(groups[base])
+    tests: dict[str, dict[str, dict]] = {}
     for label in labels[1:]:
-        ids_b, bleu_b, cider_b = _image_scores(groups[label])
-        if ids_b != ids_a:
-            continue  # different test sets cannot be paired
-        res = paired_bootstrap(bleu_a, bleu_b, cider_a, cider_b, samples=samples)
-        note = groups[label][0]["config"].get("note")
-        row = [f"{label} − {base}" + (f" ({note})" if note else ""), _paired_over_seeds(groups[base], groups[label],
-                                                       lambda m: m["overfitting"]["final_val_loss"]),
-               _paired_over_seeds(groups[base], groups[label], lambda m: m["speed"]["train_tokens_per_s"],
-                                  relative=True)]
-        for metric in ("BLEU-4", "CIDEr"):
-            d = res[metric]
-            mark = " *" if d["p"] < 0.05 else ""
-            p = f"{d['p']:.3f}" if d["p"] > 0 else f"< {2 / samples:.3f}"  # none of the resamples crossed 0
-            row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", p]
-        rows.append(row)
-    if not rows:
+        ids_b, scores_b = _per_run(groups[label])
+        if ids_b == ids_a:  # different test sets cannot be paired
+            tests[label] = {m: seed_level_test(m, scores_a[m], scores_b[m], samples) for m in METRIC_NAMES}
+    if not tests:
         return []
-    return ["### Differences against " + base + " (paired bootstrap over test images)", "",
-            tabulate(rows, headers=["comparison", "Δ final val loss", "Δ train tokens/s", "Δ BLEU-4", "95% interval",
-                                    "p", "Δ CIDEr-D", "95% interval", "p"],
-                     tablefmt="github", disable_numparse=True), "",
-            f"{samples} resamples of the test images; BLEU-4 recomputed from summed n-gram statistics per resample, "
-            "CIDEr-D as a mean of per-image scores; over several seeds the statistics are pooled (BLEU) or averaged "
-            "(CIDEr) per image. * marks p < 0.05. Val loss and throughput: differences between runs of the same seed, "
-            "mean ± 95% t-interval over seeds (throughput in percent).", ""]
+    adjusted = {m: dict(zip(tests, holm([t[m]["p"] for t in tests.values()]), strict=True)) for m in METRIC_NAMES}
+    single = any(t["BLEU-4"]["p"] is None for t in tests.values())
+    rows = []
+    for label, t in tests.items():
+        config = groups[label][0]["config"]
+        note = config.get("note")
+        row = [f"{label} − {base}" + (f" ({note})" if note else "")]
+        for m in METRIC_NAMES:
+            d, adj = t[m], adjusted[m][label]
+            mark = " *" if adj is not None and adj < ALPHA else ""
+            row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", _p(d["p"]), _p(adj)]
+        row += [verdict(config.get("expect"), t, {m: adjusted[m][label] for m in METRIC_NAMES}),
+                " / ".join("n/a" if t[m]["mde"] is None else f"{t[m]['mde']:.3f}" for m in METRIC_NAMES),
+                _difference_over_seeds(groups[base], groups[label], lambda m: m["overfitting"]["final_val_loss"]),
+                _difference_over_seeds(groups[base], groups[label], lambda m: m["speed"]["train_tokens_per_s"],
+                                       relative=True)]
+        rows.append(row)
+    n_seeds = sorted({n for t in tests.values() for n in t["BLEU-4"]["seeds"]})
+    lines = [f"### Differences against {base} (seed-level: between seeds and between test images)", ""]
+    if single:
+        lines += ["**One seed per configuration on at least one side: no between-seed inference is possible.** "
+                  "Those rows' intervals cover test-image sampling only (they say whether these trained models "
+                  "differ on other images, not whether the configuration trains better models); they get no p, "
+                  "no star and no verdict. Run with --seeds 3 or more.", ""]
+    lines += [tabulate(rows, headers=["comparison", "Δ BLEU-4", "95% interval", "p", "p (Holm)", "Δ CIDEr-D",
+                                      "95% interval", "p", "p (Holm)", "verdict",
+                                      f"detectable at {POWER:.0%} power (BLEU-4 / CIDEr-D)", "Δ final val loss",
+                                      "Δ train tokens/s"], tablefmt="github", disable_numparse=True), "",
+              f"Δ: the difference of seed-averaged corpus scores (seeds per configuration: "
+              f"{', '.join(map(str, n_seeds))}). Its standard error adds the between-seed variance (of per-seed "
+              f"corpus scores, within each configuration) and the between-image variance (a paired bootstrap of "
+              f"the seed-averaged difference over the same test images, {samples} resamples); interval and p from "
+              f"a Welch t with Satterthwaite's degrees of freedom. p (Holm): adjusted across this table's rows, "
+              f"per metric; * marks p (Holm) < {ALPHA}. Verdict: supported when an adjusted-significant effect "
+              f"goes the way the hypothesis expects (and none the other way), contradicted when one goes against "
+              f"it, inconclusive otherwise. Detectable: the smallest true effect this row would find with "
+              f"{POWER:.0%} power at its seeds. Val loss and throughput: differences between runs of the same "
+              f"seed, mean ± 95% t-interval (throughput in percent); unpaired where the seeds differ.", ""]
+    lines += _variance_components(groups, tests, base, seeds_needed)
+    return lines
+
+
+def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) -> str:
+    """`calibrate`: the A/A false-positive rate of the report's test on one configuration's saved runs."""
+    from .stats import ALPHA, aa_false_positive_rate
+
+    if not Path(study_dir).is_dir():
+        raise UserError(f"{study_dir} is not a study folder; studies live in results/<study>")
+    done, _, _ = _runs(Path(study_dir))
+    groups = _groups(done)
+    if not groups:
+        raise UserError(f"{study_dir} has no finished runs")
+    label = label or next(iter(groups))
+    if label not in groups:
+        raise UserError(f"--label {label}: not in {study_dir}; its configurations are {', '.join(groups)}")
+    if group < 2 or len(groups[label]) < 2 * group or splits < 1:
+        raise UserError(f"--group {group}: {label} has {len(groups[label])} finished seeds; A/A splits need at "
+                        f"least 2 x --group of them, --group at least 2 and --splits at least 1")
+    _, scores = _per_run(groups[label])
+    lines = [f"A/A splits of {label}: {len(groups[label])} seeds, {group} vs {group}, {splits} random disjoint "
+             f"splits, seed-level test at α {ALPHA}:"]
+    for m, name in METRIC_NAMES.items():
+        r = aa_false_positive_rate(m, scores[m], group, splits)
+        lines.append(f"  {name}: false-positive rate {r['rate']:.3f} ({r['rejections']} of {r['splits']})")
+    return "\n".join(lines)
+
+
+def _variance_components(groups: dict, tests: dict, base: str, seeds_needed) -> list[str]:
+    """Per comparison and metric, the standard error of Δ from each source, so that a reader sees
+    which dominates; and the seeds a given effect needs at the base's measured variances."""
+    from .stats import run_scores
+
+    def se(v):
+        return "n/a" if v is None else _f(math.sqrt(v))
+
+    rows = [[f"{label} − {base}"] + [x for m in METRIC_NAMES for x in (se(t[m]["var_seeds"]), se(t[m]["var_images"]))]
+            for label, t in tests.items()]
+    lines = ["Where the uncertainty comes from: the standard error of each Δ from differences between training "
+             "seeds and from the choice of test images.", "",
+             tabulate(rows, headers=["comparison", "BLEU-4 SE: seeds", "BLEU-4 SE: images", "CIDEr-D SE: seeds",
+                                     "CIDEr-D SE: images"], tablefmt="github", disable_numparse=True), ""]
+    _, base_scores = _per_run(groups[base])
+    needed = []
+    for m, effect in EFFECTS.items():
+        per_seed = run_scores(m, base_scores[m])
+        if len(per_seed) < 2:
+            continue
+        v_images = float(np.median([t[m]["var_images"] for t in tests.values()]))
+        n = seeds_needed(effect, float(np.var(per_seed, ddof=1)), v_images)
+        needed.append(f"{effect} {METRIC_NAMES[m]}: " + (f"{n} seeds per configuration" if n else
+                                                           "not reachable on this test set (its image variance "
+                                                           "alone exceeds it)"))
+    if needed:
+        lines += [f"Seeds needed to detect an effect (two-sided α 0.05, 80% power, {base}'s between-seed variance, "
+                  "the median image variance of the rows above): " + "; ".join(needed) + ".", ""]
+    return lines
 
 
 def _seed(r: dict) -> int:

@@ -22,15 +22,16 @@ from shared_data.values import Interval, coerce, expected, shown
 
 DEFAULT_EPOCHS = 3  # the budget when none is given
 TRAINING_MODES = ("sequence", "prefix")
-BUDGET_KEYS = ("epochs", "steps", "time_budget")
+BUDGET_KEYS = ("epochs", "steps", "time_budget", "target")
+TARGETS = {"val_bleu4": "higher", "val_loss": "lower"}  # --target metric -> the direction that meets it
 
 
 def knob(default, help: str, *, choices: tuple | None = None, interval: str | None = None, flag: str | None = None,
-         per_variant: bool = True, per_run: bool = True):
+         per_variant: bool = True, per_run: bool = True, metavar: str | None = None):
     """A RunSettings field. per_variant: a study variant or `--vary` may change it (budgets and seeds are
     the study's: identical for every row). per_run: it is part of a run's configuration (and hash);
     `seeds` is not, it only says how many runs there are."""
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag,
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "metavar": metavar,
                                             "interval": Interval.parse(interval) if interval else None,
                                             "per_variant": per_variant, "per_run": per_run})
 
@@ -42,6 +43,10 @@ class RunSettings:
     steps: int | None = knob(None, "budget in optimizer steps", interval="[1, inf)", per_variant=False)
     time_budget: float | None = knob(None, "budget in seconds of training (evaluation excluded)",
                                      interval="(0, inf)", per_variant=False)
+    target: str | None = knob(None, "time to target: stop after the first epoch whose val_bleu4 (greedy) reaches "
+                              "VALUE, or whose val_loss falls to it; needs a cap, --epochs or --time-budget, and a "
+                              "run that hits the cap first ends 'not reached'", per_variant=False,
+                              metavar="val_bleu4=X|val_loss=X")
     batch_size: int = knob(64, "captions per batch", interval="[1, inf)")
     training: str = knob("sequence", "sequence: whole-caption teacher forcing; prefix: the Keras recipe's "
                          "one-sample-per-prefix expansion, same loss at many times the cost", choices=TRAINING_MODES)
@@ -64,12 +69,18 @@ class RunSettings:
         for k in knobs():
             checked = k.check(getattr(self, k.name), k.flag)
             object.__setattr__(self, k.name, checked)
+        if self.target is not None:
+            parse_target(self.target)
+            if not (self.epochs or self.time_budget or self.steps):
+                raise UserError(f"--target {self.target}: give a cap too (--epochs N or --time-budget SECONDS), so "
+                                "that a run that never reaches it ends, as 'not reached'")
 
     # ------------------------------------------------------------------------- derived values
     def budget(self) -> dict:
-        """The fixed-work budget: epochs, steps, seconds (any combination; the first reached ends it)."""
+        """Epochs, steps, seconds of training (any combination: the first reached ends the run) and a
+        target (time to target, capped by the others)."""
         if not any(getattr(self, k) for k in BUDGET_KEYS):
-            return {"epochs": DEFAULT_EPOCHS, "steps": None, "time_budget": None}
+            return {"epochs": DEFAULT_EPOCHS, "steps": None, "time_budget": None, "target": None}
         return {k: getattr(self, k) for k in BUDGET_KEYS}
 
     def optim(self) -> OptimConfig:
@@ -121,6 +132,7 @@ class Knob:
     interval: Interval | None
     per_variant: bool
     per_run: bool
+    metavar: str | None = None
 
     def check(self, value, where: str):
         try:
@@ -148,7 +160,7 @@ def knobs() -> list[Knob]:
             m = f.metadata
             _KNOBS.append(Knob(f.name, kind, optional, f.default, m["help"],
                                m["flag"] or "--" + f.name.replace("_", "-"), m["choices"], m["interval"],
-                               m["per_variant"], m["per_run"]))
+                               m["per_variant"], m["per_run"], m["metavar"]))
     return _KNOBS
 
 
@@ -168,7 +180,7 @@ def add_arguments(p: argparse.ArgumentParser, names: typing.Iterable[str] | None
                            help=k.help.replace("%", "%%"))
             continue
         default = "" if k.default is None else f" (default {k.default})"
-        metavar = "|".join(k.choices) if k.choices else ("N" if k.kind is int else "X")
+        metavar = k.metavar or ("|".join(k.choices) if k.choices else ("N" if k.kind is int else "X"))
         p.add_argument(k.flag, dest=k.name, default=None, metavar=metavar,
                        help=f"{k.help}{default}; {k.accepts()}".replace("%", "%%"))
 
@@ -184,6 +196,24 @@ def from_args(args: argparse.Namespace, names: typing.Iterable[str] | None = Non
         if raw is not None:
             given[k.name] = k.check(raw, k.flag)
     return RunSettings(**given)
+
+
+def parse_target(text: str) -> tuple[str, float]:
+    """'val_bleu4=0.25' -> ('val_bleu4', 0.25); the metric one of TARGETS, the value finite."""
+    metric, eq, raw = str(text).partition("=")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not eq or metric not in TARGETS or not math.isfinite(value):
+        raise UserError(f"--target {text}: write METRIC=VALUE with METRIC one of {', '.join(TARGETS)}, "
+                        "e.g. --target val_bleu4=0.25")
+    return metric, value
+
+
+def target_met(target: str, val_bleu4: float, val_loss: float) -> bool:
+    metric, value = parse_target(target)
+    return val_bleu4 >= value if metric == "val_bleu4" else val_loss <= value
 
 
 def describe(values: dict) -> str:

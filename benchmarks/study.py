@@ -22,6 +22,7 @@ from shared_data.errors import UserError
 
 from . import rundir
 from .settings import RunSettings, describe
+from .stats import EXPECTATIONS
 from .worker import DIVERGED_EXIT, PROGRESS
 
 
@@ -36,6 +37,7 @@ class Variant:
     hparams: dict = field(default_factory=dict)  # checked against the plugin's declarations
     settings: dict = field(default_factory=dict)  # RunSettings keys a variant may change (variant_keys())
     note: str = ""  # what the variant tests, shown in the report (a study file's hypothesis)
+    expect: str | None = None  # the hypothesis' direction (stats.EXPECTATIONS) against the base, for its verdict
 
 
 @dataclass
@@ -61,6 +63,20 @@ class StudyOptions:
 def plugin_variants(refs: list[PluginRef], overrides: dict[str, dict]) -> list[Variant]:
     """`run`'s variants: one per plugin, labelled by it, with its --set overrides."""
     return [Variant(str(ref), ref, dict(overrides.get(str(ref), overrides.get(ref.name, {})))) for ref in refs]
+
+
+AA_LABEL = "aa-control"
+
+
+def with_aa_control(variants: list[Variant], settings: RunSettings) -> list[Variant]:
+    """The variants and an A/A row: the first (the base) again with seeds disjoint from its own. Both
+    rows train the same configuration, so the test comparing them should find nothing: how often it
+    does is its false-positive rate."""
+    base = variants[0]
+    first = int(base.settings.get("seed", settings.seed)) + settings.seeds
+    aa = Variant(AA_LABEL, base.plugin, dict(base.hparams), {**base.settings, "seed": first},
+                 f"A/A control: {base.label} again with seeds {first}-{first + settings.seeds - 1}; should not differ")
+    return [*variants, aa]
 
 
 STUDIES_DIR = Path(__file__).parent / "studies"
@@ -91,7 +107,12 @@ def load_study_file(name_or_path: str) -> tuple[str, list[Variant]]:
         ref = _in(where, PluginRef.parse, r["plugin"])
         hparams = ref.plugin.check_hparams(r.get("hparams", {}), f"{where}: ")
         RunSettings().changed(r.get("settings", {}), f"{where}: settings")  # checked now, applied per study
-        variants.append(Variant(r["label"], ref, hparams, dict(r.get("settings", {})), r.get("hypothesis", "")))
+        expect = r.get("expect")
+        if expect is not None and expect not in EXPECTATIONS:
+            raise UserError(f"{where}: expect {expect!r}: use one of {', '.join(EXPECTATIONS)} (how the row should "
+                            "score against the base if its hypothesis holds), or leave it out")
+        variants.append(Variant(r["label"], ref, hparams, dict(r.get("settings", {})), r.get("hypothesis", ""),
+                                expect))
     return path.stem, variants
 
 
@@ -249,7 +270,7 @@ def _plan(opts: StudyOptions, manifest_sha: str, study_dir: Path) -> list[Job]:
         settings = opts.settings.changed(v.settings, f"{v.label}: settings")
         pairs += [(order, v, settings, seed) for seed in settings.seed_list()]
     for i, (order, v, settings, seed) in enumerate(pairs, 1):
-        config = {"label": v.label, "note": v.note, "order": order, "plugin": str(v.plugin),
+        config = {"label": v.label, "note": v.note, "expect": v.expect, "order": order, "plugin": str(v.plugin),
                   "hparams": {**v.plugin.plugin.defaults, **v.hparams}, "settings": settings.for_run(seed),
                   "dataset": opts.dataset, "extractor": opts.extractor, "data_dir": data_dir,
                   "dataset_path": dataset_path,

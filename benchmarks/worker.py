@@ -81,6 +81,8 @@ class LoopState:
     best_epoch: int = 0
     best_file: str | None = None  # weights of the best epoch so far, in the run folder
     patience_left: float = math.inf
+    tokens: int = 0  # target tokens trained on, all steps
+    reached: dict | None = None  # time to target: training time, epoch, step, tokens when first met
 
 
 class Diverged(Exception):
@@ -88,6 +90,7 @@ class Diverged(Exception):
 
 
 DIVERGED_EXIT = 3
+NOT_REACHED = "not reached"  # the status of a time-to-target run that hit its cap first
 
 
 def _save_attention(runner, ds, feats, run_dir: Path) -> None:
@@ -186,6 +189,7 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
     from . import rundir
     from .metrics import coco_scores
     from .scalars import open_scalars
+    from .settings import target_met
 
     ds, feats, runner, s, run_dir = ctx.ds, ctx.feats, ctx.runner, ctx.settings, ctx.run_dir
     digest = ctx.cfg.get("config_hash")
@@ -215,7 +219,8 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
     scalars = ctx.scalars = open_scalars(run_dir, ctx.cfg.get("tensorboard", False),
                                          resume_step=st.step if ckpt else None)
     # patience_left is part of the state: a run killed after its early-stop epoch does not train on
-    while st.patience_left > 0 and st.epoch < max_epochs and st.step < max_steps and st.train_time < time_budget:
+    while (st.patience_left > 0 and st.epoch < max_epochs and st.step < max_steps and st.train_time < time_budget
+           and st.reached is None):
         losses = []
         progress = _Progress(f"train epoch {st.epoch + 1}", steps_per_epoch)
         for i, batch in enumerate(train_batches(st.epoch)):
@@ -237,6 +242,7 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
                 break
             scalars.add("train/loss", loss, st.step)
             losses.append(loss)
+            st.tokens += batch.num_tokens
             if st.step >= max_steps or st.train_time >= time_budget:
                 break
         if status == "diverged":
@@ -255,6 +261,10 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
             scalars.add(tag, value, st.step)
         if st.steady_time:
             scalars.add("train/tokens_per_s", st.steady_tokens / st.steady_time, st.step)
+        if s.target is not None and target_met(s.target, val_bleu4, val_loss):
+            # the training time up to the end of this epoch's training: its evaluation is off the clock
+            st.reached = {"train_time_s": st.train_time, "epochs": st.epoch, "steps": st.step, "tokens": st.tokens}
+            print(f"target {s.target} reached after epoch {st.epoch} ({st.train_time:.1f}s of training)", flush=True)
         if val_bleu4 > st.best_bleu4:
             # the best epoch's weights go to disk at once, named by epoch, so that the checkpoint written
             # next always points at the file of its own best epoch, whenever the process is killed
@@ -272,6 +282,8 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
         if st.patience_left <= 0:
             print(f"early stop after epoch {st.epoch}", flush=True)
     rundir.write_history(run_dir, st.history)
+    if s.target is not None and st.reached is None and status == "ok":
+        status = NOT_REACHED
     if status == "diverged" and st.best_file is None:
         scalars.close()
         raise Diverged(f"diverged: non-finite training loss at step {st.step}, before any epoch finished "
@@ -311,7 +323,11 @@ def evaluate(ctx: Context, st: LoopState, status: str) -> dict:
     objects = ds.objects()
     quality, per_image = coco_scores(refs, hyps, meteor=meteor, spice=True)
     quality["nltk_BLEU-4"] = nltk_bleu4(refs, hyps)
-    return {"hyps": hyps, "refs": refs, "per_image": per_image, "quality": quality, "greedy_rate": greedy_rate,
+    # like for like with the human ceiling, which scores caption 1 against captions 2-5
+    four = {i: r[1:] for i, r in refs.items() if len(r) > 1}
+    quality_4refs = coco_scores(four, {i: hyps[i] for i in four}, meteor=False)[0] if four else None
+    return {"hyps": hyps, "refs": refs, "per_image": per_image, "quality": quality, "quality_4refs": quality_4refs,
+            "greedy_rate": greedy_rate,
             "beam_rate": beam_rate, "beam_quality": beam_quality, "shuffled": shuffled, "train_bleu4": train_bleu4,
             "grounding": grounded_scores(hyps, objects) if objects else None, "weights_file": weights_file,
             "eval_s": time.perf_counter() - t_eval}
@@ -330,12 +346,16 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
         "status": status,
         "plugin": ctx.cfg["plugin"], "framework": ctx.plugin.framework, "family": ctx.plugin.family,
         "device": runner.device_name(), "versions": runner.versions(), "execution": s.execution().to_json(),
+        "environment": environment(),
         "quality": q,
+        "quality_4refs": ev["quality_4refs"],  # against references 2-5 only, as the human ceiling is scored
         "spice_note": spice_missing(),
         "shuffled_control": {"BLEU-4": ev["shuffled"]["BLEU-4"], "CIDEr": ev["shuffled"]["CIDEr"]},
         "beam": {"size": s.beam_size, "length_alpha": s.length_alpha, "BLEU-4": ev["beam_quality"]["BLEU-4"],
                  "CIDEr": ev["beam_quality"]["CIDEr"]},
         "grounding": ev["grounding"],
+        "target": None if s.target is None else {"target": s.target, "reached": st.reached is not None,
+                                                 **(st.reached or {})},
         "params": runner.parameters(),
         "weights_file": ev["weights_file"].name, "weights_bytes": ev["weights_file"].stat().st_size,
         "speed": {
@@ -370,6 +390,32 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
     rundir.write_json(ctx.run_dir / rundir.METRICS, metrics)
     rundir.remove_checkpoint(ctx.run_dir)  # finished: metrics.json is the record now
     return metrics
+
+
+# what picks a CPU kernel's code path, and so the last bits of every float a run computes
+NUMERICS_ENV = ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "KERAS_BACKEND", "CUDA_VISIBLE_DEVICES")
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def environment() -> dict:
+    """What determines a run's numbers besides its configuration: the CPU and the instruction sets its
+    libraries dispatch on (oneDNN, MKL and Eigen choose AVX2, AVX-512 or AMX kernels at run time, which
+    sum in different orders), core and thread counts, and the variables that steer them."""
+    import platform
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(),
+            "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
 
 
 def run(run_dir: Path) -> dict:

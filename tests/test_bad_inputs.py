@@ -118,10 +118,17 @@ CASES = [
     (["study", "seed999"], "no study 'seed999'"),
     (["report", "{tmp}/nowhere"], "is not a study folder"),
     (["report", "{tmp}"], "holds no runs"),
+    (["calibrate", "{tmp}/nowhere"], "is not a study folder"),
+    (["calibrate", "{finished}/done", "--group", "2"], "torch_merge has 2 finished seeds; A/A splits need"),
+    (["calibrate", "{finished}/done", "--label", "x"], "--label x: not in"),
+    (["run", "--plugins", "torch_merge", "--target", "val_loss=2", "--epochs", "2", "--target", "bleu=1"],
+     "--target bleu=1: write METRIC=VALUE"),
+    (["run", "--plugins", "torch_merge", "--target", "val_bleu4=0.3"], "give a cap too"),
+    (["study", "{file:expect=better}"], "row 'v': expect 'better': use one of higher, lower"),
 ]
 
 
-def _materialise(argv: list[str], tmp: Path) -> list[str]:
+def _materialise(argv: list[str], tmp: Path, finished: Path) -> list[str]:
     out = []
     for a in argv:
         if a.startswith("{file:"):
@@ -135,7 +142,7 @@ def _materialise(argv: list[str], tmp: Path) -> list[str]:
             part, _, sub = key.partition(".")
             out.append(str(study_file(tmp, **({part: {sub: value}} if sub else {part: value}))))
         else:
-            out.append(a.replace("{tmp}", str(tmp)))
+            out.append(a.replace("{tmp}", str(tmp)).replace("{finished}", str(finished)))
     return out
 
 
@@ -143,9 +150,10 @@ def _materialise(argv: list[str], tmp: Path) -> list[str]:
 def test_bad_input_is_one_line_and_touches_nothing(argv, message, finished, data_dir, tmp_path, capsys):
     (tmp_path / "file").write_text("a file where a folder would go")
     before = snapshot(finished)
-    argv = _materialise(argv, tmp_path)
-    if argv[0] != "report":
-        argv += ["--dataset", "synthetic-small", "--data-dir", data_dir, "--steps", "2", "--no-meteor",
+    argv = _materialise(argv, tmp_path, finished)
+    if argv[0] not in ("report", "calibrate"):
+        budget = [] if "--target" in argv else ["--steps", "2"]  # a target case brings its own cap, or none
+        argv += ["--dataset", "synthetic-small", "--data-dir", data_dir, *budget, "--no-meteor",
                  *([] if "--results-dir" in argv else ["--results-dir", finished]),
                  *([] if "--study" in argv or argv[0] == "study" else ["--study", STUDY])]
         if argv.count("--steps") > 1:  # the case's own budget wins

@@ -214,5 +214,6 @@ def test_seeds_give_intervals_and_paired_differences(small_dataset, data_dir, tm
     report = (study_dir / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| torch_merge (n=2)"))
     assert " ± " in row
-    assert "### Differences against torch_merge (paired bootstrap over test images)" in report
+    assert "### Differences against torch_merge (seed-level: between seeds and between test images)" in report
+    assert "Where the uncertainty comes from" in report and "Seeds needed to detect an effect" in report
     assert "| torch_concat − torch_merge" in report
