@@ -116,9 +116,6 @@ class RunSettings:
             out[key] = k.check(value, f"{where} {key}=" if where.startswith("--") else f"{where}.{key}")
         return dataclasses.replace(self, **out)
 
-    def differences(self, other: RunSettings) -> dict:
-        return {k.name: getattr(self, k.name) for k in knobs() if getattr(self, k.name) != getattr(other, k.name)}
-
 
 @dataclass(frozen=True)
 class Knob:
