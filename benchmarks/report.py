@@ -59,13 +59,9 @@ def _git_commit() -> str:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from .worker import environment  # the one reader of the CPU's model and flags
+
+    return environment()["cpu"] or "unknown CPU"
 
 
 def write_report(study_dir: Path) -> Path:
