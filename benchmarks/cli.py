@@ -66,6 +66,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from shared_data.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES
+
     from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
     from .prepare import DATASETS
     from .settings import variant_keys
@@ -86,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"synthetic dataset, {DEFAULT_EXTRACTOR} otherwise)")
     p.add_argument("--weights", default="imagenet",
                    help="imagenet (from the library's weights cache), none (random, for testing) or a file")
-    p.add_argument("--images", type=Path, help="flickr8k/karpathy: the image folder")
-    p.add_argument("--captions", type=Path, help="flickr8k: captions.txt (default: next to the images)")
+    p.add_argument("--images", type=Path, help="flickr8k/karpathy: the image folder; random: how many images "
+                                                "(default 8091, Flickr8k's)")
+    p.add_argument("--captions", type=Path, help="flickr8k: Kaggle's captions.txt or the original Flickr8k.token.txt "
+                                                 "(default: found next to the images)")
     p.add_argument("--karpathy-json", type=Path, help="karpathy: dataset_{flickr8k,flickr30k,coco}.json")
     p.add_argument("--name", help="folder name of the prepared dataset (default: from the source)")
     p.add_argument("--min-freq", type=int, default=1,
@@ -95,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "5 as in the attention recipes)")
     p.add_argument("--seed", type=int, default=0, help="generator seed / split seed")
     p.add_argument("--batch-size", type=int, default=64, help="images per extraction batch")
+    p.add_argument("--feature-dtype", default=DEFAULT_FEATURE_DTYPE, metavar="|".join(FEATURE_DTYPES),
+                   help=f"how feature files store numbers (default {DEFAULT_FEATURE_DTYPE}: exact; float16 halves "
+                        "the disk of a large dataset); training always computes in float32")
+    p.add_argument("--global-dim", help="random: global feature size (default 2048, ResNet-101's)")
+    p.add_argument("--grid", help="random: spatial grid HxWxC, or none (default 14x14x2048, Show, Attend and Tell's)")
+    p.add_argument("--vocab", help="random: words in the Zipf vocabulary (default 8485, Flickr8k's)")
     _add_data_args(p)
 
     p = sub.add_parser("list", help="list plugins, datasets and feature extractors")
@@ -156,7 +166,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     prepare(PrepareOptions(dataset=args.dataset, size=args.size, extractor=args.extractor,
                            weights=args.weights, images=args.images, captions=args.captions,
                            karpathy_json=args.karpathy_json, data_dir=args.data_dir, name=args.name,
-                           min_freq=args.min_freq, seed=args.seed, batch_size=args.batch_size))
+                           min_freq=args.min_freq, seed=args.seed, batch_size=args.batch_size,
+                           feature_dtype=args.feature_dtype, global_dim=args.global_dim, grid=args.grid,
+                           vocab=args.vocab))
     return 0
 
 

@@ -126,8 +126,8 @@ def time_training(runner, batches, steps: int, warmup: int) -> dict:
     """Steady-state rate: the mean over `steps` device-synchronised steps after `warmup` ones."""
     t_first, tokens, seconds = None, 0, 0.0
     for i in range(warmup + steps):
-        batch = next(batches)  # built outside the timed region, as in the worker
         t0 = time.perf_counter()
+        batch = next(batches)  # inside the timed region, as in the worker: reading features is training's input
         runner.train_step(batch)
         runner.sync()
         dt = time.perf_counter() - t0
@@ -228,6 +228,10 @@ def run_plugin(job: dict) -> dict:
         padding = "pre" if plugin.framework == "keras" else "post"
         sequence = _cycle(lambda e: iterate_batches(ds, "train", feats, bs, seed, e, table=table,
                                                     pad_to_max=backend.FIXED_SHAPES))
+        if job.get("features") == "both":  # the same batches from features loaded into memory, side by side
+            loaded = feats.in_memory()
+            in_memory = _cycle(lambda e: iterate_batches(ds, "train", loaded, bs, seed, e, table=table,
+                                                         pad_to_max=backend.FIXED_SHAPES))
         prefix = _cycle(lambda e: iterate_prefix_batches(ds, "train", feats, bs, seed, e, padding=padding,
                                                          pad_to_max=backend.FIXED_SHAPES, table=table))
         n_images = len(table.per_image)
@@ -250,6 +254,9 @@ def run_plugin(job: dict) -> dict:
         out["flops_per_token"], out["flops_source"] = None, "n/a"
 
     out["training"] = {"sequence": time_training(runner, sequence, job["steps"], job["warmup"])}
+    if job.get("features") == "both" and job["shapes"] == "dataset":
+        out["features_in_memory"] = time_training(runner, in_memory, job["steps"], job["warmup"])
+        del loaded
     if prefix is not None:
         out["training"]["prefix"] = time_training(runner, prefix, job["steps"], job["warmup"])
     out["decoding"] = []
@@ -323,6 +330,10 @@ def table_rows(results: list[dict], matmul_gflops: float, precision: str = "fp32
         pre_tps = pre["tokens_per_s"] if pre else None
         rows.append([r["plugin"], shapes, "training tokens/s (prefix vs sequence)", _fmt(pre_tps),
                      _fmt(seq["tokens_per_s"]), ratio(seq["tokens_per_s"], pre_tps)])
+        if "features_in_memory" in r:  # the same batches, features read from disk (ours) vs loaded
+            loaded = r["features_in_memory"]["tokens_per_s"]
+            rows.append([r["plugin"], shapes, "training tokens/s (features in memory vs read from disk)",
+                         _fmt(loaded), _fmt(seq["tokens_per_s"]), f"{seq['tokens_per_s'] / loaded:.2f}x"])
         epoch = {m: r["epoch_batches"][m] / t["steps_per_s"] for m, t in r["training"].items()}
         rows.append([r["plugin"], shapes, "s per epoch (extrapolated: batches/epoch ÷ steps/s)",
                      _fmt(epoch.get("prefix")), _fmt(epoch["sequence"]),
@@ -391,6 +402,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_settings(p, SETTINGS)  # batch size on the dataset, seed, precision (bf16: MFU over the bf16 rate), ...
     p.add_argument("--out", type=Path, default=Path("results/perf"), help="where perf.json and perf.md go")
     p.add_argument("--quick", action="store_true", help="tiny: a few steps and images (tests, CI)")
+    p.add_argument("--features", choices=["disk", "both"], default="disk",
+                   help="both: also time training on the dataset with its features loaded into memory, beside "
+                        "the default (read from disk as batches need them)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -444,7 +458,7 @@ def main(args: argparse.Namespace) -> int:
                 "kind": "plugin", "plugin": plugin, "shapes": shape, "dataset": dataset,
                 "extractor": args.extractor, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
                 "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed,
-                "precision": args.precision, "compile": args.compile})
+                "precision": args.precision, "compile": args.compile, "features": args.features})
             twin = "torch_" + PluginRef.parse(plugin).name.split("_", 1)[1]
             if r.get("flops_per_token", 0) is None and shape == "flickr8k" and twin in available_names():
                 counted = _run_child({"kind": "twin_flops", "plugin": twin, "seed": args.seed})

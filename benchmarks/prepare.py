@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from shared_data import synthetic
+from shared_data import stress, synthetic
 from shared_data.dataset import (
     DEFAULT_DATASET,
     default_data_dir,
@@ -34,12 +34,12 @@ from shared_data.dataset import (
     write_text_files,
 )
 from shared_data.errors import UserError
-from shared_data.features import write_features
+from shared_data.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES, write_features, write_rows
 from shared_data.sources import SPLITS, Source
 
 from .extractors import default_extractor, get_extractor
 
-DATASETS = ("synthetic", "flickr8k", "karpathy")
+DATASETS = ("synthetic", "flickr8k", "karpathy", "random")
 
 
 @dataclass
@@ -56,6 +56,19 @@ class PrepareOptions:
     min_freq: int = 1
     seed: int = 0
     batch_size: int = 64
+    feature_dtype: str = DEFAULT_FEATURE_DTYPE
+    # random only (None: stress.DEFAULTS); for random, `images` is the image count
+    global_dim: int | None = None
+    grid: str | None = None
+    vocab: int | None = None
+
+    def random_shape(self) -> tuple[int, int, tuple[int, int] | None, int]:
+        """(images, global dim, (positions, channels) or None, vocabulary) of a random dataset."""
+        d = stress.DEFAULTS
+        images = d["images"] if self.images is None else _whole(str(self.images), "--images", 3)
+        global_dim = d["global_dim"] if self.global_dim is None else _whole(self.global_dim, "--global-dim", 1)
+        vocab = d["vocab"] if self.vocab is None else _whole(self.vocab, "--vocab", 1)
+        return images, global_dim, stress.parse_grid(d["grid"] if self.grid is None else self.grid), vocab
 
     def dataset_name(self) -> str:
         if self.name is not None:  # "" is a wrong name, not "no name": check() refuses it
@@ -64,13 +77,22 @@ class PrepareOptions:
             return DEFAULT_DATASET if self.size == "full" else f"{DEFAULT_DATASET}-{self.size}"
         if self.dataset == "karpathy" and self.karpathy_json:
             return "karpathy-" + Path(self.karpathy_json).stem.removeprefix("dataset_")
+        if self.dataset == "random":  # the shape in the name: two shapes never share a folder
+            n, d, grid, v = self.random_shape()
+            grid_text = "nogrid" if grid is None else (self.grid or stress.DEFAULTS["grid"]).replace(" ", "")
+            return f"random-{n}-g{d}-{grid_text}-v{v}" + ("-f16" if self.feature_dtype == "float16" else "")
         return self.dataset
 
     def identity(self) -> dict:
-        """What decides the dataset's content: a partial build is resumed only if this matches."""
-        return {"dataset": self.dataset, "size": self.size, "seed": self.seed, "min_freq": self.min_freq,
-                "images": str(self.images), "captions": str(self.captions),
-                "karpathy_json": str(self.karpathy_json)}
+        """What decides the dataset's content: a partial build is resumed, and a finished dataset
+        reused, only if this matches."""
+        identity = {"dataset": self.dataset, "size": self.size, "seed": self.seed, "min_freq": self.min_freq,
+                    "images": str(self.images), "captions": str(self.captions),
+                    "karpathy_json": str(self.karpathy_json)}
+        if self.dataset == "random":
+            n, d, grid, v = self.random_shape()
+            identity.update(images=str(n), global_dim=d, grid=grid and list(grid), vocab=v)
+        return identity
 
     def check(self) -> None:
         """Every option on its own, before anything is read, generated or written."""
@@ -78,6 +100,8 @@ class PrepareOptions:
             raise UserError(f"unknown dataset '{self.dataset}'; choose one of: {', '.join(DATASETS)}")
         if self.size not in synthetic.SIZES:
             raise UserError(f"unknown size '{self.size}'; choose one of: {', '.join(synthetic.SIZES)}")
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise UserError(f"--feature-dtype {self.feature_dtype!r} is not one of: {', '.join(FEATURE_DTYPES)}")
         for flag, value, least in (("--min-freq", self.min_freq, 1), ("--batch-size", self.batch_size, 1),
                                    ("--seed", self.seed, 0)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -85,17 +109,35 @@ class PrepareOptions:
             if value < least:
                 raise UserError(f"{flag} must be at least {least}, got {value}")
         # options that the chosen source would ignore: a silent no-op hides a mistyped command
+        random_only = (("--global-dim", self.global_dim), ("--grid", self.grid), ("--vocab", self.vocab))
         ignored = {"synthetic": (("--images", self.images), ("--captions", self.captions),
-                                 ("--karpathy-json", self.karpathy_json)),
-                   "flickr8k": (("--karpathy-json", self.karpathy_json),),
-                   "karpathy": (("--captions", self.captions),)}[self.dataset]
+                                 ("--karpathy-json", self.karpathy_json), *random_only),
+                   "flickr8k": (("--karpathy-json", self.karpathy_json), *random_only),
+                   "karpathy": (("--captions", self.captions), *random_only),
+                   "random": (("--captions", self.captions), ("--karpathy-json", self.karpathy_json),
+                              ("--extractor", self.extractor if self.extractor != stress.EXTRACTOR else None),
+                              ("--weights", self.weights if self.weights != "imagenet" else None))}[self.dataset]
         if self.dataset != "synthetic" and self.size != "full":
             ignored += (("--size", self.size),)
         for flag, value in ignored:
             if value is not None:
                 raise UserError(f"{flag} does not apply to dataset {self.dataset}; drop it, or name the "
                                 f"dataset it is for (python -m benchmarks prepare --help)")
+        if self.dataset == "random":
+            self.random_shape()  # each number on its own
         check_dataset_name(self.dataset_name())
+
+
+def _whole(value: object, flag: str, least: int) -> int:
+    try:
+        number = int(str(value)) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None:
+        raise UserError(f"{flag} must be a whole number, got {value!r}")
+    if number < least:
+        raise UserError(f"{flag} must be at least {least}, got {number}")
+    return number
 
 
 def check_dataset_name(name: str) -> None:
@@ -109,9 +151,12 @@ def check_dataset_name(name: str) -> None:
 
 def prepare(opts: PrepareOptions, log=print) -> Path:
     opts.check()
-    if opts.extractor is None:
-        opts.extractor = default_extractor(opts.dataset)
-    spec = get_extractor(opts.extractor)
+    if opts.dataset == "random":
+        opts.extractor, spec = stress.EXTRACTOR, None  # features from the generator, not from images
+    else:
+        if opts.extractor is None:
+            opts.extractor = default_extractor(opts.dataset)
+        spec = get_extractor(opts.extractor)
     data_dir = Path(opts.data_dir) if opts.data_dir else default_data_dir()
     _ensure_writable(data_dir)
     target = data_dir / opts.dataset_name()
@@ -130,6 +175,8 @@ def _prepare(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> P
         _build(opts, spec, data_dir, target, log)
         built = True
     ds = load_dataset(str(target), verify=False)
+    if not built:
+        _check_reuse(target, ds.manifest, opts)
     have_file = (target / "features" / f"{opts.extractor}.h5").is_file()
     if opts.extractor in ds.manifest["features"] and have_file:
         if built:
@@ -137,11 +184,38 @@ def _prepare(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> P
         else:
             log(f"{target} already has '{opts.extractor}' features: reusing it")
         return target
+    if spec is None:
+        raise UserError(f"{target}/features/{opts.extractor}.h5 is missing; delete {target} and run the same "
+                        "command again")
     if opts.extractor in ds.manifest["features"]:
         log(f"{target}: features/{opts.extractor}.h5 is missing, extracting it again")
     _add_features(target, ds.manifest, spec, opts, log)
     log(f"added '{opts.extractor}' features to {target} in {time.perf_counter() - t0:.1f}s")
     return target
+
+
+def _check_reuse(target: Path, manifest: dict, opts: PrepareOptions) -> None:
+    """An existing dataset is reused only for the command that made it: an option given that
+    contradicts how it was made (another seed, vocabulary threshold, size or feature dtype) is
+    refused, not silently ignored. Options left at their defaults are not a contradiction:
+    `prepare --name X --extractor E` adds features to X whatever X was made with."""
+    made_by = manifest.get("prepare")
+    if isinstance(made_by, dict):
+        wanted, default = opts.identity(), PrepareOptions().identity()
+        # what decides the content; the source's paths may be spelled differently from another folder
+        keys = [k for k in wanted if wanted[k] != default.get(k)
+                and (k not in ("images", "captions", "karpathy_json") or opts.dataset == "random")]
+        diff = [k for k in keys if k in made_by and made_by[k] != wanted[k]]
+        if diff:
+            key = diff[0]
+            raise UserError(f"{target} was prepared with {key} {made_by[key]}, this command asks for {wanted[key]}; "
+                            f"use another --name (or --data-dir) for the new dataset, or delete {target} first")
+    have = manifest["features"].get(opts.extractor)
+    if (isinstance(have, dict) and opts.feature_dtype != DEFAULT_FEATURE_DTYPE
+            and have.get("dtype", DEFAULT_FEATURE_DTYPE) != opts.feature_dtype):
+        raise UserError(f"{target} has '{opts.extractor}' features stored as {have.get('dtype', 'float32')}, this "
+                        f"command asks for {opts.feature_dtype}; delete {target}/features/{opts.extractor}.h5 to "
+                        "extract them again, or drop --feature-dtype")
 
 
 def _check_target(target: Path) -> None:
@@ -174,22 +248,33 @@ def _build(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> Non
         log(f"{work} is a finished build of the same command: moving it into place")
     else:
         # an imported source is read and checked before anything is written: bad input leaves no trace
-        source = None if opts.dataset == "synthetic" else _import_source(opts, log)
+        source = None if opts.dataset in ("synthetic", "random") else _import_source(opts, log)
         if work.exists() and not same:
             shutil.rmtree(work)  # an unfinished build of another command: nothing in it can be trusted
         work.mkdir(parents=True, exist_ok=True)
         write_json_atomic(identity_file, opts.identity())
         log(f"preparing {target.name} ({opts.dataset}) in {work}")
-        if source is None:
+        if opts.dataset == "synthetic":
             n = synthetic.SIZES[opts.size]
             log(f"generating {n} images (seed {opts.seed})")
             image_dir = work / "images"
             source = synthetic.build_source(image_dir, n, seed=opts.seed)
+        elif opts.dataset == "random":
+            n, _, _, vocab = opts.random_shape()
+            log(f"generating {n} images' captions over a Zipf vocabulary of {vocab} words (seed {opts.seed})")
+            image_dir = work / "images"  # none: the features are generated directly
+            source = stress.build_source(n, vocab, opts.seed)
         else:
             image_dir = _common_image_dir(source)
-        manifest = write_text_files(source, work, target.name, image_dir, opts.min_freq)
+        # imported real datasets are tokenised as the COCO evaluation does: scores compare with the literature's
+        tokenizer = "ptb" if opts.dataset in ("flickr8k", "karpathy") else "capbench"
+        manifest = write_text_files(source, work, target.name, image_dir, opts.min_freq, tokenizer)
+        manifest["prepare"] = opts.identity()
         manifest["human_ceiling_test"] = _human_ceiling(work)
-        _add_features(work, manifest, spec, opts, log)  # writes manifest.json: the build is complete
+        if spec is None:
+            _add_random_features(work, manifest, opts, log)
+        else:
+            _add_features(work, manifest, spec, opts, log)  # writes manifest.json: the build is complete
     if target.is_dir():
         target.rmdir()  # empty (_check_target): os.replace cannot replace a folder everywhere
     os.replace(work, target)
@@ -323,7 +408,22 @@ def _add_features(root: Path, manifest: dict, spec, opts: PrepareOptions, log) -
     extract = spec.build(opts.weights)
     (root / "features").mkdir(exist_ok=True)
     shapes = write_features(root / "features" / f"{spec.name}.h5", image_dir, ids, extract,
-                            spec.image_size, opts.batch_size, desc=spec.name)
+                            spec.image_size, opts.batch_size, desc=spec.name, dtype=opts.feature_dtype)
     manifest["features"][spec.name] = {**shapes, "framework": spec.framework, "weights": weights,
                                        "image_size": spec.image_size, "description": spec.description}
+    finalize_manifest(root, manifest)
+
+
+def _add_random_features(root: Path, manifest: dict, opts: PrepareOptions, log) -> None:
+    captions = json.loads((root / "captions.json").read_text())
+    ids = [e["image_id"] for s in SPLITS for e in captions[s]]
+    _, global_dim, grid, _ = opts.random_shape()
+    shape = f"global {global_dim}" + ("" if grid is None else f", spatial {grid[0]}x{grid[1]}")
+    log(f"writing random features ({shape}, {opts.feature_dtype}) for {len(ids)} images")
+    (root / "features").mkdir(exist_ok=True)
+    shapes = write_rows(root / "features" / f"{stress.EXTRACTOR}.h5", ids,
+                        stress.feature_rows(global_dim, grid, opts.seed), stress.rows_per_block(global_dim, grid),
+                        desc=stress.EXTRACTOR, dtype=opts.feature_dtype)
+    manifest["features"][stress.EXTRACTOR] = {**shapes, "framework": "numpy", "weights": "n/a", "image_size": None,
+                                              "description": f"uniform random numbers ({shape}): scale tests only"}
     finalize_manifest(root, manifest)

@@ -273,7 +273,7 @@ def _plan(opts: StudyOptions, manifest_sha: str, study_dir: Path) -> list[Job]:
         config = {"label": v.label, "note": v.note, "expect": v.expect, "order": order, "plugin": str(v.plugin),
                   "hparams": {**v.plugin.plugin.defaults, **v.hparams}, "settings": settings.for_run(seed),
                   "dataset": opts.dataset, "extractor": opts.extractor, "data_dir": data_dir,
-                  "dataset_path": dataset_path,
+                  "dataset_path": dataset_path, "manifest_sha256": manifest_sha,
                   # ensure_dataset has just checked the checksums here; a Ray node checks its own copy
                   "verify": opts.verify and opts.executor == "ray",
                   "threads": threads, "tensorboard": opts.tensorboard}

@@ -9,6 +9,7 @@ Writes metrics.json last (atomically): a run folder without it did not finish.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,6 +25,18 @@ import numpy as np
 WARMUP_STEPS = 5  # excluded from throughput: graph building, allocator warm-up, caches
 PROGRESS = "@progress "  # lines the study turns into a progress bar instead of logging them
 ATTENTION_IMAGES = 4  # test images whose attention maps are saved (plugins with attention_step)
+# Decoding batches are sized by memory, not by image count: 500 images x beam 3 of a 14x14x2048 grid
+# is 2.4 GB of features alone. A beam row's features exist a few times over while it decodes (the
+# batch read, its repeat per beam, the model's projections of it): DECODE_COPIES.
+DECODE_BYTES = 512 << 20
+DECODE_COPIES = 4
+DECODE_MAX_IMAGES = 500  # the embedded dataset's batch (its features are small): its numbers stay as they were
+
+
+def decode_batch_images(feats, beam: int) -> int:
+    """Images per decoding batch for these features and beam width."""
+    per_image = feats.row_bytes() * max(beam, 1) * DECODE_COPIES
+    return max(1, min(DECODE_MAX_IMAGES, DECODE_BYTES // max(per_image, 1)))
 
 
 class _Progress:
@@ -40,21 +53,27 @@ class _Progress:
 
 
 def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None = None,
-                  permutation: np.ndarray | None = None, batch: int = 500, beam: int = 1,
+                  permutation: np.ndarray | None = None, beam: int = 1,
                   alpha: float = 0.0, phase: str | None = None) -> tuple[dict, dict, float]:
     """Greedy (beam 1) or beam-search captions for a split's images: (hypotheses, references, captions/s)."""
+    from shared_data.batches import prefetch
+
     sp = ds.splits[split]
+    batch = decode_batch_images(feats, beam)
     rows = sp.feature_rows[:limit] if limit else sp.feature_rows
     src = rows[permutation] if permutation is not None else rows  # shuffled-feature control
     ids = sp.image_ids[: len(rows)]
     hyps: dict[str, str] = {}
     progress = _Progress(phase or f"decode {split}", len(rows))
     t0 = time.perf_counter()
-    for start in range(0, len(rows), batch):
+
+    def read():  # in prefetch's thread: the next batch is read from disk while this one decodes
+        for start in range(0, len(rows), batch):
+            r = src[start:start + batch]
+            yield start, feats.global_[r], None if feats.spatial is None else feats.spatial[r]
+
+    for start, g, s in prefetch(read()):
         progress(start)
-        r = src[start:start + batch]
-        g = feats.global_[r]
-        s = None if feats.spatial is None else feats.spatial[r]
         out = runner.greedy(g, s, max_len) if beam == 1 else runner.beam(g, s, max_len, beam, alpha)
         for i, seq in zip(ids[start:start + batch], out, strict=True):
             hyps[i] = " ".join(ds.vocab.decode(seq))
@@ -122,6 +141,35 @@ class Context:
     scalars: object = None  # TensorBoard scalars (benchmarks/scalars.py), open from training to the record
 
 
+def dataset_location(cfg: dict) -> tuple[str, Path | None]:
+    """Where this machine has the run's dataset, as load_dataset's (name or path, data dir).
+
+    The study's absolute path, when it exists here: one machine, a shared file system, or the same
+    path on every node of a cluster. Otherwise, on a node started with its own $CAPBENCH_DATA_DIR
+    (a path per node), the dataset of the same folder name in there. Failing both, the path the study
+    used, whose error names the prepare command to run on this node."""
+    from shared_data.dataset import DATA_DIR_ENV
+
+    path = cfg.get("dataset_path")
+    if path and not Path(path).exists() and os.environ.get(DATA_DIR_ENV):
+        return str(Path(os.environ[DATA_DIR_ENV]) / Path(path).name), None
+    return path or cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None
+
+
+def load_run_dataset(cfg: dict):
+    """The run's dataset, found by dataset_location, and refused when it is not the study's."""
+    from shared_data.dataset import load_dataset, sha256_file
+    from shared_data.errors import UserError
+
+    ds = load_dataset(*dataset_location(cfg), verify=cfg.get("verify", True))
+    if cfg.get("manifest_sha256") and sha256_file(ds.path / "manifest.json") != cfg["manifest_sha256"]:
+        # a node's own copy that is not the study's dataset (another seed, size, vocabulary): its numbers
+        # would be filed under the study's configuration
+        raise UserError(f"the dataset at {ds.path} is not the one the study used (its manifest.json differs); "
+                        f"prepare it on this machine with the same command as on the study's")
+    return ds
+
+
 def setup(run_dir: Path) -> Context:
     from plugins.registry import ModelSpec, PluginRef
 
@@ -135,11 +183,8 @@ def setup(run_dir: Path) -> Context:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import importlib
 
-    from shared_data.dataset import load_dataset
-
     settings = RunSettings.from_run(cfg["settings"])
-    ds = load_dataset(cfg.get("dataset_path") or cfg["dataset"], Path(cfg["data_dir"]) if cfg.get("data_dir") else None,
-                      verify=cfg.get("verify", True))
+    ds = load_run_dataset(cfg)
     plugin = ref.plugin
     # a plugin that reads the pooled vector only gets no grid: its batches would gather it for nothing
     feats = ds.features(cfg["extractor"], spatial=plugin.needs_spatial)
@@ -223,9 +268,14 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
            and st.reached is None):
         losses = []
         progress = _Progress(f"train epoch {st.epoch + 1}", steps_per_epoch)
-        for i, batch in enumerate(train_batches(st.epoch)):
+        batches = iter(train_batches(st.epoch))
+        for i in itertools.count():
             progress(i)
+            # the wait for the batch counts: with features read from disk, input is part of training
             t0 = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                break
             loss = runner.train_step(batch)
             runner.sync()
             dt = time.perf_counter() - t0
@@ -347,6 +397,10 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
         "plugin": ctx.cfg["plugin"], "framework": ctx.plugin.framework, "family": ctx.plugin.family,
         "device": runner.device_name(), "versions": runner.versions(), "execution": s.execution().to_json(),
         "environment": environment(),
+        # where this machine found the dataset (a cluster node may have its own copy) and how features
+        # came in: read from disk by batch, stored as this dtype
+        "data": {"path": str(ctx.ds.path), "features": "read from disk by batch",
+                 "stored_dtype": str(ctx.feats.global_.stored_dtype)},
         "quality": q,
         "quality_4refs": ev["quality_4refs"],  # against references 2-5 only, as the human ceiling is scored
         "spice_note": spice_missing(),

@@ -9,8 +9,11 @@ prefix expansion is undone).
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -89,10 +92,54 @@ class CaptionTable:
         return len(self.rows)
 
 
+T = TypeVar("T")
+PREFETCH = 2  # batches read ahead: one being trained on, one ready, one being read
+_END = object()
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetch(items: Iterator[T], depth: int = PREFETCH) -> Iterator[T]:
+    """`items`, produced in a background thread up to `depth` ahead, so that reading features from
+    disk overlaps training (the frameworks' kernels and h5py's reads leave the GIL to each other).
+    Same items in the same order; an error in the producer is raised here, at the item it stopped at.
+    Closing the generator early (a step budget) stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                ready.put(item)
+                if stop.is_set():
+                    return
+            ready.put(_END)
+        except BaseException as e:  # noqa: B036 - handed to the consumer, which raises it
+            ready.put(_Raised(e))
+
+    thread = threading.Thread(target=produce, name="capbench-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+
+
 def iterate_batches(ds: Dataset, split: str, features: Features, batch_size: int, seed: int, epoch: int,
                     shuffle: bool = True, drop_last: bool = False, pad_to_max: bool = False,
-                    table: CaptionTable | None = None) -> Iterator[Batch]:
-    """Batches of `batch_size` captions.
+                    table: CaptionTable | None = None, depth: int = PREFETCH) -> Iterator[Batch]:
+    """Batches of `batch_size` captions, read `depth` batches ahead in a background thread (0: none).
 
     The order is a permutation drawn from `default_rng([seed, epoch])`: independent of the
     framework, of global random state and of how many batches an earlier epoch consumed.
@@ -101,6 +148,12 @@ def iterate_batches(ds: Dataset, split: str, features: Features, batch_size: int
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    batches = _batches(ds, split, features, batch_size, seed, epoch, shuffle, drop_last, pad_to_max, table)
+    return prefetch(batches, depth) if depth else batches
+
+
+def _batches(ds: Dataset, split: str, features: Features, batch_size: int, seed: int, epoch: int,
+             shuffle: bool, drop_last: bool, pad_to_max: bool, table: CaptionTable | None) -> Iterator[Batch]:
     table = table or CaptionTable(ds.splits[split], ds.vocab, ds.max_length)
     order = np.random.default_rng([seed, epoch]).permutation(len(table)) if shuffle else np.arange(len(table))
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
@@ -139,13 +192,22 @@ def expand_prefixes(tokens: np.ndarray, lengths: np.ndarray, rows: np.ndarray, f
 
 def iterate_prefix_batches(ds: Dataset, split: str, features: Features, batch_size: int, seed: int, epoch: int,
                            padding: str = "post", pad_to_max: bool = False,
-                           table: CaptionTable | None = None) -> Iterator[PrefixBatch]:
+                           table: CaptionTable | None = None, depth: int = PREFETCH) -> Iterator[PrefixBatch]:
     """`--training prefix`: batches of whole images, each with all its captions' prefixes.
 
     As in the Keras recipe's data generator, a batch is N images with every (image, prefix, next
     word) sample of their captions. N is the batch size in captions divided by the mean number of
     captions per image (64 captions -> 13 images of 5 captions), so both modes see the same number
-    of target tokens per step on average. Image order: a permutation from default_rng([seed, epoch])."""
+    of target tokens per step on average. Image order: a permutation from default_rng([seed, epoch]).
+    Read `depth` batches ahead, as iterate_batches."""
+    if padding not in ("pre", "post"):
+        raise ValueError(f"padding must be 'pre' or 'post', got {padding!r}")
+    batches = _prefix_batches(ds, split, features, batch_size, seed, epoch, padding, pad_to_max, table)
+    return prefetch(batches, depth) if depth else batches
+
+
+def _prefix_batches(ds: Dataset, split: str, features: Features, batch_size: int, seed: int, epoch: int,
+                    padding: str, pad_to_max: bool, table: CaptionTable | None) -> Iterator[PrefixBatch]:
     table = table or CaptionTable(ds.splits[split], ds.vocab, ds.max_length)
     per_image = table.per_image
     starts = np.cumsum(per_image) - per_image

@@ -29,8 +29,9 @@ import h5py
 import numpy as np
 
 from .errors import UserError
+from .features import FEATURE_DTYPES, FeatureArray
 from .sources import SPLITS, Source
-from .text import Vocab, tokenize
+from .text import Vocab, tokenize_all
 
 SCHEMA_VERSION = 1
 DATA_DIR_ENV = "CAPBENCH_DATA_DIR"
@@ -57,10 +58,13 @@ def write_json_atomic(path: Path, data: object) -> None:
 
 
 # -------------------------------------------------------------------------------------- writing
-def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, min_freq: int = 1) -> dict:
+def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, min_freq: int = 1,
+                     tokenizer: str = "capbench") -> dict:
     """vocab.json, captions.json (and objects.json) for a source; returns the manifest's body.
 
-    Every image's file is `image_dir / image_id`, which holds for all sources.
+    Every image's file is `image_dir / image_id`, which holds for all sources. The captions are
+    tokenised here, once (shared_data.text.TOKENIZERS): training, the vocabulary and the metrics all
+    see these tokens.
     """
     by_split: dict[str, list] = {s: [] for s in SPLITS}
     for im in source.images:
@@ -69,7 +73,13 @@ def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, 
     if empty:
         raise UserError(f"{source.name}: split(s) {', '.join(empty)} would be empty; "
                         "the dataset needs train, val and test images")
-    tokenised = {s: [[tokenize(c) for c in im.captions] for im in by_split[s]] for s in SPLITS}
+    flat = tokenize_all([c for s in SPLITS for im in by_split[s] for c in im.captions], tokenizer)
+    tokenised, k = {}, 0
+    for s in SPLITS:
+        tokenised[s] = []
+        for im in by_split[s]:
+            tokenised[s].append(flat[k:k + len(im.captions)])
+            k += len(im.captions)
     vocab = Vocab.build((t for caps in tokenised["train"] for t in caps), min_freq=min_freq)
     captions = {s: [{"image_id": im.image_id, "captions": [" ".join(t) for t in caps]}
                     for im, caps in zip(by_split[s], tokenised[s], strict=True)] for s in SPLITS}
@@ -87,6 +97,7 @@ def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, 
         # relative when the images live inside the dataset, so the folder can be moved as a whole
         "image_dir": str(image_dir.relative_to(out_dir) if image_dir.is_relative_to(out_dir) else image_dir),
         "splits": {s: {"images": len(by_split[s]), "captions": sum(map(len, tokenised[s]))} for s in SPLITS},
+        "tokenizer": tokenizer,
         "vocab": {"size": len(vocab), "min_freq": min_freq, "built_from": "train",
                   "unk_rate_test": _unk_rate(vocab, tokenised["test"])},
         # <start> and <end> included: the padded length every batch and decoder must fit
@@ -129,9 +140,21 @@ class Split:
 
 @dataclass
 class Features:
+    """An extractor's features, rows aligned with the splits' feature_rows. Left on disk
+    (FeatureArray: `global_[rows]` reads those rows), or in memory (`in_memory()`, numpy arrays):
+    either way indexing gives the same float32 arrays."""
+
     extractor: str
-    global_: np.ndarray  # [N, D]
-    spatial: np.ndarray | None  # [N, P, C]
+    global_: FeatureArray | np.ndarray  # [N, D]
+    spatial: FeatureArray | np.ndarray | None  # [N, P, C]
+
+    def in_memory(self) -> Features:
+        return Features(self.extractor, np.asarray(self.global_),
+                        None if self.spatial is None else np.asarray(self.spatial))
+
+    def row_bytes(self) -> int:
+        """float32 bytes of one image's features (both arrays): what decoding batches are sized by."""
+        return sum(int(np.prod(a.shape[1:])) * 4 for a in (self.global_, self.spatial) if a is not None)
 
 
 @dataclass
@@ -163,8 +186,9 @@ class Dataset:
         return next(iter(self.manifest["features"]), None)
 
     def features(self, extractor: str, spatial: bool = True) -> Features:
-        """An extractor's features; spatial=False leaves the grid on disk (spatial None), for models
-        that read the pooled vector only: the grid is most of the file, and of every batch."""
+        """An extractor's features, left on disk (rows are read as batches ask for them);
+        spatial=False leaves the grid out (spatial None), for models that read the pooled vector only.
+        With verify, the file's checksum and finiteness are checked here, streaming."""
         if extractor in self._features:
             full = self._features[extractor]
             return full if spatial or full.spatial is None else Features(extractor, full.global_, None)
@@ -473,8 +497,9 @@ def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Fe
     try:
         with h5py.File(path, "r") as f:
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f["image_ids"][:]]
-            global_ = f["global"][:].astype(np.float32, copy=False)
-            spatial = f["spatial"][:].astype(np.float32, copy=False) if with_spatial and "spatial" in f else None
+            arrays = {key: (f[key].shape, f[key].dtype) for key in ("global", "spatial") if key in f}
+            if "global" not in arrays:
+                raise KeyError("no 'global' dataset")
     except (OSError, KeyError, ValueError, TypeError) as e:  # truncated, not HDF5, a dataset missing
         raise UserError(f"{path} cannot be read ({_one_line(e)}); {redo}") from None
     expected_ids = [i for s in SPLITS for i in ds.splits[s].image_ids]
@@ -483,6 +508,12 @@ def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Fe
         bad = next((k for k, (a, b) in enumerate(pairs) if a != b), min(len(ids), len(expected_ids)))
         raise UserError(f"{path}: image ids are not aligned with captions.json (first difference at row {bad}); "
                         f"{redo}")
+    for key, (shape, dtype) in arrays.items():
+        if dtype.name not in FEATURE_DTYPES or shape[0] != len(ids):
+            raise UserError(f"{path}: '{key}' is {dtype.name} {list(shape)}, expected {' or '.join(FEATURE_DTYPES)} "
+                            f"with one row per image ({len(ids)}); {redo}")
+    global_ = FeatureArray(path, "global", *arrays["global"])
+    spatial = FeatureArray(path, "spatial", *arrays["spatial"]) if with_spatial and "spatial" in arrays else None
     if list(global_.shape[1:]) != [info["global_dim"]]:
         raise UserError(f"{path}: global features are {global_.shape[1:]}, the manifest says "
                         f"[{info['global_dim']}]; {redo}")
@@ -490,7 +521,8 @@ def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Fe
             spatial is not None and list(spatial.shape[1:]) != list(info["spatial_shape"])):
         raise UserError(f"{path}: spatial features {None if spatial is None else spatial.shape[1:]} do not match "
                         f"the manifest's {info.get('spatial_shape')}; {redo}")
-    for key, arr in (("global", global_), ("spatial", spatial)):
-        if arr is not None and not np.isfinite(arr).all():
-            raise UserError(f"{path}: '{key}' contains NaN or inf; {redo}")
+    if ds.verify:  # a streaming pass, like the checksum's: the file may be larger than memory
+        for key, arr in (("global", global_), ("spatial", spatial)):
+            if arr is not None and not all(np.isfinite(block).all() for _, block in arr.blocks()):
+                raise UserError(f"{path}: '{key}' contains NaN or inf; {redo}")
     return Features(extractor, global_, spatial)

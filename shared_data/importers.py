@@ -3,8 +3,10 @@
 Two formats come in:
 
 * Flickr8k as distributed on Kaggle: `<root>/Images/*.jpg` and `<root>/captions.txt`, a CSV with
-  the header `image,caption` and one row per caption. The original split files
-  (`Flickr_8k.{train,dev,test}Images.txt`) are used when they lie beside captions.txt; otherwise
+  the header `image,caption` and one row per caption; or in its original layout:
+  `Flickr8k_Dataset/Flicker8k_Dataset/*.jpg` (sic) and `Flickr8k_text/Flickr8k.token.txt`, one
+  `<image>.jpg#<k><TAB><caption>` line per caption. The original split files
+  (`Flickr_8k.{train,dev,test}Images.txt`) are used when they lie beside the captions file; otherwise
   the split is a seeded shuffle in Karpathy's 6000/1000/1000 proportions.
 * Karpathy's `dataset_{flickr8k,flickr30k,coco}.json`, which carries its own split.
 
@@ -37,6 +39,9 @@ CAPTIONS_FLAG = "--captions"
 KARPATHY_FLAG = "--karpathy-json"
 
 CAPTIONS_HEADER = ("image", "caption")
+TOKEN_FILE = "Flickr8k.token.txt"  # the original archive's captions
+ORIGINAL_IMAGE_DIRS = ("Flicker8k_Dataset", "Flickr8k_Dataset")  # the archive's spelling first
+_TOKEN_LINE = re.compile(r"([^\t#]+)#(\d+)\t(.*)")
 # Our split name -> the original Flickr8k file naming it ("dev" is Flickr8k's word for val).
 SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",
@@ -95,13 +100,21 @@ def _split_counts(images: list[SourceImage]) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------------------- Flickr8k
 def _locate_flickr8k(images_dir: Path, captions_file: Path | None) -> tuple[Path, Path]:
-    """Accept the Kaggle root (with Images/) or the Images folder itself."""
+    """Accept the Kaggle root (with Images/) or the Images folder itself; or the original archive's
+    root (Flickr8k_Dataset/ and Flickr8k_text/ side by side), its image folder, or one above it."""
     images_dir = _check_images_dir(images_dir)
+    inner = [images_dir / d / sub for d in ("Flickr8k_Dataset", "") for sub in ORIGINAL_IMAGE_DIRS]
     if (images_dir / "Images").is_dir():
         image_folder, candidates = images_dir / "Images", [images_dir / "captions.txt"]
+    elif any(d.is_dir() for d in inner):
+        image_folder = next(d for d in inner if d.is_dir())
+        candidates = []
     else:
         image_folder = images_dir
         candidates = [images_dir / "captions.txt", images_dir.parent / "captions.txt"]
+    # the original layout: Flickr8k_text/ beside Flickr8k_Dataset/, or beside the image folder
+    for root in (image_folder.parent, image_folder.parent.parent, images_dir):
+        candidates += [root / "Flickr8k_text" / TOKEN_FILE, root / TOKEN_FILE]
     if captions_file is not None:
         captions_file = Path(captions_file)
         if not captions_file.is_file():
@@ -111,9 +124,37 @@ def _locate_flickr8k(images_dir: Path, captions_file: Path | None) -> tuple[Path
     for candidate in candidates:
         if candidate.is_file():
             return image_folder, candidate
-    looked = " or ".join(str(c) for c in candidates)
-    raise UserError(f"no captions.txt for {IMAGES_FLAG} {images_dir} (looked for {looked}); put Kaggle's "
-                    f"captions.txt there or pass {CAPTIONS_FLAG} PATH")
+    looked = " or ".join(dict.fromkeys(str(c) for c in candidates))
+    raise UserError(f"no captions.txt or {TOKEN_FILE} for {IMAGES_FLAG} {images_dir} (looked for {looked}); put "
+                    f"Kaggle's captions.txt there or pass {CAPTIONS_FLAG} PATH")
+
+
+def _is_token_file(path: Path) -> bool:
+    """The original Flickr8k.token.txt (`image.jpg#0<TAB>caption`), by its first line, whatever its name."""
+    with open(path, "rb") as f:
+        first = f.readline().decode("utf-8-sig", errors="replace")
+    return _TOKEN_LINE.fullmatch(first.rstrip("\r\n")) is not None
+
+
+def _read_token_txt(captions_file: Path) -> dict[str, list[str]]:
+    """Flickr8k.token.txt: one `<image>#<k><TAB><caption>` line per caption, in any order."""
+    captions: dict[str, list[str]] = {}
+    text = _read_text(captions_file, "re-save the file as UTF-8")
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        m = _TOKEN_LINE.fullmatch(raw)
+        if m is None:
+            raise UserError(f"{captions_file}:{number}: expected '<image>.jpg#<n><TAB><caption>', got "
+                            f"{raw[:60]!r}; fix or delete that line")
+        image_id, caption = m.group(1).strip(), m.group(3).strip()
+        if not caption:
+            raise UserError(f"{captions_file}:{number}: empty caption for {image_id}; delete the line or add the "
+                            "caption")
+        captions.setdefault(image_id, []).append(caption)
+    if not captions:
+        raise UserError(f"{captions_file}: no caption lines; pass the full {TOKEN_FILE}")
+    return captions
 
 
 def _read_captions_txt(captions_file: Path) -> dict[str, list[str]]:
@@ -129,7 +170,8 @@ def _read_captions_txt(captions_file: Path) -> dict[str, list[str]]:
             if found != CAPTIONS_HEADER:
                 hint = ""
                 if header and "\t" in ",".join(header) and "#" in ",".join(header):
-                    hint = " (this looks like the original Flickr8k.token.txt; use Kaggle's captions.txt)"
+                    hint = (" (this looks like the original Flickr8k.token.txt, but its first line is not "
+                            "'<image>#<n><TAB><caption>')")
                 # Cut short: a wrong file's first line can be anything, and the message is one line.
                 shown = "the file is empty" if header is None else f"header is {','.join(header)[:80]!r}"
                 raise UserError(f"{captions_file}:1: {shown}, expected header 'image,caption'{hint}; "
@@ -213,9 +255,10 @@ def _seeded_split(ids: list[str], seed: int) -> dict[str, str]:
 
 
 def load_flickr8k(images_dir: Path, captions_file: Path | None = None, seed: int = 0) -> Source:
-    """Flickr8k in Kaggle's layout; `images_dir` is the root (holding Images/) or Images/ itself."""
+    """Flickr8k in Kaggle's layout or the original one; `images_dir` is a root or the image folder itself
+    (see _locate_flickr8k)."""
     image_folder, captions_file = _locate_flickr8k(images_dir, captions_file)
-    captions = _read_captions_txt(captions_file)
+    captions = _read_token_txt(captions_file) if _is_token_file(captions_file) else _read_captions_txt(captions_file)
     warnings: list[str] = []
     info: dict = {"images_dir": str(image_folder.resolve()), "captions_file": str(captions_file.resolve())}
 

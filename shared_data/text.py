@@ -25,6 +25,36 @@ def tokenize(caption: str) -> list[str]:
     return [t for t in _NON_WORD.split(caption.lower()) if t]
 
 
+# "capbench": `tokenize` above, for the generated datasets (their captions have no punctuation to
+# argue about). "ptb": the Stanford PTB tokenizer as the COCO caption evaluation runs it, for
+# imported real datasets, so that their scores compare with the literature's ("man's" -> "man 's",
+# "t-shirt" stays one word, where `tokenize` gives "man s" and "t shirt").
+TOKENIZERS = ("capbench", "ptb")
+
+
+def ptb_tokenize(captions: list[str]) -> list[list[str]]:
+    """pycocoevalcap's PTBTokenizer (Java; lowercased, punctuation dropped) over many captions at once."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from .errors import UserError
+
+    try:
+        out = PTBTokenizer().tokenize({str(i): [{"caption": c}] for i, c in enumerate(captions)})
+    except FileNotFoundError:
+        raise UserError("the PTB tokenizer of imported datasets needs Java (pycocoevalcap runs Stanford's "
+                        "tokenizer): install a Java runtime (17 works) and run prepare again") from None
+    if len(out) != len(captions):
+        raise UserError(f"the PTB tokenizer returned {len(out)} captions for {len(captions)}; check that Java runs "
+                        "(java -version) and run prepare again")
+    return [out[str(i)][0].split() for i in range(len(captions))]
+
+
+def tokenize_all(captions: list[str], tokenizer: str) -> list[list[str]]:
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; one of {TOKENIZERS}")
+    return ptb_tokenize(captions) if tokenizer == "ptb" else [tokenize(c) for c in captions]
+
+
 class Vocab:
     """Word <-> id mapping with the four special tokens first."""
 

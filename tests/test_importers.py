@@ -228,9 +228,46 @@ def test_captions_header_wrong(tmp_path, header):
     assert (f"header is {header!r}" in msg) if header else ("file is empty" in msg)
 
 
-def test_token_file_gets_a_hint(tmp_path):
+def test_a_token_file_is_read_whatever_its_name(tmp_path):
     root = make_kaggle(tmp_path / "f8k", "a.jpg#0\tA dog .\na.jpg#1\tA cat .\n", ["a.jpg"])
-    assert "Flickr8k.token.txt" in one_line_error(load_flickr8k, root)
+    assert as_tuples(load_flickr8k(root, seed=0))[0][::2] == ("a.jpg", ["A dog .", "A cat ."])
+
+
+def make_original(root: Path, lines: list[str], images: list[str]) -> Path:
+    """The original archive's layout: Flickr8k_Dataset/Flicker8k_Dataset/*.jpg, Flickr8k_text/."""
+    for i, name in enumerate(images):
+        make_jpeg(root / "Flickr8k_Dataset" / "Flicker8k_Dataset" / name, i)
+    text = root / "Flickr8k_text"
+    text.mkdir(parents=True, exist_ok=True)
+    (text / importers.TOKEN_FILE).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return root
+
+
+TOKEN_LINES = [f"{image}#{k}\t{caption}" for k, (image, caption) in enumerate(STANDARD_ROWS)]
+
+
+@pytest.mark.parametrize("where", ["root", "dataset folder", "image folder"])
+def test_flickr8k_original_layout(tmp_path, where):
+    root = make_original(tmp_path / "orig", TOKEN_LINES, ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    write_splits(root / "Flickr8k_text", ["b.jpg", "a.jpg"], ["c.jpg"], ["d.jpg"])
+    given = {"root": root, "dataset folder": root / "Flickr8k_Dataset",
+             "image folder": root / "Flickr8k_Dataset" / "Flicker8k_Dataset"}[where]
+    source = load_flickr8k(given)
+    assert as_tuples(source) == [
+        ("b.jpg", "train", ["A dog runs .", "The dog is running fast ."]),
+        ("a.jpg", "train", ["A child climbs .", "A girl on stairs ."]),
+        ("c.jpg", "val", ["Two birds ."]),
+        ("d.jpg", "test", ["A man on a bike ."]),
+    ]
+    assert source.info["captions_file"].endswith("Flickr8k_text/Flickr8k.token.txt")
+    assert source.info["split_rule"].startswith("original Flickr8k split files")
+
+
+def test_flickr8k_token_file_bad_line_names_it(tmp_path):
+    root = make_original(tmp_path / "orig", [*TOKEN_LINES[:2], "b.jpg A dog without a tab", *TOKEN_LINES[2:]],
+                         ["a.jpg", "b.jpg"])
+    msg = one_line_error(load_flickr8k, root)
+    assert "Flickr8k.token.txt:3:" in msg and "<TAB>" in msg
 
 
 @pytest.mark.parametrize("bad_row, what", [
@@ -438,3 +475,43 @@ def test_export_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     msg = one_line_error(export_flickr8k, images, tmp_path / "out")
     assert "No space left on device" in msg and "nothing was written" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+# ------------------------------------------------------------------------------ PTB tokenisation
+def test_imported_datasets_are_tokenised_and_scored_as_the_coco_evaluation_does(tmp_path):
+    """An imported dataset's captions go through pycocoevalcap's PTB tokenizer at prepare time, so the
+    human ceiling (and every model score) equals the COCO toolkit's own pipeline on the raw text."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from benchmarks.prepare import PrepareOptions, prepare
+    from shared_data.dataset import load_dataset
+
+    raw = {f"{k}.jpg": [f"A man's dog in a t-shirt runs {k} times .", "The dog, wearing a T-shirt, runs!",
+                        f"Two people's kites fly {k % 3} times high .", "It's a well-known park ."]
+           for k in range(8)}
+    lines = [f"{image}#{j}\t{c}" for image, caps in raw.items() for j, c in enumerate(caps)]
+    root = make_original(tmp_path / "orig", lines, list(raw))
+    path = prepare(PrepareOptions(dataset="flickr8k", images=root, extractor="grid", data_dir=tmp_path / "data"),
+                   log=lambda *_: None)
+    ds = load_dataset(str(path))
+    assert ds.manifest["tokenizer"] == "ptb"
+    first = ds.splits["train"].captions[0]
+    assert first[0][:5] == ["a", "man", "'s", "dog", "in"] and "t-shirt" in first[0]
+    assert "," not in first[1] and "!" not in first[1] and "t-shirt" in first[1]
+
+    test_ids = ds.splits["test"].image_ids
+    tokenised = PTBTokenizer().tokenize({i: [{"caption": c} for c in raw[i]] for i in test_ids})
+    gts = {i: tokenised[i][1:] for i in test_ids}
+    res = {i: tokenised[i][:1] for i in test_ids}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    cider, _ = Cider().compute_score(gts, res)
+    ceiling = ds.manifest["human_ceiling_test"]
+    assert ceiling["BLEU-4"] == round(bleu[3], 4) and ceiling["CIDEr"] == round(cider, 4)
+
+
+def test_generated_datasets_keep_their_own_tokenizer(small_dataset):
+    from shared_data.dataset import load_dataset
+
+    assert load_dataset(str(small_dataset)).manifest["tokenizer"] == "capbench"

@@ -113,6 +113,17 @@ def test_bf16_perf_is_over_the_bf16_matmul_rate(small_dataset, data_dir, tmp_pat
     assert any("bf16 matmul" in row[2] for row in report["rows"])
 
 
+def test_features_both_times_memory_beside_disk(small_dataset, data_dir, tmp_path):
+    args = _parse(["--quick", "--plugins", "torch_merge", "--dataset", str(small_dataset), "--data-dir",
+                   str(data_dir), "--shapes", "dataset", "--images", "0", "--features", "both", "--out", str(tmp_path)])
+    assert perf.main(args) == 0
+    report = json.loads((tmp_path / "perf.json").read_text())
+    (r,) = report["results"]
+    assert r["features_in_memory"]["tokens_per_s"] > 0 and r["training"]["sequence"]["tokens_per_s"] > 0
+    (row,) = [row for row in report["rows"] if row[2].startswith("training tokens/s (features in memory")]
+    assert row[5].endswith("x")
+
+
 def test_missing_dataset_is_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--dataset", "nope", "--data-dir",
                            str(tmp_path), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +69,40 @@ def test_ray_executor_lands_the_same_runs_in_the_results_folder(side_by_side, da
         local_files = {p.name for p in (local_dir / name).iterdir()} - {"tensorboard"}
         assert {p.name for p in (ray_dir / name).iterdir()} == local_files
         assert history(ray_dir / name) == history(local_dir / name)
+        data = json.loads((ray_dir / name / "metrics.json").read_text())["data"]
+        assert data["path"] == str((data_dir / "synthetic-small").resolve())  # the study's path: it exists here
+        assert data["features"] == "read from disk by batch"
     assert "| torch_concat " in (ray_dir / "report.md").read_text()
+
+
+def test_a_node_finds_the_dataset_at_the_studys_path_or_in_its_own_data_dir(small_dataset, tmp_path, monkeypatch):
+    """What a Ray node does with a run's config: the study's absolute path when the node has it (same path
+    everywhere, or shared storage), else the same folder name in the node's own $CAPBENCH_DATA_DIR."""
+    from benchmarks.worker import dataset_location
+    from shared_data.dataset import DATA_DIR_ENV, load_dataset
+
+    cfg = {"dataset": "synthetic-small", "data_dir": None, "dataset_path": str(small_dataset)}
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert dataset_location(cfg) == (str(small_dataset), None)
+    node_copy = tmp_path / "node"
+    shutil.copytree(small_dataset, node_copy / "synthetic-small")
+    monkeypatch.setenv(DATA_DIR_ENV, str(node_copy))
+    elsewhere = {**cfg, "dataset_path": "/on/the/head/only/synthetic-small"}
+    assert dataset_location(elsewhere) == (str(node_copy / "synthetic-small"), None)
+    assert load_dataset(*dataset_location(elsewhere)).path == node_copy / "synthetic-small"
+    # a node's copy must be the study's dataset: the manifest's checksum travels in the run's config
+    from benchmarks.worker import load_run_dataset
+    from shared_data.dataset import sha256_file
+    from shared_data.errors import UserError
+
+    checked = {**elsewhere, "manifest_sha256": sha256_file(small_dataset / "manifest.json")}
+    assert load_run_dataset(checked).path == node_copy / "synthetic-small"
+    manifest = node_copy / "synthetic-small" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"name"', '"note": "another build",\n "name"', 1))
+    with pytest.raises(UserError, match="is not the one the study used"):
+        load_run_dataset(checked)
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert dataset_location(elsewhere)[0] == elsewhere["dataset_path"]  # its error names the prepare command
 
 
 @pytest.mark.parametrize("plugin", ["torch_merge", "keras_merge"])
