@@ -79,7 +79,7 @@ def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None
             hyps[i] = " ".join(ds.vocab.decode(seq))
     runner.sync()
     rate = len(rows) / (time.perf_counter() - t0)
-    refs = {i: [" ".join(c) for c in caps] for i, caps in zip(ids, sp.captions, strict=False)}
+    refs = {i: list(caps) for i, caps in zip(ids, sp.texts, strict=False)}
     return hyps, refs, rate
 
 

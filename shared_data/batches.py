@@ -78,8 +78,8 @@ class CaptionTable:
     """A split's captions encoded once: [n_captions, max_length] token ids and the image rows."""
 
     def __init__(self, split: Split, vocab: Vocab, max_length: int):
-        encoded = [vocab.encode(c) for caps in split.captions for c in caps]
-        self.per_image = np.array([len(c) for c in split.captions], np.int64)  # an image's captions are contiguous
+        encoded = [vocab.encode(c.split()) for caps in split.texts for c in caps]
+        self.per_image = np.array([len(c) for c in split.texts], np.int64)  # an image's captions are contiguous
         self.rows = np.repeat(split.feature_rows, self.per_image).astype(np.int64)
         self.lengths = np.array([len(e) for e in encoded], np.int32)
         if self.lengths.max(initial=0) > max_length:

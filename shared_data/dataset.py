@@ -130,12 +130,18 @@ def finalize_manifest(out_dir: Path, manifest: dict) -> dict:
 class Split:
     name: str
     image_ids: list[str]
-    captions: list[list[list[str]]]  # [image][caption][token]
+    texts: list[list[str]]  # [image][caption]: tokens joined by spaces, as captions.json has them
     feature_rows: np.ndarray  # row of each image in the feature arrays
 
     @property
+    def captions(self) -> list[list[list[str]]]:
+        """[image][caption][token], split on each call: kept as text, COCO's 616k captions are about
+        60 MB, split into words several hundred (the study process never needs the words)."""
+        return [[c.split() for c in caps] for caps in self.texts]
+
+    @property
     def num_captions(self) -> int:
-        return sum(len(c) for c in self.captions)
+        return sum(len(c) for c in self.texts)
 
 
 @dataclass
@@ -353,8 +359,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
         if len(entries) != manifest["splits"][s]["images"]:
             raise UserError(f"{captions_path}: split {s} has {len(entries)} images, the manifest "
                             f"says {manifest['splits'][s]['images']}; {ds.redo()}")
-        ds.splits[s] = Split(s, [e["image_id"] for e in entries],
-                             [[c.split() for c in e["captions"]] for e in entries],
+        ds.splits[s] = Split(s, [e["image_id"] for e in entries], [e["captions"] for e in entries],
                              np.arange(row, row + len(entries)))
         row += len(entries)
     return ds

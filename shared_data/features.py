@@ -107,6 +107,7 @@ def _write_rows(f: h5py.File, key: str, start: int, rows: np.ndarray, n: int, dt
         # does not depend on how the writes were batched or resumed (a resumed build is byte-identical)
         dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
         dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every row is written once: no zeros written first
         f.create_dataset(key, shape=(n, *rows.shape[1:]), dtype=dtype, dcpl=dcpl,
                          chunks=(rows_per_chunk(rows.shape[1:], dtype, n), *rows.shape[1:]))
     elif f[key].dtype != np.dtype(dtype):  # a partial file of another --feature-dtype

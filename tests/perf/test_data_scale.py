@@ -86,7 +86,7 @@ def test_caption_table_and_one_epoch_of_batches(benchmark, source, tmp_path):
     write_text_files(source, tmp_path, "coco", tmp_path / "images")
     vocab = Vocab.from_json(json.loads((tmp_path / "vocab.json").read_text()))
     captions = json.loads((tmp_path / "captions.json").read_text())["train"]
-    split = Split("train", [e["image_id"] for e in captions], [[c.split() for c in e["captions"]] for e in captions],
+    split = Split("train", [e["image_id"] for e in captions], [e["captions"] for e in captions],
                   np.arange(len(captions)))
     ds = Dataset(tmp_path, {"max_length": stress.MAX_WORDS + 2}, vocab, {"train": split})
     feats = Features("none", np.zeros((len(captions), 1), np.float32), None)
@@ -97,3 +97,12 @@ def test_caption_table_and_one_epoch_of_batches(benchmark, source, tmp_path):
 
     batches = _measured(benchmark, "caption table + one epoch of batches (64 captions)", epoch)
     assert batches == -(-split.num_captions // 64)
+
+
+def test_ptb_tokenizer(benchmark, source):
+    """What an imported dataset adds at prepare time: every caption through the PTB tokenizer (Java)."""
+    from shared_data.text import tokenize_all
+
+    captions = [c for im in source.images for c in im.captions]
+    tokens = _measured(benchmark, "PTB tokenizer (Java)", lambda: tokenize_all(captions, "ptb"))
+    assert len(tokens) == len(captions) and tokens[0] == captions[0].split()
