@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -129,15 +130,14 @@ class PrepareOptions:
 
 
 def _whole(value: object, flag: str, least: int) -> int:
+    """A whole-number option of the random dataset, through the project's one value parser."""
+    from shared_data.values import Interval, coerce
+
+    raw = str(value) if isinstance(value, Path) else value  # --images arrives as a Path from argparse
     try:
-        number = int(str(value)) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None:
-        raise UserError(f"{flag} must be a whole number, got {value!r}")
-    if number < least:
-        raise UserError(f"{flag} must be at least {least}, got {number}")
-    return number
+        return coerce(raw, int, interval=Interval(float(least), math.inf, True, False))
+    except ValueError as e:
+        raise UserError(f"{flag} {value}: {e}") from None
 
 
 def check_dataset_name(name: str) -> None:

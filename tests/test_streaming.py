@@ -15,11 +15,18 @@ import pytest
 from backends.common import OptimConfig
 from benchmarks.prepare import PrepareOptions, prepare
 from plugins.registry import ModelSpec, get_plugin
+from shared_data import features as features_mod
 from shared_data.batches import iterate_batches, iterate_prefix_batches, prefetch
 from shared_data.dataset import finalize_manifest, load_dataset
 from shared_data.features import FeatureArray, rows_per_chunk
 
 SMALL = {"units": 32, "embed_dim": 32, "attention_dim": 32, "decoder_dim": 32}
+
+
+@pytest.fixture(autouse=True)
+def stream_everything(monkeypatch):
+    """The small dataset's arrays are under LOAD_BELOW: stream them anyway, as a large dataset's are."""
+    monkeypatch.setattr(features_mod, "LOAD_BELOW", 0)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +51,18 @@ def test_features_stay_on_disk_and_index_like_numpy(ds):
     np.testing.assert_array_equal(feats.spatial[np.array([3, 1]), 2], loaded.spatial[[3, 1], 2])
     with pytest.raises(IndexError):
         feats.global_[np.array([400])]
+
+
+def test_small_arrays_are_read_whole_once(ds, monkeypatch):
+    monkeypatch.setattr(features_mod, "LOAD_BELOW", 256 << 20)
+    reads = []
+    real = FeatureArray.read_sorted
+    monkeypatch.setattr(FeatureArray, "read_sorted", lambda self, rows: reads.append(len(rows)) or real(self, rows))
+    feats = load_dataset(str(ds.path)).features("grid")  # the finiteness check reads each array: whole, once
+    rows = np.array([7, 3, 3, 399])
+    np.testing.assert_array_equal(feats.spatial[rows], np.asarray(feats.spatial)[rows])
+    feats.spatial[np.arange(10)]
+    assert reads == [400, 400]  # global and spatial, once each
 
 
 def test_new_files_are_chunked_for_random_reads(ds):
@@ -209,3 +228,21 @@ def test_a_contradicting_option_is_refused_and_defaults_are_not(small_dataset, t
     # the default size, seed and dtype contradict nothing: reusing (or adding features) just works
     assert prepare(PrepareOptions(name="synthetic-small", extractor="grid", data_dir=tmp_path),
                    log=lambda *_: None) == copy
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"images": "abc"}, "--images abc: expected a whole number in [3, inf)"),
+    ({"images": "2"}, "--images 2: expected a whole number in [3, inf)"),
+    ({"vocab": "0"}, "--vocab 0: expected a whole number in [1, inf)"),
+    ({"global_dim": "1.5"}, "--global-dim 1.5: expected a whole number"),
+    ({"grid": "14x14"}, "--grid '14x14' is not HxWxC"),
+    ({"feature_dtype": "bfloat16"}, "--feature-dtype 'bfloat16' is not one of: float32, float16"),
+    ({"extractor": "grid"}, "--extractor does not apply to dataset random"),
+])
+def test_bad_random_options_are_refused_before_anything_is_written(tmp_path, options, message):
+    from shared_data.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        prepare(PrepareOptions(dataset="random", data_dir=tmp_path / "data", **options), log=lambda *_: None)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
