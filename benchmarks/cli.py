@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
+    p.add_argument("--half", type=int, choices=[1, 2], default=None,
+                   help="report-half1.md / report-half2.md: the tables from the first or the second half of every "
+                        "configuration's seeds, to check that two disjoint halves reach the same verdicts")
 
     p = sub.add_parser("calibrate", help="the significance test's false-positive rate on A/A splits of real runs",
                        description="Split the seeds of one configuration of a study into two disjoint groups, many "
@@ -313,7 +316,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.study.is_dir():
         raise UserError(f"{args.study} is not a study folder; studies live in results/<study>")
-    print(f"report: {write_report(args.study)}")
+    print(f"report: {write_report(args.study, args.half)}")
     return 0
 
 

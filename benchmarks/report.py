@@ -64,17 +64,42 @@ def _cpu_model() -> str:
     return environment()["cpu"] or "unknown CPU"
 
 
-def write_report(study_dir: Path) -> Path:
-    """report.md (and its PNG figures) from the study's saved runs, written atomically."""
+HALVES = (1, 2)
+
+
+def write_report(study_dir: Path, half: int | None = None) -> Path:
+    """report.md (and its PNG figures) from the study's saved runs, written atomically. half 1 or 2:
+    report-half<N>.md, tables only, from the first ceil(n/2) of every configuration's n seeds (in
+    seed order) or from the rest: two disjoint halves whose verdicts should agree (issue 13)."""
     study_dir = Path(study_dir)
     done, other, stale = _runs(study_dir)
     if not done and not other:
         raise UserError(f"{study_dir} holds no runs; start a study with: python -m benchmarks run --plugins ...")
+    if half is not None:
+        done, other = _half(done, half), _half(other, half)
+        if not done:
+            raise UserError(f"--half {half}: {study_dir} has no finished runs in that half; a configuration needs "
+                            "at least 2 finished seeds to be split")
     try:
-        return _write_report(study_dir, done, other, stale)
+        return _write_report(study_dir, done, other, stale, half)
     except OSError as e:  # the figures (matplotlib writes them itself): a full disk, a read-only folder
         raise UserError(f"cannot write the report in {study_dir} ({e.strerror or e}); free some space or fix "
                         "the folder's permissions, then run: python -m benchmarks report " + str(study_dir)) from None
+
+
+def _half(rows: list[dict], half: int) -> list[dict]:
+    if half not in HALVES:
+        raise UserError(f"--half {half}: use 1 or 2")
+    by_label: dict[str, list[dict]] = {}
+    for r in rows:
+        by_label.setdefault(_label(r), []).append(r)
+    keep = []
+    for group in by_label.values():
+        group = sorted(group, key=_seed)
+        cut = (len(group) + 1) // 2
+        if len(group) > 1:
+            keep += group[:cut] if half == 1 else group[cut:]
+    return [r for r in rows if any(r is k for k in keep)]
 
 
 def _dataset(cfg: dict):
@@ -168,7 +193,8 @@ def _seed_text(seeds: list[int]) -> str:
         if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
 
 
-def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run]) -> Path:
+def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run],
+                  half: int | None = None) -> Path:
     ds, manifest_hash, ceiling = _dataset(next((r["config"] for r in done + other if "dataset" in r["config"]), {}))
     seeds = {label: sorted(_seed(r) for r in done + other if _label(r) == label) for label in map(_label, done + other)}
 
@@ -179,8 +205,12 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
     lines += _quality(done, ceiling)
     lines += _time_to_target(done)
     lines += _size(done, name) + _speed(done, name) + _overfitting(done, name)
-    lines += _figures(study_dir, done, ds, name)
-    out = study_dir / rundir.REPORT
+    if half is None:  # the figures are the whole study's; a half report is its tables
+        lines += _figures(study_dir, done, ds, name)
+    else:
+        lines = [lines[0], "", f"Half {half} of every configuration's seeds (`python -m benchmarks report "
+                 f"{study_dir} --half {half}`); the whole study: {rundir.REPORT}.", ""] + lines[1:]
+    out = study_dir / (rundir.REPORT if half is None else rundir.HALF_REPORT.format(half))
     rundir.write_text(out, "\n".join(lines) + "\n")
     return out
 

@@ -50,6 +50,7 @@ NEXT = ".next"
 PLAN = "study.json"
 LOCK = "study.lock"
 REPORT = "report.md"
+HALF_REPORT = "report-half{}.md"  # `report --half 1|2`: the same tables from half of every configuration's seeds
 CURVES = "curves.png"
 SAMPLES = "samples.png"
 HISTORY_FIELDS = ["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"]

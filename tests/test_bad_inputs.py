@@ -121,6 +121,7 @@ CASES = [
     (["calibrate", "{tmp}/nowhere"], "is not a study folder"),
     (["calibrate", "{finished}/done", "--group", "2"], "torch_merge has 2 finished seeds; A/A splits need"),
     (["calibrate", "{finished}/done", "--label", "x"], "--label x: not in"),
+    (["report", "{finished}/done", "--half", "3"], "--half: invalid choice: 3 (choose from 1, 2)"),
     (["run", "--plugins", "torch_merge", "--target", "val_loss=2", "--epochs", "2", "--target", "bleu=1"],
      "--target bleu=1: write METRIC=VALUE"),
     (["run", "--plugins", "torch_merge", "--target", "val_bleu4=0.3"], "give a cap too"),
@@ -183,6 +184,22 @@ def test_report_lists_damaged_runs_as_rows(finished, tmp_path, capsys):
     code, out, err = cli(["report", study], capsys)
     assert code == 0, err
     assert "unreadable: config.json is not valid JSON" in (study / "report.md").read_text()
+
+
+def test_half_reports_split_every_configurations_seeds(finished, tmp_path, capsys):
+    """report --half 1|2: the same tables from disjoint halves of the seeds; report.md is left alone."""
+    study = tmp_path / STUDY
+    shutil.copytree(finished / STUDY, study)
+    whole = (study / "report.md").read_bytes()
+    halves = []
+    for half in (1, 2):
+        code, out, err = cli(["report", study, "--half", str(half)], capsys)
+        assert code == 0, err
+        halves.append((study / f"report-half{half}.md").read_text())
+    assert "seeds: 0\n" in halves[0] + "\n" and "seeds: 0;" not in halves[1]
+    assert [h.split("; seeds: ")[1].split("\n")[0] for h in halves] == ["0", "1"]
+    assert all("Half" in h and "curves.png" not in h for h in halves)
+    assert (study / "report.md").read_bytes() == whole
 
 
 def test_report_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(finished, tmp_path, capsys, monkeypatch):
