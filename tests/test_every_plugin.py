@@ -29,9 +29,13 @@ def data(small_dataset):
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_plugin_trains_decodes_and_saves(data, name, tmp_path):
+    check_plugin(*data, name, tmp_path)
+
+
+def check_plugin(ds, feats, spec, name, tmp_path) -> None:
+    """The checks above; tests/engine_probe.py runs them on Keras' other engines too."""
     import importlib
 
-    ds, feats, spec = data
     plugin = get_plugin(name)
     backend = importlib.import_module(f"backends.{plugin.framework}.runner")
     hp = {k: v for k, v in SMALL.items() if k in plugin.defaults}

@@ -165,13 +165,19 @@ def test_worker_dies_with_its_study(small_dataset, data_dir, tmp_path):
     raise AssertionError(f"worker {worker} outlived its study")
 
 
-def test_missing_keras_backend_is_named(small_dataset, data_dir, tmp_path):
+def test_missing_keras_backend_is_named(monkeypatch):
+    """Where an engine's package is absent (jax and tensorflow come from the cpu/gpu extras), the plugin
+    reference says which package to install, before any work starts."""
     import importlib.util
 
-    if importlib.util.find_spec("jax") is not None:
-        pytest.skip("jax is installed here")
-    proc = run("run", "--plugins", "keras_merge@jax", data_dir=data_dir, cwd=tmp_path)
-    assert proc.returncode == 2 and "needs the jax package (pip install jax)" in proc.stderr
+    from plugins.registry import PluginRef
+    from shared_data.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a))
+    with pytest.raises(UserError, match=r"keras_merge@jax: the Keras backend 'jax' needs the jax package"):
+        PluginRef.parse("keras_merge@jax")
+    assert PluginRef.parse("keras_merge@torch").keras_backend == "torch"
 
 
 def test_study_killed_with_sigkill_finishes_only_what_is_missing(small_dataset, data_dir, tmp_path):
