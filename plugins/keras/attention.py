@@ -45,7 +45,9 @@ class Attention(layers.Layer):
             enc_att = self.encoder_att(feats)
         scores = self.full_att(ops.relu(enc_att + ops.expand_dims(self.decoder_att(h), 1)))[..., 0]
         alpha = ops.softmax(scores, axis=1)
-        return ops.sum(feats * ops.expand_dims(alpha, -1), axis=1), alpha
+        # one batched matmul [B,1,P] @ [B,P,C], as in torch: the broadcast product and sum made
+        # TensorFlow keep more per step (measured: 4,636 vs 4,185 MiB at T = 42) and run slower
+        return ops.matmul(ops.expand_dims(alpha, 1), feats)[:, 0], alpha
 
 
 class ShowAttendTell(keras.Model):

@@ -50,7 +50,9 @@ class Attention(nn.Module):
             enc_att = self.encoder_att(feats)
         scores = self.full_att(torch.relu(enc_att + self.decoder_att(h)[:, None, :]))[..., 0]
         alpha = torch.softmax(scores, dim=1)
-        return (feats * alpha[..., None]).sum(1), alpha
+        # the weighted sum over P as one batched matmul [B,1,P] @ [B,P,C]: the tutorial's
+        # (feats * alpha[..., None]).sum(1) is the same sum through a [B, P, C] temporary every step
+        return torch.bmm(alpha[:, None], feats)[:, 0], alpha
 
 
 class ShowAttendTell(nn.Module):
