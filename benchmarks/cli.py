@@ -13,6 +13,8 @@ from pathlib import Path
 from shared_data.dataset import DATA_DIR_ENV, DEFAULT_DATASET
 from shared_data.errors import UserError
 
+from .rundir import HALVES
+
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
-    p.add_argument("--half", type=int, choices=[1, 2], default=None,
+    p.add_argument("--half", type=int, choices=HALVES, default=None,
                    help="report-half1.md / report-half2.md: the tables from the first or the second half of every "
                         "configuration's seeds, to check that two disjoint halves reach the same verdicts")
 

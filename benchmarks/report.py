@@ -64,7 +64,7 @@ def _cpu_model() -> str:
     return environment()["cpu"] or "unknown CPU"
 
 
-HALVES = (1, 2)
+HALVES = rundir.HALVES
 
 
 def write_report(study_dir: Path, half: int | None = None) -> Path:
@@ -76,7 +76,8 @@ def write_report(study_dir: Path, half: int | None = None) -> Path:
     if not done and not other:
         raise UserError(f"{study_dir} holds no runs; start a study with: python -m benchmarks run --plugins ...")
     if half is not None:
-        done, other = _half(done, half), _half(other, half)
+        keep = _half(done + other, half)  # one split over every run of the plan, finished or not
+        done, other = [r for r in done if id(r) in keep], [r for r in other if id(r) in keep]
         if not done:
             raise UserError(f"--half {half}: {study_dir} has no finished runs in that half; a configuration needs "
                             "at least 2 finished seeds to be split")
@@ -87,19 +88,20 @@ def write_report(study_dir: Path, half: int | None = None) -> Path:
                         "the folder's permissions, then run: python -m benchmarks report " + str(study_dir)) from None
 
 
-def _half(rows: list[dict], half: int) -> list[dict]:
+def _half(rows: list[dict], half: int) -> set[int]:
+    """ids of the rows in that half: per configuration with 2+ seeds, the first ceil(n/2) by seed, or the rest."""
     if half not in HALVES:
-        raise UserError(f"--half {half}: use 1 or 2")
+        raise UserError(f"--half {half}: use {' or '.join(map(str, HALVES))}")
     by_label: dict[str, list[dict]] = {}
     for r in rows:
         by_label.setdefault(_label(r), []).append(r)
-    keep = []
+    keep: set[int] = set()
     for group in by_label.values():
         group = sorted(group, key=_seed)
         cut = (len(group) + 1) // 2
         if len(group) > 1:
-            keep += group[:cut] if half == 1 else group[cut:]
-    return [r for r in rows if any(r is k for k in keep)]
+            keep |= {id(r) for r in (group[:cut] if half == 1 else group[cut:])}
+    return keep
 
 
 def _dataset(cfg: dict):

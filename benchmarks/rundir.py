@@ -50,6 +50,7 @@ NEXT = ".next"
 PLAN = "study.json"
 LOCK = "study.lock"
 REPORT = "report.md"
+HALVES = (1, 2)  # report --half: two disjoint halves of every configuration's seeds
 HALF_REPORT = "report-half{}.md"  # `report --half 1|2`: the same tables from half of every configuration's seeds
 CURVES = "curves.png"
 SAMPLES = "samples.png"
