@@ -439,6 +439,7 @@ def main(args: argparse.Namespace) -> int:
     from shared_data.errors import UserError
     from shared_data.values import Interval, coerce
 
+    from .preflight import check_precision
     from .settings import from_args
 
     settings = from_args(args, SETTINGS)
@@ -461,7 +462,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--beams {args.beams}: each beam size {e}") from None
 
     plugins = available_names() if args.plugins == "all" else [p for p in args.plugins.split(",") if p]
-    plugins = [str(PluginRef.parse(p)) for p in plugins]  # an unknown name: one line now, with the list
+    refs = [PluginRef.parse(p) for p in plugins]  # an unknown name: one line now, with the list
+    plugins = [str(r) for r in refs]
+    check_precision([(r, {}) for r in refs], args.precision)  # bf16 where this CPU cannot: one line now
     shapes = ["dataset", "flickr8k"] if args.shapes == "both" else [args.shapes]
     dataset = None
     if "dataset" in shapes:  # fail in one line now, not in every child

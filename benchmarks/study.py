@@ -20,7 +20,7 @@ from plugins.registry import PluginRef
 from shared_data.dataset import DEFAULT_DATASET, load_dataset, prepare_hint, resolve_dataset_path, sha256_file
 from shared_data.errors import UserError
 
-from . import rundir
+from . import preflight, rundir
 from .settings import RunSettings, describe
 from .stats import EXPECTATIONS
 from .worker import DIVERGED_EXIT, PROGRESS
@@ -167,6 +167,12 @@ def check(opts: StudyOptions) -> None:
             raise UserError(f"'{v.label}' appears twice in the study{also}; each configuration needs its own label")
         v.plugin.plugin.check_hparams(v.hparams, f"{v.label}: ")
         opts.settings.changed(v.settings, f"{v.label}: settings")
+    by_precision: dict[str, list] = {}
+    for v in opts.variants:
+        precision = opts.settings.changed(v.settings, f"{v.label}: settings").precision
+        by_precision.setdefault(precision, []).append((v.plugin, v.plugin.plugin.check_hparams(v.hparams)))
+    for precision, plugins in by_precision.items():
+        preflight.check_precision(plugins, precision)
 
 
 def ensure_dataset(opts: StudyOptions, log=print) -> str:

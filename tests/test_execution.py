@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from backends.common import Execution, OptimConfig
+from benchmarks import preflight
 from plugins.registry import ModelSpec, get_plugin
 from shared_data.batches import iterate_batches
 from shared_data.dataset import load_dataset
@@ -43,6 +44,9 @@ def _train(data, name, execution, steps=3, **hp):
 @pytest.mark.parametrize("name", BUILTIN)
 def test_bf16_changes_the_arithmetic_not_the_result(data, name):
     ds, feats, spec = data
+    if name.startswith("torch_") and (why := preflight.trial(name, {}, "bf16")) is not None:
+        pytest.skip(f"this CPU runs no bf16 {name} ({why}); the CLI refuses it up front, "
+                    "test_bf16_is_refused_up_front_where_the_cpu_cannot")
     _, fp32 = _train(data, name, Execution())
     runner, bf16 = _train(data, name, Execution("bf16"))
     assert np.isfinite(bf16).all()
@@ -84,7 +88,8 @@ def test_keras_attention_lstm_compiles_with_xla(data):
 
 
 def test_run_and_ablate_carry_the_setting(small_dataset, data_dir, tmp_path):
-    proc = run("ablate", "torch_merge", "--vary", "precision=fp32,bf16", "--dataset", "synthetic-small",
+    # torch_rnn: nn.RNN runs in bf16 on AVX2-only CPUs too, nn.LSTM does not (the test below)
+    proc = run("ablate", "torch_rnn", "--vary", "precision=fp32,bf16", "--dataset", "synthetic-small",
                "--steps", "3", "--no-meteor", "--study", "a", data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     study = tmp_path / "results" / "a"
@@ -96,9 +101,31 @@ def test_run_and_ablate_carry_the_setting(small_dataset, data_dir, tmp_path):
     assert cfg["settings"]["precision"] == "bf16" and cfg["settings"]["compile"] is False
     assert "bf16" in (study / "report.md").read_text()
 
-    proc = run("run", "--plugins", "torch_merge", "--precision", "fp16", "--dataset", "synthetic-small",
+    proc = run("run", "--plugins", "torch_rnn", "--precision", "fp16", "--dataset", "synthetic-small",
                "--steps", "3", data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 2 and "--precision fp16: expected one of fp32, bf16" in proc.stderr
-    proc = run("ablate", "torch_merge", "--vary", "compile=maybe", "--dataset", "synthetic-small",
+    proc = run("ablate", "torch_rnn", "--vary", "compile=maybe", "--dataset", "synthetic-small",
                "--steps", "3", data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+# oneDNN's cap on the instruction set it uses: an AVX-512 machine then builds what an AVX2-only CPU does
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_bf16_is_refused_up_front_where_the_cpu_cannot(small_dataset, data_dir, tmp_path):
+    """oneDNN builds no bf16 LSTM without AVX-512: the study stops before any run, in one line that names
+    the plugins that cannot, and not those that can (nn.RNN, nn.LSTMCell, the Transformer, Keras)."""
+    proc = run("ablate", "torch_merge", "--vary", "precision=fp32,bf16", "--dataset", "synthetic-small",
+               "--steps", "3", "--no-meteor", "--study", "a", data_dir=data_dir, cwd=tmp_path, env=AVX2_ONLY)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: --precision bf16: torch_merge cannot run in bf16 on this machine")
+    assert "AVX-512" in proc.stderr and "--precision fp32" in proc.stderr
+    assert not (tmp_path / "results").exists()  # nothing started, nothing written
+
+    proc = run("run", "--plugins", "torch_concat,torch_rnn,torch_show_attend_tell,torch_transformer,keras_merge",
+               "--precision", "bf16", "--dataset", "synthetic-small", "--steps", "3", "--no-meteor", "--study", "b",
+               data_dir=data_dir, cwd=tmp_path, env=AVX2_ONLY)
+    assert proc.returncode == 2, proc.stderr
+    named = proc.stderr.split(" cannot run")[0].removeprefix("error: --precision bf16: ").split(", ")
+    assert named == ["torch_concat"]

@@ -10,9 +10,10 @@ import sys
 import pytest
 
 
-def run(*argv, data_dir, cwd):
+def run(*argv, data_dir, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "benchmarks", *map(str, argv), "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, cwd=cwd, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
 
 
 @pytest.fixture(scope="module")
