@@ -194,3 +194,32 @@ def test_five_optimizer_steps_give_the_same_losses(data):
     # train_on_batch reports the loss of the forward pass before its update: the weights test_on_batch saw
     assert losses_t[0] - ce_t == pytest.approx(expected, rel=1e-4)
     assert losses_k[0] - ce_k == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_remat_recomputes_without_changing_the_run(data, framework):
+    """remat=True (keras.remat / torch.utils.checkpoint around the attention scores) trades memory for
+    compute: the same losses and weights after three steps, dropout included (to the bit in PyTorch)."""
+    import importlib
+
+    ds, feats, spec = data
+    backend = importlib.import_module(f"backends.{framework}.runner")
+    plugin = get_plugin(f"{framework}_show_attend_tell")
+    batches = list(iterate_batches(ds, "train", feats, batch_size=8, seed=0, epoch=0,
+                                   pad_to_max=backend.FIXED_SHAPES))[:3]
+    runs = []
+    for remat in (False, True):
+        runner = backend.Runner(plugin, spec, {**SMALL, "remat": remat}, seed=0, optim=OptimConfig(lr=3e-3))
+        losses = [runner.train_step(b) for b in batches]
+        weights = ([p.detach().numpy().copy() for p in runner.model.parameters()] if framework == "torch"
+                   else [keras.ops.convert_to_numpy(w) for w in runner.model.weights])
+        runs.append((losses, weights))
+    (plain, w_plain), (remat, w_remat) = runs
+    if framework == "torch":  # the same kernels in the same order: the same bits
+        assert plain == remat
+        for a, b in zip(w_plain, w_remat, strict=True):
+            np.testing.assert_array_equal(a, b)
+    else:  # TensorFlow's recompute_grad sums the gradients in another order: equal to rounding
+        np.testing.assert_allclose(remat, plain, rtol=1e-6)
+        for a, b in zip(w_plain, w_remat, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)  # Adam scales up rounding of tiny grads
