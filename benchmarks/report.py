@@ -325,16 +325,20 @@ def _speed(done: list[dict], name) -> list[str]:
     rows = []
     for r in done:
         s = r["metrics"]["speed"]
-        rows.append([name(r), f"{s['train_tokens_per_s']:,.0f}", f"{s['train_captions_per_s']:,.0f}",
+        rows.append([name(r), _engine_text(r["metrics"]), f"{s['train_tokens_per_s']:,.0f}",
+                     f"{s['train_captions_per_s']:,.0f}",
                      _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
                      f"{s['decode_beam_captions_per_s']:,.0f}",
                      f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
                      _execution_text(r["metrics"]),
                      "max length" if s["fixed_shapes"] else "longest in batch", _time_split(r["metrics"])])
-    lines = ["## 3. Speed", "", tabulate(rows, headers=["run", "train tokens/s", "train captions/s", "first step s",
+    lines = ["## 3. Speed", "", tabulate(rows, headers=["run", "API@engine", "train tokens/s", "train captions/s",
+                                                         "first step s",
                                                          "greedy captions/s", "beam captions/s", "peak MiB",
                                                          "device", "execution", "batch padded to",
                                                          "s: train / val / test / other"], tablefmt="github"), "",
+             "API@engine: the API the plugin is written in and the engine that ran it (Keras runs on TensorFlow, "
+             "JAX or PyTorch; `study engines` separates the two). "
              "Throughput excludes the first 5 steps (warm-up, graph building); timings are device-synchronised. "
              "Time split: training, per-epoch validation, final test evaluation, and the rest of the worker "
              "(the framework's import, data loading, model building, checkpoints, saving; the interpreter's "
@@ -365,6 +369,12 @@ def _figures(study_dir: Path, done: list[dict], ds, name) -> list[str]:
     if plot:
         lines += [f"![training curves]({plot.name})", ""]
     return lines + _samples(study_dir, done, ds, name) + _attention(study_dir, done, ds, name)
+
+
+def _engine_text(m: dict) -> str:
+    if m["framework"] == "keras":
+        return f"Keras@{m['versions'].get('keras_backend', 'tensorflow')}"
+    return "PyTorch"
 
 
 def _execution_text(m: dict) -> str:

@@ -295,6 +295,14 @@ class PluginRef:
         return self.name + (f"@{self.keras_backend}" if self.keras_backend else "")
 
 
+def every_engine() -> list[PluginRef]:
+    """Every plugin, each Keras one once per Keras backend installed here, named explicitly
+    (keras_merge@tensorflow, keras_merge@jax, keras_merge@torch): `perf --plugins all`'s engine x plugin grid."""
+    backends = [b for b, package in KERAS_BACKENDS.items() if importlib.util.find_spec(package) is not None]
+    return [PluginRef(name, backend) for name in available_names()
+            for backend in (backends if get_plugin(name).framework == "keras" else [None])]
+
+
 def parse_plugin_list(text: str) -> list[PluginRef]:
     refs = [PluginRef.parse(n) for n in text.split(",") if n.strip()]
     if not refs:

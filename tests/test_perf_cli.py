@@ -140,3 +140,16 @@ def test_missing_dataset_is_one_line_error(tmp_path):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ")
     assert "python -m benchmarks prepare" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
+    """benchmarks/profile.py: torch.profiler over real train steps at Flickr8k shapes, operators by self
+    time; a Keras plugin off the torch engine is one line, exit 2, before anything is built."""
+    run = [sys.executable, "-m", "benchmarks.profile"]
+    proc = subprocess.run([*run, "torch_rnn", "--steps", "1", "--top", "4"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch_rnn: 1 steps at Flickr8k shapes" in proc.stdout and "Self CPU" in proc.stdout
+    assert "aten::" in proc.stdout  # real operators were recorded
+    bad = subprocess.run([*run, "keras_rnn"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "keras_rnn@torch" in bad.stderr

@@ -147,3 +147,18 @@ def test_third_party_plugin_through_entry_point(tmp_path):
 def test_plugin_names_must_name_a_framework():
     with pytest.raises(ValueError, match="must start with one of"):
         registry.register("jax_thing", family="x")
+
+
+def test_every_engine_puts_each_keras_plugin_on_each_installed_engine_without_importing_them():
+    """`perf --plugins all`'s grid: a Keras plugin once per engine (named, TensorFlow included), a
+    PyTorch plugin once; listing it imports no framework."""
+    refs = registry.every_engine()
+    names = registry.available_names()
+    keras = [n for n in names if n.startswith("keras_")]
+    assert sorted(str(r) for r in refs if r.name == "keras_merge") == \
+        ["keras_merge@jax", "keras_merge@tensorflow", "keras_merge@torch"]  # the cpu extra installs all three
+    assert len(refs) == len(names) + 2 * len(keras)
+    assert [str(r) for r in refs if r.name.startswith("torch_")] == [n for n in names if n.startswith("torch_")]
+    assert all(str(registry.PluginRef.parse(str(r))) == str(r) for r in refs)  # each parses back
+    mods = _modules_after("from plugins.registry import every_engine\nprint(every_engine())")
+    assert not {"torch", "keras", "tensorflow", "jax"} & mods

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -43,6 +44,9 @@ def test_study_writes_runs_and_report(study):
     for section in ("## 1. Quality", "## 2. Size", "## 3. Speed", "## 4. Overfitting"):
         assert section in report
     assert "keras_merge" in report and "torch_concat" in report and "human ceiling" in report
+    speed = report.split("## 3. Speed")[1].split("## 4.")[0]  # each run's API and the engine under it
+    assert re.search(r"\| keras_merge\S*\s*\| Keras@tensorflow", speed)
+    assert re.search(r"\| torch_concat\S*\s*\| PyTorch", speed)
     from benchmarks.metrics import spice_missing
 
     assert ("SPICE left out" in report) == (spice_missing() is not None)

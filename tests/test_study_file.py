@@ -31,3 +31,18 @@ def test_bad_study_names_and_files(tmp_path):
     bad.write_text(json.dumps({"variants": []}))
     with pytest.raises(UserError, match="not a study file"):
         load_study_file(str(bad))
+
+
+@pytest.mark.parametrize("study, keras, torch", [("engines", "keras_merge", "torch_merge"),
+                                                  ("engines_attention", "keras_show_attend_tell",
+                                                   "torch_show_attend_tell")])
+def test_engine_studies_run_one_model_on_every_engine(study, keras, torch):
+    """API or engine: the same model as Keras on TensorFlow (graph and XLA), JAX and PyTorch, and in
+    torch.nn eager and compiled; the PyTorch rows take Keras' single LSTM bias so the math is the same."""
+    _, variants = load_study_file(study)
+    rows = {(str(v.plugin), bool(v.settings.get("compile"))) for v in variants}
+    assert rows == {(f"{keras}@tensorflow", False), (f"{keras}@tensorflow", True), (f"{keras}@jax", False),
+                    (f"{keras}@torch", False), (torch, False), (torch, True)}
+    assert all(v.hparams.get("lstm_bias") == "one" for v in variants if v.plugin.name == torch)
+    assert all(set(v.settings) <= {"compile"} and v.expect is None for v in variants)  # speed differs, not math
+    check(StudyOptions(variants=variants))
