@@ -387,7 +387,8 @@ def table_rows(results: list[dict], matmul_gflops: float, precision: str = "fp32
     return rows
 
 
-MFU_HEADERS = ["plugin", "shapes", "MFLOP per target token", "counted by", "train tokens/s", "GFLOP/s", "MFU"]
+MFU_HEADERS = ["plugin", "shapes", "MFLOP per target token", "counted by", "train tokens/s", "GFLOP/s", "MFU",
+               "first step s"]
 
 
 def mfu_rows(results: list[dict]) -> list[list]:
@@ -398,7 +399,8 @@ def mfu_rows(results: list[dict]) -> list[list]:
             continue
         rows.append([r["plugin"], r["shapes"], _fmt(r["flops_per_token"] / 1e6, 2), r["flops_source"],
                      _fmt(r["training"]["sequence"]["tokens_per_s"], 0), _fmt(r["achieved_gflops"]["sequence"], 1),
-                     _fmt(100 * r["mfu"]["sequence"], 1) + "%"])
+                     _fmt(100 * r["mfu"]["sequence"], 1) + "%",
+                     _fmt(r["training"]["sequence"]["first_step_s"], 2)])  # tracing, compiling, first touch
     return rows
 
 
