@@ -240,7 +240,7 @@ def run_plugin(job: dict) -> dict:
         lengths = np.concatenate([b.lengths for b in pool])
     else:
         ds = load_dataset(job["dataset"], Path(job["data_dir"]) if job.get("data_dir") else None, verify=False)
-        feats = ds.features(job["extractor"], spatial=plugin.needs_spatial)
+        feats = ds.features(job["extractor"], spatial=plugin.needs_spatial, global_=plugin.needs_global)
         spec = ModelSpec.of(ds, feats)
         table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
         # as in benchmarks/worker.py: the Keras recipe pre-pads (its models mask); PyTorch models do not mask

@@ -28,7 +28,7 @@ ATTENTION_IMAGES = 4  # test images whose attention maps are saved (plugins with
 # Decoding batches are sized by memory, not by image count: 500 images x beam 3 of a 14x14x2048 grid
 # is 2.4 GB of features alone. A beam row's features exist a few times over while it decodes (the
 # batch read, its repeat per beam, the model's projections of it): DECODE_COPIES.
-DECODE_BYTES = 512 << 20
+DECODE_BYTES = 256 << 20  # measured: 512 put keras_show_attend_tell over 4 GiB on a Flickr8k-shaped set
 DECODE_COPIES = 4
 DECODE_MAX_IMAGES = 500  # the embedded dataset's batch (its features are small): its numbers stay as they were
 
@@ -187,7 +187,7 @@ def setup(run_dir: Path) -> Context:
     ds = load_run_dataset(cfg)
     plugin = ref.plugin
     # a plugin that reads the pooled vector only gets no grid: its batches would gather it for nothing
-    feats = ds.features(cfg["extractor"], spatial=plugin.needs_spatial)
+    feats = ds.features(cfg["extractor"], spatial=plugin.needs_spatial, global_=plugin.needs_global)
     t_import = time.perf_counter()
     backend = importlib.import_module(f"backends.{plugin.framework}.runner")  # the framework's import
     import_s = time.perf_counter() - t_import
@@ -398,9 +398,9 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
         "device": runner.device_name(), "versions": runner.versions(), "execution": s.execution().to_json(),
         "environment": environment(),
         # where this machine found the dataset (a cluster node may have its own copy) and how features
-        # came in: read from disk by batch, stored as this dtype
+        # came in: read from disk by batch, the arrays the model reads and the dtype each is stored as
         "data": {"path": str(ctx.ds.path), "features": "read from disk by batch",
-                 "stored_dtype": str(ctx.feats.global_.stored_dtype)},
+                 "stored_dtype": ctx.feats.read_from_file()},
         "quality": q,
         "quality_4refs": ev["quality_4refs"],  # against references 2-5 only, as the human ceiling is scored
         "spice_note": spice_missing(),

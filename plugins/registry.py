@@ -61,6 +61,7 @@ class Plugin:
     module: str = ""
     choices: dict = field(default_factory=dict)  # hyperparameter -> the values it accepts
     bounds: dict = field(default_factory=dict)  # hyperparameter -> its interval, e.g. "[1, inf)"
+    needs_global: bool = True  # False: the pooled vector is never read (it is then not loaded either)
 
     def build(self, spec: ModelSpec, **overrides):
         return self.build_fn(spec, **{**self.defaults, **self.check_hparams(overrides)})
@@ -91,7 +92,8 @@ _loaded: set[str] = set()
 
 
 def register(name: str, *, family: str, defaults: dict | None = None, description: str = "",
-             needs_spatial: bool = False, choices: dict | None = None, bounds: dict | None = None) -> Callable:
+             needs_spatial: bool = False, choices: dict | None = None, bounds: dict | None = None,
+             needs_global: bool = True) -> Callable:
     """Decorator for a builder `fn(spec: ModelSpec, **hparams) -> model`. `choices` and `bounds` declare
     what a hyperparameter accepts ({"fusion": ("add", "concat")}, {"units": "[1, inf)"}), so that a bad
     value is refused before any run starts."""
@@ -104,7 +106,8 @@ def register(name: str, *, family: str, defaults: dict | None = None, descriptio
             warnings.warn(f"plugin {name} from {fn.__module__} replaces the one from {_REGISTRY[name].module}",
                           stacklevel=2)
         _REGISTRY[name] = Plugin(name, framework, family, fn, dict(defaults or {}), description,
-                                 needs_spatial, fn.__module__, dict(choices or {}), dict(bounds or {}))
+                                 needs_spatial, fn.__module__, dict(choices or {}), dict(bounds or {}),
+                                 needs_global)
         return fn
 
     return wrap
@@ -152,7 +155,8 @@ def _load_entry_point(name: str) -> None:
     if callable(obj) and name not in _REGISTRY:  # a bare builder: register it with what we know
         register(name, family=getattr(obj, "family", "third-party"),
                  defaults=getattr(obj, "defaults", {}), description=(obj.__doc__ or "").strip().split("\n")[0],
-                 needs_spatial=getattr(obj, "needs_spatial", False))(obj)
+                 needs_spatial=getattr(obj, "needs_spatial", False),
+                 needs_global=getattr(obj, "needs_global", True))(obj)
 
 
 def available_names() -> list[str]:
@@ -230,7 +234,7 @@ def _plugins_in_source(module: str, framework: str) -> dict[str, Plugin | None]:
             found[name] = Plugin(name, framework, kw["family"], _lazy_builder(module, name),
                                  dict(kw.get("defaults") or {}), kw.get("description", ""),
                                  kw.get("needs_spatial", False), module, dict(kw.get("choices") or {}),
-                                 dict(kw.get("bounds") or {}))
+                                 dict(kw.get("bounds") or {}), kw.get("needs_global", True))
     return found
 
 

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
-from .features import FEATURE_DTYPES, FeatureArray
+from .features import FEATURE_DTYPES, FeatureArray, ZeroRows
 from .sources import SPLITS, Source
 from .text import Vocab, tokenize_all
 
@@ -151,16 +151,23 @@ class Features:
     either way indexing gives the same float32 arrays."""
 
     extractor: str
-    global_: FeatureArray | np.ndarray  # [N, D]
+    global_: FeatureArray | ZeroRows | np.ndarray  # [N, D]
     spatial: FeatureArray | np.ndarray | None  # [N, P, C]
 
     def in_memory(self) -> Features:
-        return Features(self.extractor, np.asarray(self.global_),
+        global_ = self.global_ if isinstance(self.global_, ZeroRows) else np.asarray(self.global_)
+        return Features(self.extractor, global_,
                         None if self.spatial is None else np.asarray(self.spatial))
+
+    def read_from_file(self) -> dict[str, str]:
+        """The arrays this model reads from the file, with the dtype each is stored as."""
+        return {name: str(getattr(a, "stored_dtype", a.dtype)) for name, a in (("global", self.global_),
+                ("spatial", self.spatial)) if a is not None and not isinstance(a, ZeroRows)}
 
     def row_bytes(self) -> int:
         """float32 bytes of one image's features (both arrays): what decoding batches are sized by."""
-        return sum(int(np.prod(a.shape[1:])) * 4 for a in (self.global_, self.spatial) if a is not None)
+        return sum(int(np.prod(a.shape[1:])) * 4 for a in (self.global_, self.spatial)
+                   if a is not None and not isinstance(a, ZeroRows))
 
 
 @dataclass
@@ -191,17 +198,20 @@ class Dataset:
         """The extractor the dataset was prepared with (later ones are added after it)."""
         return next(iter(self.manifest["features"]), None)
 
-    def features(self, extractor: str, spatial: bool = True) -> Features:
+    def features(self, extractor: str, spatial: bool = True, global_: bool = True) -> Features:
         """An extractor's features, left on disk (rows are read as batches ask for them);
-        spatial=False leaves the grid out (spatial None), for models that read the pooled vector only.
+        spatial=False leaves the grid out (spatial None), for models that read the pooled vector only;
+        global_=False puts ZeroRows in the pooled vector's place, for models that never read it.
         With verify, the file's checksum and finiteness are checked here, streaming."""
         if extractor in self._features:
-            full = self._features[extractor]
-            return full if spatial or full.spatial is None else Features(extractor, full.global_, None)
-        feats = _load_features(self, extractor, spatial)
-        if spatial:
-            self._features[extractor] = feats
-        return feats
+            feats = self._features[extractor]
+        else:
+            feats = _load_features(self, extractor, spatial)
+            if spatial:
+                self._features[extractor] = feats
+        if not spatial and feats.spatial is not None:
+            feats = Features(extractor, feats.global_, None)
+        return feats if global_ else Features(extractor, ZeroRows(feats.global_.shape), feats.spatial)
 
     def objects(self) -> dict[str, dict] | None:
         path = self.path / "objects.json"

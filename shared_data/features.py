@@ -127,6 +127,44 @@ def rows_per_chunk(row_shape: tuple, dtype: str, n: int) -> int:
 
 
 # -------------------------------------------------------------------------------------- reading
+class ZeroRows:
+    """Stands in for the pooled vector of a model that never reads it (Show, Attend and Tell, the
+    Transformer): indexing gives zeros of the right shape and reads nothing, so the file's global
+    array is neither read per batch nor held in memory (at 8,091 x 4096 it would be 132 MB, growing
+    with the dataset). A test checks that such a model's outputs do not depend on it."""
+
+    dtype = np.dtype(COMPUTE_DTYPE)
+    nbytes = 0
+
+    def __init__(self, shape: tuple):
+        self.shape = tuple(shape)
+
+    def __repr__(self) -> str:
+        return f"ZeroRows(shape={self.shape})"
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple):
+            raise TypeError("ZeroRows takes rows only")
+        if isinstance(index, int | np.integer):
+            return np.zeros(self.shape[1:], COMPUTE_DTYPE)
+        if isinstance(index, slice):
+            n = len(range(*index.indices(len(self))))
+        else:
+            rows = np.asarray(index)
+            n = int(rows.sum()) if rows.dtype == bool else rows.size
+        return np.zeros((n, *self.shape[1:]), COMPUTE_DTYPE)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:] if dtype is None else self[:].astype(dtype)
+
+
 class FeatureArray:
     """One [N, ...] array of a feature file, left on disk: `a[rows]` reads those rows (float32).
 

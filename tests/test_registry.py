@@ -50,8 +50,9 @@ def test_source_read_declarations_equal_the_imported_ones():
             real = registry._REGISTRY[name]
             assert s is not real
             assert (s.framework, s.family, s.defaults, s.description, s.needs_spatial, s.module, s.choices,
-                    s.bounds) == (real.framework, real.family, real.defaults, real.description, real.needs_spatial,
-                                  real.module, real.choices, real.bounds)
+                    s.bounds, s.needs_global) == (real.framework, real.family, real.defaults, real.description,
+                                                  real.needs_spatial, real.module, real.choices, real.bounds,
+                                                  real.needs_global)
 
 
 def test_declared_choices_and_bounds_accept_the_defaults_and_refuse_their_outside():

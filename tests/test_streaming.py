@@ -17,8 +17,8 @@ from benchmarks.prepare import PrepareOptions, prepare
 from plugins.registry import ModelSpec, get_plugin
 from shared_data import features as features_mod
 from shared_data.batches import iterate_batches, iterate_prefix_batches, prefetch
-from shared_data.dataset import finalize_manifest, load_dataset
-from shared_data.features import FeatureArray, rows_per_chunk
+from shared_data.dataset import Features, finalize_manifest, load_dataset
+from shared_data.features import FeatureArray, ZeroRows, rows_per_chunk
 
 SMALL = {"units": 32, "embed_dim": 32, "attention_dim": 32, "decoder_dim": 32}
 
@@ -102,6 +102,38 @@ def test_streamed_training_gives_the_same_losses_to_the_last_bit(ds, name):
         g, s = feats.global_[np.arange(5)], feats.spatial[np.arange(5)]
         losses[-1].append(runner.greedy(g, s, ds.max_length).tolist())
     assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("name", ["torch_show_attend_tell", "keras_show_attend_tell", "torch_transformer",
+                                  "keras_transformer", "torch_attention_lstm", "keras_attention_lstm",
+                                  "torch_concat", "keras_merge"])
+def test_a_model_that_declares_needs_global_false_never_reads_it(ds, name):
+    """needs_global=False hands the model ZeroRows instead of the pooled vector, never read from the
+    file: true only if the model's loss and captions do not depend on it (the merge models, which
+    read it, are the control that shows this test can fail)."""
+    import importlib
+
+    plugin = get_plugin(name)
+    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    hp = {k: v for k, v in SMALL.items() if k in plugin.defaults}
+    feats = ds.features("grid")
+    blind = ds.features("grid", spatial=plugin.needs_spatial, global_=plugin.needs_global)
+    assert isinstance(blind.global_, ZeroRows) != plugin.needs_global
+    assert blind.global_.shape == feats.global_.shape
+    assert blind.global_[np.arange(3)].shape == (3, feats.global_.shape[1])
+    read = {"spatial": "float32"} if plugin.needs_spatial else {}
+    assert blind.read_from_file() == (read if not plugin.needs_global else {"global": "float32", **read})
+    results = []
+    for global_ in (feats.global_, ZeroRows(feats.global_.shape)):
+        f = Features("grid", global_, feats.spatial if plugin.needs_spatial else None)
+        runner = backend.Runner(plugin, ModelSpec.of(ds, f), hp, seed=0, optim=OptimConfig(lr=3e-3))
+        batches = list(zip(range(3), iterate_batches(ds, "val", f, 16, 0, 0, shuffle=False,
+                                                     pad_to_max=backend.FIXED_SHAPES), strict=False))
+        rows = np.arange(5)
+        spatial = None if f.spatial is None else f.spatial[rows]
+        results.append([runner.eval_loss(b for _, b in batches),
+                        runner.greedy(f.global_[rows], spatial, ds.max_length).tolist()])
+    assert (results[0] == results[1]) != plugin.needs_global
 
 
 # float16 rounds each feature to 11 significant bits (relative error <= 2^-11): after a few Adam steps

@@ -153,7 +153,7 @@ BOUNDS = dict(embed_dim="[1, inf)", attention_dim="[1, inf)", decoder_dim="[1, i
 
 
 @register("keras_show_attend_tell", family="show_attend_tell", defaults=SHOW_ATTEND_TELL, needs_spatial=True,
-          choices=CHOICES, bounds=BOUNDS,
+          needs_global=False, choices=CHOICES, bounds=BOUNDS,
           description="seeds 001/002: sgrvinod's Show, Attend and Tell decoder in Keras (soft attention, gate)")
 def keras_show_attend_tell(spec: ModelSpec, **hp) -> ShowAttendTell:
     return ShowAttendTell(spec, **hp)

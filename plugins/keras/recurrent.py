@@ -159,8 +159,8 @@ def keras_lstm(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="lstm", **hp)
 
 
-@register("keras_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True, choices=CHOICES,
-          bounds=BOUNDS,
+@register("keras_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True,
+          needs_global=False, choices=CHOICES, bounds=BOUNDS,
           description="seed 004: LSTM with scaled dot-product attention over the spatial grid fed into its input")
 def keras_attention_lstm(spec: ModelSpec, **hp) -> AttentionLSTMCaptioner:
     return AttentionLSTMCaptioner(spec, **hp)

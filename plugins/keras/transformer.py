@@ -184,7 +184,7 @@ BOUNDS = dict(d_model="[1, inf)", nhead="[1, inf)", num_layers="[1, inf)", dim_f
 
 
 @register("keras_transformer", family="transformer", defaults=TRANSFORMER, needs_spatial=True,
-          choices=CHOICES, bounds=BOUNDS,
+          needs_global=False, choices=CHOICES, bounds=BOUNDS,
           description="seed 003: Transformer decoder over the spatial grid, EOS suppression before 15 words")
 def keras_transformer(spec: ModelSpec, **hp) -> TransformerCaptioner:
     return TransformerCaptioner(spec, **hp)

@@ -176,8 +176,8 @@ def torch_lstm(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="lstm", **hp)
 
 
-@register("torch_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True, choices=CHOICES,
-          bounds=BOUNDS,
+@register("torch_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True,
+          needs_global=False, choices=CHOICES, bounds=BOUNDS,
           description="seed 004: LSTM with scaled dot-product attention over the spatial grid fed into its input")
 def torch_attention_lstm(spec: ModelSpec, **hp) -> AttentionLSTMCaptioner:
     return AttentionLSTMCaptioner(spec, **hp)
