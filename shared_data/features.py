@@ -127,20 +127,14 @@ def rows_per_chunk(row_shape: tuple, dtype: str, n: int) -> int:
 
 
 # -------------------------------------------------------------------------------------- reading
-class ZeroRows:
-    """Stands in for the pooled vector of a model that never reads it (Show, Attend and Tell, the
-    Transformer): indexing gives zeros of the right shape and reads nothing, so the file's global
-    array is neither read per batch nor held in memory (at 8,091 x 4096 it would be 132 MB, growing
-    with the dataset). A test checks that such a model's outputs do not depend on it."""
+class Rows:
+    """What the feature readers share: an [N, ...] shape, float32 out, and one parse of a row index
+    (a slice, an int array or a boolean mask) into checked, non-negative int64 rows."""
 
     dtype = np.dtype(COMPUTE_DTYPE)
-    nbytes = 0
 
     def __init__(self, shape: tuple):
         self.shape = tuple(shape)
-
-    def __repr__(self) -> str:
-        return f"ZeroRows(shape={self.shape})"
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -149,23 +143,43 @@ class ZeroRows:
     def ndim(self) -> int:
         return len(self.shape)
 
+    def rows_of(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            return np.arange(*index.indices(len(self)))
+        rows = np.asarray(index)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64, copy=False).ravel()
+        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"row index out of range for {self!r}")
+        return np.where(rows < 0, rows + len(self), rows)
+
+    def __array__(self, dtype=None, copy=None):
+        data = self[:]
+        return data if dtype is None else data.astype(dtype)
+
+
+class ZeroRows(Rows):
+    """Stands in for the pooled vector of a model that never reads it (Show, Attend and Tell,
+    attention_lstm, the Transformer: `needs_global=False`): indexing gives zeros of the right shape
+    and reads nothing, so the file's global array is neither read per batch nor held in memory (at
+    8,091 x 4096 it would be 132 MB, growing with the dataset). A test checks that such a model's
+    outputs do not depend on it."""
+
+    nbytes = 0
+
+    def __repr__(self) -> str:
+        return f"ZeroRows(shape={self.shape})"
+
     def __getitem__(self, index):
         if isinstance(index, tuple):
             raise TypeError("ZeroRows takes rows only")
         if isinstance(index, int | np.integer):
-            return np.zeros(self.shape[1:], COMPUTE_DTYPE)
-        if isinstance(index, slice):
-            n = len(range(*index.indices(len(self))))
-        else:
-            rows = np.asarray(index)
-            n = int(rows.sum()) if rows.dtype == bool else rows.size
-        return np.zeros((n, *self.shape[1:]), COMPUTE_DTYPE)
-
-    def __array__(self, dtype=None, copy=None):
-        return self[:] if dtype is None else self[:].astype(dtype)
+            return self[np.array([index])][0]
+        return np.zeros((len(self.rows_of(index)), *self.shape[1:]), COMPUTE_DTYPE)
 
 
-class FeatureArray:
+class FeatureArray(Rows):
     """One [N, ...] array of a feature file, left on disk: `a[rows]` reads those rows (float32).
 
     Rows are read in sorted order, each run of consecutive rows in one call, and put back in the
@@ -174,22 +188,14 @@ class FeatureArray:
     stays open; h5py serialises access, so a prefetch thread may read while the caller trains.
     `np.asarray(a)` reads everything: for tests and small files only."""
 
-    dtype = np.dtype(COMPUTE_DTYPE)
-
     def __init__(self, path: Path, key: str, shape: tuple, stored_dtype: np.dtype):
-        self.path, self.key, self.shape, self.stored_dtype = Path(path), key, tuple(shape), np.dtype(stored_dtype)
+        super().__init__(shape)
+        self.path, self.key, self.stored_dtype = Path(path), key, np.dtype(stored_dtype)
         self._dataset = None
         self._loaded: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"FeatureArray({self.path.name}:{self.key}, shape={self.shape}, stored as {self.stored_dtype})"
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -205,18 +211,9 @@ class FeatureArray:
         rest = ()
         if isinstance(index, tuple):
             index, rest = index[0], index[1:]
-        if isinstance(index, slice):
-            rows = np.arange(*index.indices(len(self)))
-        elif isinstance(index, int | np.integer):
+        if isinstance(index, int | np.integer):
             return self[np.array([index])][(0, *rest)]
-        else:
-            rows = np.asarray(index)
-            if rows.dtype == bool:
-                rows = np.flatnonzero(rows)
-        rows = rows.astype(np.int64, copy=False).ravel()
-        if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
-            raise IndexError(f"row index out of range for {self!r}")
-        rows = np.where(rows < 0, rows + len(self), rows)
+        rows = self.rows_of(index)
         if self._loaded is None and self.nbytes < LOAD_BELOW and len(self):
             self._loaded = self.read_sorted(np.arange(len(self)))
         if self._loaded is not None:
@@ -244,6 +241,3 @@ class FeatureArray:
         for start in range(0, len(self), step):
             yield start, self[start:start + step]
 
-    def __array__(self, dtype=None, copy=None):
-        data = self[:]
-        return data if dtype is None else data.astype(dtype)
