@@ -35,6 +35,7 @@ import numpy as np
 RESULT = "@perf-result "  # the child's last stdout line: its JSON result
 FLICKR8K = dict(vocab_size=8485, global_dim=4096, spatial_shape=(196, 2048), max_length=37, batch_size=128,
                 min_length=8, train_captions=30000)  # 6,000 train images x 5 captions
+GPU_MATMUL_N = 8192  # 2048^2 products leave most of a large GPU idle
 QUICK = dict(steps=3, warmup=1, images=2, beams="3", matmul_n=1024)  # smaller n understates the peak
 
 
@@ -193,13 +194,20 @@ def measure_matmul(n: int, repeats: int = 5) -> dict:
         sync()
         return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from backends.torch.train import device, ieee_fp32
+
+    dev = device()
+    ieee_fp32()  # the fp32 rate is IEEE fp32's, as the runs' (not TF32's)
+    x = np.random.default_rng(0).standard_normal((n, n), np.float32)
+    numpy_gflops = rate(np.matmul, x, x)
+    if dev.type == "cuda":
+        n = max(n, GPU_MATMUL_N)  # a GPU reaches its rate only on large products
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    x = np.random.default_rng(0).standard_normal((n, n), np.float32)
-    return {"n": n, "torch_gflops": rate(torch.matmul, a, b, sync), "numpy_gflops": rate(np.matmul, x, x),
+    return {"n": n, "torch_gflops": rate(torch.matmul, a, b, sync), "numpy_gflops": numpy_gflops,
             "torch_bf16_gflops": rate(torch.matmul, a.bfloat16(), b.bfloat16(), sync),
-            "device": str(dev), "torch_threads": torch.get_num_threads()}
+            "device": torch.cuda.get_device_name() if dev.type == "cuda" else str(dev),
+            "torch_threads": torch.get_num_threads()}
 
 
 def peak_gflops(matmul: dict, precision: str) -> float:
@@ -435,8 +443,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
     from plugins.registry import PluginRef, available_names, every_engine
     from shared_data.dataset import load_dataset
     from shared_data.errors import UserError
@@ -497,6 +503,26 @@ def main(args: argparse.Namespace) -> int:
                 if "error" not in counted:
                     r["flops_per_token"], r["flops_source"] = counted["flops_per_token"], f"counted on {twin}"
             results.append(r)
+            # written after every plugin: a perf stopped half-way (a time limit, ^C) keeps what it measured
+            report = _write(args, matmul, results, plugins, shapes, dataset, counts | {"beams": beams})
+    print(report + f"\n\nwritten: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"error: {r['error']}\n  " + "\n  ".join(r["log_tail"]), file=sys.stderr)
+    differ = any(d["captions_differ"] for r in results if "error" not in r for d in r["decoding"])
+    if differ:
+        print("error: batched and per-image beam search gave different captions", file=sys.stderr)
+    return 1 if failed or differ else 0
+
+
+def _write(args, matmul: dict, results: list[dict], plugins: list[str], shapes: list[str], dataset,
+           counts: dict) -> str:
+    """perf.json and perf.md for the results so far (atomically: a reader never sees half a file); the
+    text printed at the end."""
+    from tabulate import tabulate
+
+    from .rundir import write_text
+
     peak = peak_gflops(matmul, args.precision)
     rows = table_rows(results, peak, args.precision)
     table = tabulate(rows, headers=HEADERS, tablefmt="github")
@@ -508,32 +534,25 @@ def main(args: argparse.Namespace) -> int:
                f"bf16 torch {matmul['torch_bf16_gflops']:.1f} GFLOP/s")
     execution = f"precision {args.precision}, " + ("compiled (torch.compile / Keras jit_compile)" if args.compile
                                                    else "not compiled (PyTorch eager, Keras tf.function without XLA)")
-    notes = (f"Training: {steps} timed steps after {warmup} warm-up steps, each device-synchronised; tokens are "
-             "target tokens (Batch.num_tokens). Epoch times are extrapolated from steps/s and the batches in one "
-             "epoch (Flickr8k: 30,000 train captions). Prefix expansion is measured on the dataset only. "
+    notes = (f"Training: {counts['steps']} timed steps after {counts['warmup']} warm-up steps, each "
+             "device-synchronised; tokens are target tokens (Batch.num_tokens). Epoch times are extrapolated "
+             "from steps/s and the batches in one epoch (Flickr8k: 30,000 train captions). Prefix expansion is "
+             "measured on the dataset only. "
              "Decoding: the same test images, batched vs one image at a time (batch = beam); captions asserted "
              "identical. MFU: target tokens/s x FLOPs per target token (merge: counted from the architecture, "
              "see merge_flops_per_token; others: FlopCounterMode on a pad-free batch, Keras plugins on their "
              "torch twin), over the faster fp32 matmul rate above (bf16 runs: torch's bf16 rate). The time to "
              "the first step includes tracing and compilation; the steady step time beside it excludes both.")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "perf.json").write_text(json.dumps(
+    write_text(args.out / "perf.json", json.dumps(
         {"date": date, "machine": machine, "matmul": matmul, "headers": HEADERS, "rows": rows, "results": results,
-         "settings": {"steps": steps, "warmup": warmup, "images": images, "beams": beams, "plugins": plugins,
-                      "shapes": shapes, "dataset": dataset, "batch_size": args.batch_size, "quick": args.quick,
-                      "precision": args.precision, "compile": args.compile}},
+         "settings": {**counts, "plugins": plugins, "shapes": shapes, "dataset": dataset,
+                      "batch_size": args.batch_size, "quick": args.quick, "precision": args.precision,
+                      "compile": args.compile, "finished": len(results) == len(plugins) * len(shapes)}},
         indent=1, default=float))
-    (args.out / "perf.md").write_text(f"# Performance\n\n{date}; {machine}\n\n{execution}\n\n{table}\n\n{notes}\n\n"
+    write_text(args.out / "perf.md", f"# Performance\n\n{date}; {machine}\n\n{execution}\n\n{table}\n\n{notes}\n\n"
                                       f"## Hardware efficiency by plugin\n\n{mfu}\n")
-    print(f"{date}; {machine}\n{execution}\n\n{table}\n\n{mfu}\n\n"
-          f"written: {args.out / 'perf.md'}, {args.out / 'perf.json'}")
-    failed = [r for r in results if "error" in r]
-    for r in failed:
-        print(f"error: {r['error']}\n  " + "\n  ".join(r["log_tail"]), file=sys.stderr)
-    differ = any(d["captions_differ"] for r in results if "error" not in r for d in r["decoding"])
-    if differ:
-        print("error: batched and per-image beam search gave different captions", file=sys.stderr)
-    return 1 if failed or differ else 0
+    return f"{date}; {machine}\n{execution}\n\n{table}\n\n{mfu}"
 
 
 def _standalone(argv: list[str] | None = None) -> int:

@@ -54,6 +54,7 @@ def probe(dataset: Path, weights_dir: Path) -> dict[str, np.ndarray]:
         out[f"{name}.logits"] = keras.ops.convert_to_numpy(model(train.inputs(batches[0]), training=False))
         train.compile_model(model, OptimConfig(lr=3e-3, eps=1e-12))
         out[f"{name}.losses"] = np.array([train.train_step(model, b) for b in batches])
+        out[f"{name}.jit_compile"] = np.array(model.jit_compile)
     return out
 
 

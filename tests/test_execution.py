@@ -129,3 +129,47 @@ def test_bf16_is_refused_up_front_where_the_cpu_cannot(small_dataset, data_dir, 
     assert proc.returncode == 2, proc.stderr
     named = proc.stderr.split(" cannot run")[0].removeprefix("error: --precision bf16: ").split(", ")
     assert named == ["torch_concat"]
+
+
+@pytest.mark.parametrize("name", ["keras_merge", "keras_transformer"])
+def test_keras_trains_on_batches_cut_to_their_longest_caption_with_the_same_losses(data, name):
+    """TensorFlow's graph mode takes a new length without retracing, so the Keras backend drops the trailing
+    pads the harness added (fewer positions to compute); the losses and the weights after the steps are those
+    of the padded batches, and a model that unrolls its time loop keeps the padded length."""
+    from backends.keras import train as T
+
+    ds, feats, spec = data
+    batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0, pad_to_max=True))[:3]
+    assert all(int(b.lengths.max()) < b.tokens.shape[1] for b in batches)  # there is something to cut
+    hp = {k: v for k, v in SMALL.items() if k in get_plugin(name).defaults}
+    models, losses = [], []
+    for cut in (True, False):
+        keras.utils.set_random_seed(0)
+        model = get_plugin(name).build(spec, dropout=0.0, **hp)
+        T.compile_model(model, OptimConfig(lr=3e-3))
+        fed = [T.cut_to_longest(model, b) if cut else b for b in batches]
+        losses.append([float(model.train_on_batch(T.inputs(b), b.targets, sample_weight=b.mask)) for b in fed])
+        models.append(model)
+        if cut:
+            assert [b.tokens.shape[1] for b in fed] == [int(b.lengths.max()) for b in batches]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    # Adam moves a weight whose gradient is round-off (a bias the batch barely touches) by up to lr a step
+    # either way, so weights are compared to 1e-4: 1% of what three steps at lr 3e-3 can move them
+    for a, b in zip(models[0].weights, models[1].weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-4)
+    cut_eval = T.eval_loss(models[0], batches)
+    padded_eval = sum(float(models[0].test_on_batch(T.inputs(b), b.targets, sample_weight=b.mask)) * b.num_tokens
+                      for b in batches) / sum(b.num_tokens for b in batches)
+    np.testing.assert_allclose(cut_eval, padded_eval, rtol=1e-5)
+
+
+def test_keras_models_that_unroll_their_time_loop_keep_the_padded_length(data):
+    from backends.keras import train as T
+
+    ds, feats, spec = data
+    batch = next(iter(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0, pad_to_max=True)))
+    for name in ("keras_show_attend_tell", "keras_attention_lstm"):
+        hp = {k: v for k, v in SMALL.items() if k in get_plugin(name).defaults}
+        model = get_plugin(name).build(spec, **hp)
+        T.compile_model(model, OptimConfig())
+        assert T.cut_to_longest(model, batch) is batch, name

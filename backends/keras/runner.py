@@ -16,12 +16,42 @@ from backends.keras import train as T
 from shared_data.batches import Batch
 
 
-def _gpu() -> bool:
-    if keras.backend.backend() == "tensorflow":
+def _gpu_name() -> str | None:
+    """The accelerator the engine computes on (its name), or None on the CPU."""
+    engine = keras.backend.backend()
+    if engine == "tensorflow":
         import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
+        gpus = tf.config.list_physical_devices("GPU")
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "gpu") if gpus else None
+    if engine == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind if jax.default_backend() == "gpu" else None
+    if engine == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return None
+
+
+def ieee_fp32() -> None:
+    """fp32 means IEEE float32 matmuls on every engine. On an Ampere-or-later GPU, TensorFlow and JAX
+    default to TF32 tensor cores (10-bit mantissa) for float32 matmuls and PyTorch does not: left alone,
+    "Keras vs PyTorch" on a GPU would silently be "TF32 vs fp32". No effect on a CPU."""
+    engine = keras.backend.backend()
+    if engine == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    elif engine == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+    elif engine == "torch":
+        from backends.torch.train import ieee_fp32 as torch_ieee_fp32
+
+        torch_ieee_fp32()
 
 
 class Runner(contract.Runner):
@@ -38,6 +68,8 @@ class Runner(contract.Runner):
             for gpu in tf.config.list_physical_devices("GPU"):
                 tf.config.experimental.set_memory_growth(gpu, True)  # share the card, measure honestly
         keras.utils.set_random_seed(seed)
+        if execution.precision == "fp32":
+            ieee_fp32()
         # layers take the dtype policy in force when they are built; restored after, for the next Runner
         before = keras.config.dtype_policy()
         keras.config.set_dtype_policy("mixed_bfloat16" if execution.precision == "bf16" else "float32")
@@ -46,7 +78,7 @@ class Runner(contract.Runner):
         finally:
             keras.config.set_dtype_policy(before)
         # explicit, not Keras' "auto" (XLA whenever TensorFlow sees a GPU): see backends.common.Execution
-        T.compile_model(self.model, optim, jit_compile=execution.compile)
+        T.compile_model(self.model, optim, compile=execution.compile)
         self.spec = spec
         self._decode_fns = {}
 
@@ -72,7 +104,7 @@ class Runner(contract.Runner):
         return v
 
     def device_name(self) -> str:
-        return "gpu" if _gpu() else f"cpu ({os.cpu_count()} cores)"
+        return _gpu_name() or f"cpu ({os.cpu_count()} cores)"
 
     def sync(self) -> None:
         pass  # train_on_batch returns a host float: the step has finished

@@ -28,6 +28,8 @@ class Runner(contract.Runner):
         np.random.seed(seed)
         torch.manual_seed(seed)
         self.dev = T.device()
+        if execution.precision == "fp32":
+            T.ieee_fp32()
         self.model = plugin.build(spec, **hparams).to(self.dev)
         self.optim_cfg = optim
         self.opt = T.make_optimizer(self.model, optim)

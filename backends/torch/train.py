@@ -14,6 +14,13 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def ieee_fp32() -> None:
+    """float32 matmuls, convolutions and cuDNN RNNs in IEEE fp32, never TF32 tensor cores (PyTorch's matmul
+    default already; cuDNN's is TF32): what `--precision fp32` means on every engine. No effect on a CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def autocast(dev: torch.device, precision: str):
     """bf16 mixed precision around forward passes (the loss is taken in float32, see masked_loss);
     a no-op context for fp32."""

@@ -61,6 +61,8 @@ class Attention(layers.Layer):
 
 
 class ShowAttendTell(keras.Model):
+    FIXED_LENGTH = True  # a Python time loop over the static length: batches keep max_length (backends.keras.train)
+
     def __init__(self, spec: ModelSpec, embed_dim: int = 512, attention_dim: int = 512, decoder_dim: int = 512,
                  dropout: float = 0.5, alpha_c: float = 1.0, remat: bool = False, **kw):
         super().__init__(**kw)
@@ -113,7 +115,7 @@ class ShowAttendTell(keras.Model):
         steps = tokens.shape[1]
         if steps is None:  # TensorFlow relaxes the shape after seeing several lengths
             raise ValueError("keras_show_attend_tell unrolls its time loop: feed it batches of one fixed length "
-                             "(iterate_batches(..., pad_to_max=True)), as the Keras backend does")
+                             "(iterate_batches(..., pad_to_max=True)), as the Keras backend does (FIXED_LENGTH)")
         logits, alphas = [], []
         for t in range(steps):
             logit, h, c, alpha = self.decode(feats, enc_att, emb[:, t], h, c, training)

@@ -80,6 +80,8 @@ class RecurrentCaptioner(keras.Model):
 
 class AttentionLSTMCaptioner(keras.Model):
     """Seed 004's attention LSTM: scaled dot-product attention on h_{t-1}, context into the LSTM input."""
+    FIXED_LENGTH = True  # a Python time loop over the static length: batches keep max_length (backends.keras.train)
+
 
     def __init__(self, spec: ModelSpec, embed_dim: int = 256, hidden_dim: int = 512, dropout: float = 0.0, **kw):
         super().__init__(**kw)
@@ -116,7 +118,7 @@ class AttentionLSTMCaptioner(keras.Model):
         steps = emb.shape[1]
         if steps is None:  # TensorFlow relaxes the shape after seeing several lengths
             raise ValueError("keras_attention_lstm unrolls its time loop: feed it batches of one fixed length "
-                             "(iterate_batches(..., pad_to_max=True)), as the Keras backend does")
+                             "(iterate_batches(..., pad_to_max=True)), as the Keras backend does (FIXED_LENGTH)")
         # a Python loop over the fixed length, not ops.scan: TensorFlow's scan is a while_loop without an
         # iteration bound, whose gradient XLA (jit_compile) cannot build; unrolled, it is also faster
         hs = []
