@@ -272,7 +272,7 @@ def run_plugin(job: dict) -> dict:
 
     execution = Execution(job.get("precision", "fp32"), job.get("compile", False))
     runner = backend.Runner(plugin, spec, {}, seed, OptimConfig(), execution)
-    out["device"], out["execution"] = runner.device_name(), execution.to_json()
+    out["device"], out["execution"], out["versions"] = runner.device_name(), execution.to_json(), runner.versions()
     if plugin.family == "merge":
         out["flops_per_token"] = merge_flops_per_token(spec, hp, out["tokens_per_caption"])
         out["flops_source"] = "formula"
@@ -412,6 +412,51 @@ def mfu_rows(results: list[dict]) -> list[list]:
     return rows
 
 
+ENGINE_COLUMNS = ("torch.nn", "Keras@torch", "Keras@tensorflow", "Keras@jax")
+# (what the factor isolates, numerator, denominator): the API on one engine, the engine under one API, both
+ENGINE_FACTORS = (("API", "torch.nn", "Keras@torch"), ("engine", "Keras@tensorflow", "Keras@torch"),
+                  ("engine", "Keras@jax", "Keras@tensorflow"), ("both", "Keras@tensorflow", "torch.nn"))
+ENGINE_HEADERS = ["architecture", "shapes", *ENGINE_COLUMNS, *(f"{what}: {a} ÷ {b}" for what, a, b in ENGINE_FACTORS)]
+
+
+def api_engine(r: dict) -> str:
+    """The API a result's plugin is written in and the engine that ran it: torch.nn or Keras@<engine>."""
+    return "torch.nn" if r["framework"] == "torch" else f"Keras@{r['versions']['keras_backend']}"
+
+
+def engine_rows(results: list[dict]) -> list[list]:
+    """API or engine? One line per architecture and shapes: training tokens/s (MFU, time to the first step)
+    of the torch.nn plugin and of its Keras twin on each engine, and the factors between them: torch.nn ÷
+    Keras@torch is the API on one engine, Keras on one engine ÷ Keras on another the engine under one API.
+    After table_rows, which adds the MFU. Architectures without a Keras twin (merge_packed) are left out."""
+    cells: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in results:
+        if "error" not in r:
+            arch = r["plugin"].split("@")[0].split("_", 1)[1]
+            cells.setdefault((arch, r["shapes"]), {})[api_engine(r)] = r
+
+    rows = []
+    for (arch, shapes), c in sorted(cells.items()):
+        if any(k.startswith("Keras") for k in c):
+            rows.append([arch, shapes, *(_engine_cell(c.get(k)) for k in ENGINE_COLUMNS),
+                         *(_speed_ratio(c.get(a), c.get(b)) for _, a, b in ENGINE_FACTORS)])
+    return rows
+
+
+def _engine_cell(r: dict | None) -> str:
+    if r is None:
+        return "—"
+    seq, mfu = r["training"]["sequence"], r.get("mfu", {}).get("sequence")
+    share = f"{100 * mfu:.1f}% MFU, " if mfu is not None else ""
+    return f"{seq['tokens_per_s']:,.0f} ({share}{_fmt(seq['first_step_s'], 1)} s)"
+
+
+def _speed_ratio(a: dict | None, b: dict | None) -> str:
+    if a is None or b is None:
+        return "—"
+    return f"{a['training']['sequence']['tokens_per_s'] / b['training']['sequence']['tokens_per_s']:.2f}x"
+
+
 # ---------------------------------------------------------------------------------------- command
 SETTINGS = ("batch_size", "seed", "precision", "compile", "length_alpha")  # the run settings perf takes
 
@@ -527,6 +572,11 @@ def _write(args, matmul: dict, results: list[dict], plugins: list[str], shapes: 
     rows = table_rows(results, peak, args.precision)
     table = tabulate(rows, headers=HEADERS, tablefmt="github")
     mfu = tabulate(mfu_rows(results), headers=MFU_HEADERS, tablefmt="github")
+    engines = engine_rows(results)
+    if engines:
+        mfu += ("\n\n## API or engine?\n\nTraining tokens/s in steady state (MFU, time to the first step), "
+                "each plugin on each engine it ran on:\n\n" + tabulate(engines, headers=ENGINE_HEADERS,
+                                                                            tablefmt="github"))
     device = next((r["device"] for r in results if "device" in r), matmul["device"])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = (f"{platform.processor() or platform.machine()}, {device}; matmul {matmul['n']}x{matmul['n']}: "

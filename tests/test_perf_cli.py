@@ -98,8 +98,33 @@ def test_quick_perf_run_writes_table(small_dataset, data_dir, tmp_path, capsys):
     measures = {row[2].split(" (")[0] for row in report["rows"]}
     assert {"training tokens/s", "s per epoch", "time to first step s", "beam 3 captions/s", "training GFLOP/s",
             "MFU"} <= measures
+    assert report["settings"]["finished"] is True
     md = (tmp_path / "perf.md").read_text()
     assert "| plugin" in md and "keras_merge" in md and "torch_merge" in md
+    engines = md.split("## API or engine?")[1]  # the twins side by side, one line
+    assert "| merge " in engines and "Keras@tensorflow ÷ torch.nn" in engines
+
+
+def test_perf_keeps_what_it_measured_when_stopped_half_way(tmp_path, monkeypatch):
+    """perf.json and perf.md are rewritten after every plugin: a time limit or ^C loses only the plugin in flight."""
+    def child(job):
+        if job["kind"] == "matmul":
+            return {"n": 8, "torch_gflops": 100.0, "numpy_gflops": 90.0, "torch_bf16_gflops": 300.0, "device": "cpu"}
+        if job["plugin"] != "torch_merge":
+            raise KeyboardInterrupt  # stopped while the second plugin runs
+        return {"plugin": "torch_merge", "framework": "torch", "shapes": job["shapes"], "vocab_size": 10,
+                "global_dim": 4, "batch_size": 2, "epoch_batches": {"sequence": 10}, "device": "cpu",
+                "versions": {"torch": "x"}, "flops_per_token": 1e6, "flops_source": "formula", "decoding": [],
+                "training": {"sequence": {"tokens_per_s": 500.0, "steps_per_s": 5.0, "first_step_s": 0.5}}}
+
+    monkeypatch.setattr(perf, "_run_child", child)
+    args = _parse(["--plugins", "torch_merge,keras_merge", "--shapes", "flickr8k", "--out", str(tmp_path)])
+    with pytest.raises(KeyboardInterrupt):
+        perf.main(args)
+    report = json.loads((tmp_path / "perf.json").read_text())
+    assert [r["plugin"] for r in report["results"]] == ["torch_merge"]
+    assert report["settings"]["finished"] is False
+    assert "torch_merge" in (tmp_path / "perf.md").read_text()
 
 
 def test_bf16_perf_is_over_the_bf16_matmul_rate(small_dataset, data_dir, tmp_path, monkeypatch):
@@ -153,3 +178,33 @@ def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
     assert "aten::" in proc.stdout  # real operators were recorded
     bad = subprocess.run([*run, "keras_rnn"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "keras_rnn@torch" in bad.stderr
+
+
+def test_engine_table_puts_each_architecture_on_one_line_with_its_factors():
+    from benchmarks.perf import ENGINE_HEADERS, engine_rows
+
+    def result(plugin, engine, tokens_per_s, shapes="flickr8k"):
+        framework = plugin.split("_", 1)[0]
+        return {"plugin": plugin, "framework": framework, "shapes": shapes,
+                "versions": {"keras_backend": engine} if framework == "keras" else {"torch": "x"},
+                "training": {"sequence": {"tokens_per_s": tokens_per_s, "first_step_s": 1.25}},
+                "mfu": {"sequence": tokens_per_s / 10_000}}
+
+    results = [result("torch_merge", None, 3000.0), result("keras_merge@torch", "torch", 1000.0),
+               result("keras_merge@tensorflow", "tensorflow", 2500.0), result("keras_merge", "jax", 500.0),
+               result("torch_merge_packed", None, 2000.0),  # no Keras twin: left out
+               result("torch_transformer", None, 800.0, "dataset"),
+               result("keras_transformer@jax", "jax", 400.0, "dataset"),
+               result("torch_rnn", None, 900.0), {"error": "keras_rnn failed"}]  # no Keras row: left out
+    rows = engine_rows(results)
+    assert len(rows) == 2 and all(len(r) == len(ENGINE_HEADERS) for r in rows)
+    merge = dict(zip(ENGINE_HEADERS, rows[0], strict=True))
+    assert merge["architecture"] == "merge" and merge["shapes"] == "flickr8k"
+    assert merge["torch.nn"] == "3,000 (30.0% MFU, 1.2 s)" and merge["Keras@jax"] == "500 (5.0% MFU, 1.2 s)"
+    assert merge["API: torch.nn ÷ Keras@torch"] == "3.00x"
+    assert merge["engine: Keras@tensorflow ÷ Keras@torch"] == "2.50x"
+    assert merge["engine: Keras@jax ÷ Keras@tensorflow"] == "0.20x"
+    assert merge["both: Keras@tensorflow ÷ torch.nn"] == "0.83x"
+    transformer = dict(zip(ENGINE_HEADERS, rows[1], strict=True))  # what was not measured is not divided
+    assert transformer["architecture"] == "transformer" and transformer["shapes"] == "dataset"
+    assert transformer["Keras@tensorflow"] == "—" and transformer["engine: Keras@jax ÷ Keras@tensorflow"] == "—"
