@@ -38,6 +38,7 @@ METHODS = ("train_step", "eval_loss", "greedy", "beam", "greedy_attention", "has
            "versions")
 ATTRIBUTES = ("model", "spec")
 MODULE_NAMES = ("Runner", "FIXED_SHAPES", "set_threads")
+MAX_LENGTH, LONGEST = "max length", "longest in batch"  # Runner.batch_width's answers
 
 
 class Runner(ABC):
@@ -86,6 +87,11 @@ class Runner(ABC):
     @abstractmethod
     def sync(self) -> None:
         """Block until all work queued on the device has finished: timings are taken after it."""
+
+    def batch_width(self) -> str:
+        """How wide the batches this runner trains on are, in words, for the speed table: the harness pads
+        them to max_length when FIXED_SHAPES; a backend that cuts them again overrides this."""
+        return MAX_LENGTH if self.FIXED_SHAPES else LONGEST
 
     def peak_memory(self) -> tuple[float, str]:
         """(MiB, what was measured): the peak memory of the run so far. Here the host's peak RSS; a

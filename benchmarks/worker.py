@@ -386,6 +386,8 @@ def evaluate(ctx: Context, st: LoopState, status: str) -> dict:
 def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, steps_per_epoch: int,
            ev: dict, t_start: float, started_at: float) -> dict:
     """metrics.json and the caption files, metrics.json last: the run is finished once it exists."""
+    from backends import runner as contract
+
     from . import rundir
     from .metrics import spice_missing
 
@@ -418,7 +420,11 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
             "time_to_first_step_s": st.first_step_s, "build_s": ctx.build_s, "framework_import_s": ctx.import_s,
             "decode_greedy_captions_per_s": ev["greedy_rate"], "decode_beam_captions_per_s": ev["beam_rate"],
             "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
-            "fixed_shapes": ctx.backend.Runner.FIXED_SHAPES, "threads": ctx.cfg.get("threads"),
+            # prefix batches are never cut by a backend (their pads come first): the harness's padding
+            "fixed_shapes": ctx.backend.Runner.FIXED_SHAPES,
+            "batch_width": (ctx.runner.batch_width() if ctx.settings.training == "sequence"
+                            else contract.Runner.batch_width(ctx.runner)),
+            "threads": ctx.cfg.get("threads"),
             "started_at": started_at, "finished_at": time.time(),
         },
         "training": {"epochs": st.epoch, "steps": st.step, "steps_per_epoch": steps_per_epoch,

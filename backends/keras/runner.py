@@ -112,6 +112,9 @@ class Runner(contract.Runner):
     def train_step(self, batch: Batch) -> float:
         return T.train_step(self.model, batch)
 
+    def batch_width(self) -> str:
+        return contract.LONGEST if T.cuts_to_longest(self.model) else contract.MAX_LENGTH
+
     def eval_loss(self, batches) -> float:
         return T.eval_loss(self.model, batches)
 

@@ -54,11 +54,15 @@ def cut_to_longest(model: keras.Model, batch: Batch) -> Batch:
     tokens/s). Only trailing pads go, which no real position sees (every model is causal) and the
     loss masks, so the loss and gradients are those of the padded batch. Not cut: prefix batches
     (pre-padded), and models that unroll their time loop over a static length (FIXED_LENGTH)."""
-    if (isinstance(batch, PrefixBatch) or getattr(model, "FIXED_LENGTH", False) or model.jit_compile
-            or keras.backend.backend() == "jax"):
+    if isinstance(batch, PrefixBatch) or not cuts_to_longest(model):
         return batch
     width = int(batch.lengths.max())
     return batch if width == batch.tokens.shape[1] else replace(batch, tokens=batch.tokens[:, :width])
+
+
+def cuts_to_longest(model: keras.Model) -> bool:
+    """Whether cut_to_longest cuts this model's (sequence) batches on the engine in use."""
+    return not (getattr(model, "FIXED_LENGTH", False) or model.jit_compile or keras.backend.backend() == "jax")
 
 
 def train_step(model: keras.Model, batch: Batch) -> float:
