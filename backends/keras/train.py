@@ -50,10 +50,11 @@ def cut_to_longest(model: keras.Model, batch: Batch) -> Batch:
     on shapes (XLA: JAX, TensorFlow with jit_compile) builds one program per length. TensorFlow's graph
     mode does not: its train function relaxes to a length-agnostic trace after a second length, and
     Keras on PyTorch is eager. There the trailing pads are dropped, as PyTorch's batches drop them
-    (keras_merge on the embedded dataset: 36 positions a batch instead of 31.4 on average, 1.17x the
-    tokens/s). Only trailing pads go, which no real position sees (every model is causal) and the
-    loss masks, so the loss and gradients are those of the padded batch. Not cut: prefix batches
-    (pre-padded), and models that unroll their time loop over a static length (FIXED_LENGTH)."""
+    (keras_merge on the embedded dataset: 31.4 positions a batch on average instead of 36; the README's
+    "what a step costs" has the speed measured). Only trailing pads go, which no real position sees
+    (every model is causal) and the loss masks, so the loss and gradients are those of the padded batch.
+    Not cut: prefix batches (pre-padded), and models that unroll their time loop over a static length
+    (FIXED_LENGTH)."""
     if isinstance(batch, PrefixBatch) or not cuts_to_longest(model):
         return batch
     width = int(batch.lengths.max())
