@@ -16,6 +16,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 PRECISIONS = ("fp32", "bf16")
+TORCH_API = "torch.nn"  # the label of a PyTorch plugin's API@engine (Keras plugins: Keras@<engine>)
+
+
+def api_engine(framework: str, versions: dict) -> str:
+    """The API a run's plugin is written in and the engine that ran it, in the words of every table:
+    torch.nn, or Keras@<engine> (runs recorded before the engine was, ran on TensorFlow)."""
+    return TORCH_API if framework == "torch" else f"Keras@{versions.get('keras_backend', 'tensorflow')}"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backends.common import TORCH_API, api_engine
+
 RESULT = "@perf-result "  # the child's last stdout line: its JSON result
 FLICKR8K = dict(vocab_size=8485, global_dim=4096, spatial_shape=(196, 2048), max_length=37, batch_size=128,
                 min_length=8, train_captions=30000)  # 6,000 train images x 5 captions
@@ -199,12 +201,12 @@ def measure_matmul(n: int, repeats: int = 5) -> dict:
     dev = device()
     ieee_fp32()  # the fp32 rate is IEEE fp32's, as the runs' (not TF32's)
     x = np.random.default_rng(0).standard_normal((n, n), np.float32)
-    numpy_gflops = rate(np.matmul, x, x)
+    numpy_gflops, numpy_n = rate(np.matmul, x, x), n  # numpy's is the host CPU's rate, at the CPU's size
     if dev.type == "cuda":
         n = max(n, GPU_MATMUL_N)  # a GPU reaches its rate only on large products
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    return {"n": n, "torch_gflops": rate(torch.matmul, a, b, sync), "numpy_gflops": numpy_gflops,
+    return {"n": n, "numpy_n": numpy_n, "torch_gflops": rate(torch.matmul, a, b, sync), "numpy_gflops": numpy_gflops,
             "torch_bf16_gflops": rate(torch.matmul, a.bfloat16(), b.bfloat16(), sync),
             "device": torch.cuda.get_device_name() if dev.type == "cuda" else str(dev),
             "torch_threads": torch.get_num_threads()}
@@ -412,16 +414,11 @@ def mfu_rows(results: list[dict]) -> list[list]:
     return rows
 
 
-ENGINE_COLUMNS = ("torch.nn", "Keras@torch", "Keras@tensorflow", "Keras@jax")
+ENGINE_COLUMNS = (TORCH_API, "Keras@torch", "Keras@tensorflow", "Keras@jax")
 # (what the factor isolates, numerator, denominator): the API on one engine, the engine under one API, both
-ENGINE_FACTORS = (("API", "torch.nn", "Keras@torch"), ("engine", "Keras@tensorflow", "Keras@torch"),
-                  ("engine", "Keras@jax", "Keras@tensorflow"), ("both", "Keras@tensorflow", "torch.nn"))
+ENGINE_FACTORS = (("API", TORCH_API, "Keras@torch"), ("engine", "Keras@tensorflow", "Keras@torch"),
+                  ("engine", "Keras@jax", "Keras@tensorflow"), ("both", "Keras@tensorflow", TORCH_API))
 ENGINE_HEADERS = ["architecture", "shapes", *ENGINE_COLUMNS, *(f"{what}: {a} ÷ {b}" for what, a, b in ENGINE_FACTORS)]
-
-
-def api_engine(r: dict) -> str:
-    """The API a result's plugin is written in and the engine that ran it: torch.nn or Keras@<engine>."""
-    return "torch.nn" if r["framework"] == "torch" else f"Keras@{r['versions']['keras_backend']}"
 
 
 def engine_rows(results: list[dict]) -> list[list]:
@@ -433,7 +430,7 @@ def engine_rows(results: list[dict]) -> list[list]:
     for r in results:
         if "error" not in r:
             arch = r["plugin"].split("@")[0].split("_", 1)[1]
-            cells.setdefault((arch, r["shapes"]), {})[api_engine(r)] = r
+            cells.setdefault((arch, r["shapes"]), {})[api_engine(r["framework"], r["versions"])] = r
 
     rows = []
     for (arch, shapes), c in sorted(cells.items()):
@@ -579,11 +576,13 @@ def _write(args, matmul: dict, results: list[dict], plugins: list[str], shapes: 
                                                                             tablefmt="github"))
     device = next((r["device"] for r in results if "device" in r), matmul["device"])
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = (f"{platform.processor() or platform.machine()}, {device}; matmul {matmul['n']}x{matmul['n']}: "
-               f"fp32 torch {matmul['torch_gflops']:.1f} GFLOP/s, fp32 numpy {matmul['numpy_gflops']:.1f} GFLOP/s, "
-               f"bf16 torch {matmul['torch_bf16_gflops']:.1f} GFLOP/s")
+    n, numpy_n = matmul["n"], matmul.get("numpy_n", matmul["n"])  # results from before numpy_n: one size
+    machine = (f"{platform.processor() or platform.machine()}, {device}; matmul {n}x{n}: "
+               f"fp32 torch {matmul['torch_gflops']:.1f} GFLOP/s, bf16 torch {matmul['torch_bf16_gflops']:.1f} "
+               f"GFLOP/s; host fp32 numpy {matmul['numpy_gflops']:.1f} GFLOP/s at {numpy_n}x{numpy_n}")
     execution = f"precision {args.precision}, " + ("compiled (torch.compile / Keras jit_compile)" if args.compile
-                                                   else "not compiled (PyTorch eager, Keras tf.function without XLA)")
+                                                   else "not compiled (PyTorch eager, Keras tf.function without "
+                                                        "XLA; Keras on JAX is always jitted)")
     notes = (f"Training: {counts['steps']} timed steps after {counts['warmup']} warm-up steps, each "
              "device-synchronised; tokens are target tokens (Batch.num_tokens). Epoch times are extrapolated "
              "from steps/s and the batches in one epoch (Flickr8k: 30,000 train captions). Prefix expansion is "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from backends.common import api_engine
 from backends.runner import LONGEST, MAX_LENGTH
 from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
@@ -325,16 +326,16 @@ def _size(done: list[dict], name) -> list[str]:
 def _speed(done: list[dict], name) -> list[str]:
     rows = []
     for r in done:
-        s = r["metrics"]["speed"]
-        rows.append([name(r), _engine_text(r["metrics"]), f"{s['train_tokens_per_s']:,.0f}",
+        m = r["metrics"]
+        s = m["speed"]
+        rows.append([name(r), api_engine(m["framework"], m["versions"]), f"{s['train_tokens_per_s']:,.0f}",
                      f"{s['train_captions_per_s']:,.0f}",
                      _f(s["time_to_first_step_s"], 2), f"{s['decode_greedy_captions_per_s']:,.0f}",
                      f"{s['decode_beam_captions_per_s']:,.0f}",
-                     f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", r["metrics"]["device"],
-                     _execution_text(r["metrics"]),
+                     f"{s['peak_memory_mb']:,.0f} ({s['peak_memory_kind']})", m["device"], _execution_text(m),
                      # runs from before batch_width: the harness's padding was all there was
                      s.get("batch_width") or (MAX_LENGTH if s["fixed_shapes"] else LONGEST),
-                     _time_split(r["metrics"])])
+                     _time_split(m)])
     lines = ["## 3. Speed", "", tabulate(rows, headers=["run", "API@engine", "train tokens/s", "train captions/s",
                                                          "first step s",
                                                          "greedy captions/s", "beam captions/s", "peak MiB",
@@ -372,12 +373,6 @@ def _figures(study_dir: Path, done: list[dict], ds, name) -> list[str]:
     if plot:
         lines += [f"![training curves]({plot.name})", ""]
     return lines + _samples(study_dir, done, ds, name) + _attention(study_dir, done, ds, name)
-
-
-def _engine_text(m: dict) -> str:
-    if m["framework"] == "keras":
-        return f"Keras@{m['versions'].get('keras_backend', 'tensorflow')}"
-    return "PyTorch"
 
 
 def _execution_text(m: dict) -> str:

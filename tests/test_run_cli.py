@@ -46,7 +46,7 @@ def test_study_writes_runs_and_report(study):
     assert "keras_merge" in report and "torch_concat" in report and "human ceiling" in report
     speed = report.split("## 3. Speed")[1].split("## 4.")[0]  # each run's API and the engine under it
     assert re.search(r"\| keras_merge\S*\s*\| Keras@tensorflow", speed)
-    assert re.search(r"\| torch_concat\S*\s*\| PyTorch", speed)
+    assert re.search(r"\| torch_concat\S*\s*\| torch\.nn", speed)
     # Keras on TensorFlow's graph mode drops the trailing pads the harness added (backends.keras.train)
     for name in ("keras_merge", "torch_concat"):
         m = json.loads((study_dir / f"{name}-s0" / "metrics.json").read_text())
