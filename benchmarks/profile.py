@@ -1,4 +1,4 @@
-"""Where a training step's time goes: `python -m benchmarks.profile PLUGIN [--steps N] [--top K]`.
+"""Where a training step's time goes: `python -m benchmarks.profile PLUGIN [--steps N] [--top K] [--compile]`.
 
 Runs PLUGIN's train_step at perf's Flickr8k shapes (perf.FLICKR8K: batch 128, V 8,485, 4096 + 14x14x2048
 features, random captions of 8-37 tokens) under torch.profiler and prints the operators that took the
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("plugin", help="a PyTorch plugin, or a Keras one on the torch engine (keras_merge@torch)")
     p.add_argument("--steps", type=int, default=3, help="profiled steps, after 2 untimed ones (default 3)")
     p.add_argument("--top", type=int, default=15, help="operators listed (default 15)")
+    p.add_argument("--compile", action="store_true",
+                   help="the step as --compile runs it (torch.compile: the compiled kernels show as one "
+                        "CompiledFunction each; the first, compiling steps are among the untimed ones)")
     args = p.parse_args(argv)
 
     from plugins.registry import PluginRef
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from backends.common import OptimConfig
+    from backends.common import Execution, OptimConfig
     from plugins.registry import ModelSpec
 
     from .perf import FLICKR8K, flickr8k_batches
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = ModelSpec(f["vocab_size"], f["global_dim"], f["spatial_shape"] if plugin.needs_spatial else None,
                      f["max_length"])
     batches = flickr8k_batches(spec, f["batch_size"], backend.FIXED_SHAPES, seed=0)
-    runner = backend.Runner(plugin, spec, {}, 0, OptimConfig())
+    runner = backend.Runner(plugin, spec, {}, 0, OptimConfig(), Execution("fp32", args.compile))
     for b in batches[:2]:
         runner.train_step(b)
     tokens = 0
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             runner.train_step(b)
             tokens += int(np.sum(b.lengths - 1))
     wall = time.perf_counter() - t0
-    print(f"{ref}: {args.steps} steps at Flickr8k shapes, {wall / args.steps:.2f} s a step under the profiler, "
+    mode = " compiled" if args.compile else ""
+    print(f"{ref}{mode}: {args.steps} steps at Flickr8k shapes, {wall / args.steps:.2f} s a step under the profiler, "
           f"{tokens / wall:,.0f} target tokens/s; {torch.get_num_threads()} threads")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
@@ -72,6 +72,23 @@ class PrefixBatch(Batch):
     @property
     def num_tokens(self) -> int:
         return len(self.rows)
+
+
+def to_width(batch: Batch, width: int) -> Batch:
+    """The batch with its token columns cut or padded on the right to `width` (a PrefixBatch's targets
+    with them). Only trailing pads go or come: no real position of a causal model sees them, and the loss
+    masks them, so the loss and gradients are those of the batch as it was. The backends use it where
+    an engine's cost depends on the width: Keras on TensorFlow's graph mode cuts to the longest caption,
+    compiled PyTorch time loops pad to max_length (one compiled program instead of one per length)."""
+    have = batch.tokens.shape[1]
+    if width == have:
+        return batch
+
+    def fit(x: np.ndarray) -> np.ndarray:
+        return x[:, :width] if width < have else np.concatenate([x, np.zeros((len(x), width - have), x.dtype)], 1)
+
+    more = {"next_tokens": fit(batch.next_tokens)} if isinstance(batch, PrefixBatch) else {}
+    return replace(batch, tokens=fit(batch.tokens), **more)
 
 
 class CaptionTable:

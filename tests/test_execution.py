@@ -173,3 +173,43 @@ def test_keras_models_that_unroll_their_time_loop_keep_the_padded_length(data):
         model = get_plugin(name).build(spec, **hp)
         T.compile_model(model, OptimConfig())
         assert T.cut_to_longest(model, batch) is batch, name
+
+
+@pytest.mark.parametrize("name", ["torch_attention_lstm", "torch_show_attend_tell"])
+def test_compiled_torch_time_loops_train_on_max_length_with_the_same_losses(data, name, monkeypatch):
+    """torch.compile unrolls a Python time loop for one length and compiles again for every other one, so
+    under --compile those plugins (FIXED_LENGTH) get batches padded to max_length: the trailing pads change
+    no loss (checked eagerly, dropout off, as compiling is checked against eager above); without
+    --compile, and for a model without a time loop, the harness's batches (cut to the longest) go in as
+    they are."""
+    from backends.runner import LONGEST, MAX_LENGTH
+    from backends.torch import runner as torch_runner
+    from backends.torch import train as T
+    from shared_data.batches import expand_prefixes, to_width
+
+    ds, feats, spec = data
+    batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0))[:3]
+    assert all(b.tokens.shape[1] < ds.max_length for b in batches)  # there is something to pad
+    hp = {**{k: v for k, v in SMALL.items() if k in get_plugin(name).defaults}, "dropout": 0.0}
+    losses = []
+    for width in (None, ds.max_length):
+        runner = torch_runner.Runner(get_plugin(name), spec, hp, seed=0, optim=OptimConfig(lr=3e-3))
+        losses.append([runner.train_step(b if width is None else to_width(b, width)) for b in batches])
+        assert runner.batch_width() == LONGEST
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+
+    seen = []
+    monkeypatch.setattr(T, "train_step", lambda model, opt, batch, *a: seen.append(batch.tokens.shape[1]) or 0.0)
+    for plugin, compile_, width in ((name, True, ds.max_length), (name, False, batches[0].tokens.shape[1]),
+                                    ("torch_merge", True, batches[0].tokens.shape[1])):
+        hp = {k: v for k, v in SMALL.items() if k in get_plugin(plugin).defaults}
+        runner = torch_runner.Runner(get_plugin(plugin), spec, hp, seed=0, optim=OptimConfig(),
+                                     execution=Execution(compile=compile_))
+        runner.train_step(batches[0])  # the stand-in step records the width; nothing compiles
+        assert seen[-1] == width, (plugin, compile_)
+        assert runner.batch_width() == (MAX_LENGTH if width == ds.max_length else LONGEST)
+
+    prefix = expand_prefixes(batches[0].tokens, batches[0].lengths, batches[0].rows, feats)
+    wide = to_width(prefix, ds.max_length - 1)
+    assert wide.tokens.shape[1] == wide.next_tokens.shape[1] == ds.max_length - 1  # its targets widen with it
+    assert wide.num_tokens == prefix.num_tokens and not wide.next_tokens[:, prefix.tokens.shape[1]:].any()

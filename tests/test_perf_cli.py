@@ -176,6 +176,11 @@ def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "torch_rnn: 1 steps at Flickr8k shapes" in proc.stdout and "Self CPU" in proc.stdout
     assert "aten::" in proc.stdout  # real operators were recorded
+    compiled = subprocess.run([*run, "torch_rnn", "--compile", "--steps", "1", "--top", "8"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+    assert compiled.returncode == 0, compiled.stderr[-2000:]
+    assert "torch_rnn compiled: 1 steps at Flickr8k shapes" in compiled.stdout
+    assert "CompiledFxGraph" in compiled.stdout  # inductor's kernels ran, not the eager operators alone
     bad = subprocess.run([*run, "keras_rnn"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "keras_rnn@torch" in bad.stderr
 

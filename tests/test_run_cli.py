@@ -124,10 +124,15 @@ def _held(study: str, tmp_path, data_dir, hold: str = "torch_concat"):
     import re
     import time
 
+    import signal
+
+    # SIGINT at its default in the study: a suite started in the background (`pytest &`) hands its children
+    # an ignored SIGINT, and Python then installs no KeyboardInterrupt handler, so ^C would never arrive
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge,torch_concat",
                              "--dataset", "synthetic-small", "--steps", "3", "--no-meteor", "--study", study,
                              "--data-dir", str(data_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "CAPBENCH_TEST_HOLD": hold})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "CAPBENCH_TEST_HOLD": hold},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = tmp_path / "results" / study / f"{hold}-s0" / "stdout.log"
     deadline = time.time() + 600
     while proc.poll() is None and time.time() < deadline:

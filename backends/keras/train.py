@@ -7,13 +7,11 @@ returns CE + aux, test_on_batch (training off) returns CE alone, as the torch ba
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import keras
 import numpy as np
 
 from backends.common import OptimConfig
-from shared_data.batches import Batch, PrefixBatch
+from shared_data.batches import Batch, PrefixBatch, to_width
 
 
 def _jit_compile(compile: bool) -> bool:
@@ -57,8 +55,7 @@ def cut_to_longest(model: keras.Model, batch: Batch) -> Batch:
     (FIXED_LENGTH)."""
     if isinstance(batch, PrefixBatch) or not cuts_to_longest(model):
         return batch
-    width = int(batch.lengths.max())
-    return batch if width == batch.tokens.shape[1] else replace(batch, tokens=batch.tokens[:, :width])
+    return to_width(batch, int(batch.lengths.max()))
 
 
 def cuts_to_longest(model: keras.Model) -> bool:

@@ -69,6 +69,8 @@ class Attention(nn.Module):
 
 
 class ShowAttendTell(nn.Module):
+    FIXED_LENGTH = True  # a Python time loop: compiled for one length, batches keep max_length (backends.torch.runner)
+
     def __init__(self, spec: ModelSpec, embed_dim: int = 512, attention_dim: int = 512, decoder_dim: int = 512,
                  dropout: float = 0.5, alpha_c: float = 1.0, lstm_bias: str = "two", remat: bool = False):
         super().__init__()
