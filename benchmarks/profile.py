@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="profiled steps, after 2 untimed ones (default 3)")
     p.add_argument("--top", type=int, default=15, help="operators listed (default 15)")
     p.add_argument("--compile", action="store_true",
-                   help="the step as --compile runs it (torch.compile: the compiled kernels show as one "
-                        "CompiledFunction each; the first, compiling steps are among the untimed ones)")
+                   help="the step as --compile runs it (torch.compile: inductor's kernels show as 'Call "
+                        "CompiledFxGraph' rows; the first, compiling steps are among the untimed ones)")
     args = p.parse_args(argv)
 
     from plugins.registry import PluginRef

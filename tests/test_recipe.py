@@ -54,5 +54,7 @@ def test_the_recipe_command_times_fit_steps(small_dataset, data_dir):
     ds = load_dataset(str(small_dataset))
     dim = ds.features("grid").global_.shape[1]
     assert r["parameters"] == recipe.build(len(ds.vocab), dim, ds.max_length).count_params()
-    bad = subprocess.run([*run, "--dataset", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "prepare" in bad.stderr
+    for argv, says in ((["--dataset", "nope"], "prepare"), (["--steps", "0"], "--steps must be at least 1"),
+                       (["--batch-size", "0"], "--batch-size and --steps must be at least 1")):
+        bad = subprocess.run([*run, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and says in bad.stderr, bad.stderr

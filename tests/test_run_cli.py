@@ -122,9 +122,8 @@ def _held(study: str, tmp_path, data_dir, hold: str = "torch_concat"):
     """A study of torch_merge then torch_concat whose second run waits after training (the worker's
     test hold) until signalled: the test, not the machine's speed, decides when the signal comes."""
     import re
-    import time
-
     import signal
+    import time
 
     # SIGINT at its default in the study: a suite started in the background (`pytest &`) hands its children
     # an ignored SIGINT, and Python then installs no KeyboardInterrupt handler, so ^C would never arrive

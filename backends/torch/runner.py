@@ -47,7 +47,7 @@ class Runner(contract.Runner):
         # torch.compile unrolls a Python time loop (FIXED_LENGTH models) for one length and compiles again
         # for every other one, up to dynamo's recompile limit: under --compile their batches keep
         # max_length, as Keras' do under XLA (torch_show_attend_tell on the embedded dataset: 237 tokens/s
-        # compiling per length against 1,269 eager, the README's "study engines")
+        # compiling per length against 1,269 eager, the README's "study engines_attention")
         self._fixed_length = execution.compile and getattr(self.model, "FIXED_LENGTH", False)
 
     @staticmethod
