@@ -266,8 +266,8 @@ def run_plugin(job: dict) -> dict:
         if job.get("features") == "both":
             prefix = None  # this mode compares input pipelines; the expansion of a large grid would not fit
         n_images = len(table.per_image)
-        images_per_batch = max(1, round(bs * n_images / len(table)))  # as iterate_prefix_batches does
-        epoch_batches = {"sequence": num_batches(len(table), bs), "prefix": -(-n_images // images_per_batch)}
+        epoch_batches = {"sequence": num_batches(len(table), bs),
+                         "prefix": -(-n_images // table.images_per_batch(bs))}
         lengths = table.lengths
     out.update(vocab_size=spec.vocab_size, global_dim=spec.global_dim, batch_size=bs,
                epoch_batches=epoch_batches, tokens_per_caption=float(np.mean(lengths - 1)))

@@ -78,42 +78,39 @@ def measure(ds, extractor: str, batch_size: int, steps: int, warmup: int, seed: 
     table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
     feats = ds.features(extractor, spatial=False, global_=True)
     global_feats = np.asarray(feats.global_[:])  # the notebook keeps every image's vector in a dict in memory
-    images_per_batch = max(1, round(batch_size * len(table.per_image) / len(table)))  # as perf's prefix mode
+    images_per_batch = table.images_per_batch(batch_size)  # as perf's prefix mode
     model = build(len(ds.vocab), global_feats.shape[1], ds.max_length)
     batches = generator(table, global_feats, len(ds.vocab), ds.max_length, images_per_batch, seed)
     t0 = time.perf_counter()
     model.fit(batches, steps_per_epoch=max(warmup, 1), epochs=1, verbose=0, shuffle=False)  # the generator orders
     first_s = time.perf_counter() - t0
-    counted = _counting(batches)
-    t0 = time.perf_counter()
-    model.fit(counted["it"], steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    seconds = time.perf_counter() - t0
-    return {"tokens_per_s": sum(counted["sizes"][:steps]) / seconds, "steps": steps, "seconds": seconds,
-            "warmup_s": first_s, "images_per_batch": images_per_batch, "parameters": model.count_params(),
-            "engine": keras.backend.backend(), "keras": keras.__version__}
-
-
-def _counting(batches) -> dict:
-    """The generator, recording each yielded batch's sample count (fit may read ahead of the step it runs)."""
     sizes: list[int] = []
 
-    def it():
+    def counted():  # each batch's samples, as fit takes them (it may read ahead of the step it runs)
         for b in batches:
             sizes.append(len(b[1]))
             yield b
 
-    return {"it": it(), "sizes": sizes}
+    t0 = time.perf_counter()
+    model.fit(counted(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    seconds = time.perf_counter() - t0
+    return {"tokens_per_s": sum(sizes[:steps]) / seconds, "steps": steps, "seconds": seconds,
+            "warmup_s": first_s, "images_per_batch": images_per_batch, "parameters": model.count_params(),
+            "engine": keras.backend.backend(), "keras": keras.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
     from shared_data.dataset import DEFAULT_DATASET, load_dataset
     from shared_data.errors import UserError
 
+    from .settings import RunSettings
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.recipe", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--extractor", default=None, help="default: the dataset's own")
-    p.add_argument("--batch-size", type=int, default=64, help="captions a batch, as in run (default 64)")
+    default = RunSettings().batch_size
+    p.add_argument("--batch-size", type=int, default=default, help=f"captions a batch, as in run (default {default})")
     p.add_argument("--steps", type=int, default=200, help="timed steps (default 200)")
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps first, the trace among them (at least one runs; default 5)")

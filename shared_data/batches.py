@@ -108,6 +108,11 @@ class CaptionTable:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def images_per_batch(self, batch_size: int) -> int:
+        """Images a prefix batch holds: as many as give `batch_size` captions on average, the same samples a
+        step whoever expands them (iterate_prefix_batches, perf's epoch count, benchmarks/recipe.py)."""
+        return max(1, round(batch_size * len(self.per_image) / len(self)))
+
 
 T = TypeVar("T")
 PREFETCH = 2  # batches read ahead: one being trained on, one ready, one being read
@@ -229,7 +234,7 @@ def _prefix_batches(ds: Dataset, split: str, features: Features, batch_size: int
     per_image = table.per_image
     starts = np.cumsum(per_image) - per_image
     n_images = len(per_image)
-    images_per_batch = max(1, round(batch_size * n_images / len(table)))
+    images_per_batch = table.images_per_batch(batch_size)
     order = np.random.default_rng([seed, epoch]).permutation(n_images)
     for start in range(0, n_images, images_per_batch):
         imgs = order[start:start + images_per_batch]

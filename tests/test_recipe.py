@@ -31,7 +31,7 @@ def test_the_recipe_is_keras_merge_fed_perfs_prefix_samples(small_dataset):
 
     table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
     global_feats = np.asarray(feats.global_[:])
-    per_batch = max(1, round(64 * len(table.per_image) / len(table)))
+    per_batch = table.images_per_batch(64)
     ours = iterate_prefix_batches(ds, "train", feats, 64, 0, 0, padding="pre", pad_to_max=True, table=table)
     theirs = recipe.generator(table, global_feats, len(ds.vocab), ds.max_length, per_batch, seed=0)
     for _ in range(2):
