@@ -260,12 +260,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _finish_study(_study_options(args, variants, "_".join(str(r).replace("@", "-") for r in refs)))
 
 
-def _study_options(args: argparse.Namespace, variants, default_name: str):
+def _study_options(args: argparse.Namespace, variants, default_name: str, defaults: dict | None = None,
+                   aa_control: bool = False):
     from .settings import from_args
     from .study import StudyOptions, with_aa_control
 
-    settings = from_args(args)
-    if args.aa_control:
+    settings = from_args(args, defaults=defaults)
+    if args.aa_control or aa_control:
         variants = with_aa_control(variants, settings)
     return StudyOptions(variants=variants, settings=settings, study=args.study or default_name,
                         results_dir=args.results_dir, dataset=args.dataset, data_dir=args.data_dir,
@@ -293,10 +294,10 @@ def _finish_study(opts) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from .study import load_study_file
 
-    name, variants = load_study_file(args.name)
-    if variants and args.overrides:
+    study = load_study_file(args.name)
+    if args.overrides:
         raise UserError("--set does not apply to study files: put the hyperparameters in the file's rows")
-    return _finish_study(_study_options(args, variants, name))
+    return _finish_study(_study_options(args, study.variants, study.name, study.settings, study.aa_control))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

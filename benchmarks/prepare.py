@@ -410,6 +410,8 @@ def _add_features(root: Path, manifest: dict, spec, opts: PrepareOptions, log) -
     shapes = write_features(root / "features" / f"{spec.name}.h5", image_dir, ids, extract,
                             spec.image_size, opts.batch_size, desc=spec.name, dtype=opts.feature_dtype)
     manifest["features"][spec.name] = {**shapes, "framework": spec.framework, "weights": weights,
+                                       # which weights exactly: "imagenet" names a file, not its contents
+                                       "weights_sha256": getattr(extract, "weights_sha256", None),
                                        "image_size": spec.image_size, "description": spec.description}
     finalize_manifest(root, manifest)
 

@@ -149,7 +149,8 @@ def _header(study_dir: Path, done: list[dict], other: list[dict], stale: list[ru
         f"- machine: {_machines(done)}; devices: {', '.join(devices) or 'n/a'}",
         f"- versions: python {platform.python_version()}, "
         + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
-        f"- dataset: {cfg.get('dataset')} (manifest sha256 {manifest_hash}), features: {cfg.get('extractor')}",
+        f"- dataset: {cfg.get('dataset')} (manifest sha256 {manifest_hash}), features: {cfg.get('extractor')}"
+        + _features_text(done),
         f"- budget: {describe(budget) or 'see each row'}; seeds: {seed_text}",
         f"- settings of every row: {describe({k: v for k, v in common.items() if k not in budget})}",
         "- optimizer: Adam (betas 0.9, 0.999; lr, eps and clipping above); loss: token-level masked cross-entropy; "
@@ -173,13 +174,36 @@ def _header(study_dir: Path, done: list[dict], other: list[dict], stale: list[ru
 
 
 def _machines(done: list[dict]) -> str:
-    """Where the runs ran: CPU and the instruction sets its kernels dispatch on (they move the last
-    float bits, which training amplifies); this machine's CPU for runs that did not record theirs."""
-    seen = sorted({(e["cpu"], ", ".join(e["isa"]) or "no AVX2", ", ".join(f"{k}={v}" for k, v in e["env"].items()))
-                   for e in (r["metrics"].get("environment") for r in done) if e})
-    if not seen:
+    """Where the runs ran, and which seeds each machine ran (seeds are blocks: a machine should run
+    whole seeds): CPU and the instruction sets its kernels dispatch on (they move the last float bits,
+    which training amplifies), host and boot id; this machine's CPU for runs that did not record theirs."""
+    seeds: dict[str, set[int]] = {}
+    for r in done:
+        e = r["metrics"].get("environment")
+        if not e:
+            continue
+        where = " ".join(x for x in (e.get("host"), e.get("boot") and f"boot {e['boot']}") if x)
+        env = ", ".join(f"{k}={v}" for k, v in e["env"].items())
+        key = f"{e['cpu']} ({', '.join(e['isa']) or 'no AVX2'}{'; ' + env if env else ''})" \
+            + (f" [{where}]" if where else "")
+        seeds.setdefault(key, set()).add(_seed(r))
+    if not seeds:
         return _cpu_model()
-    return "; ".join(f"{cpu} ({isa}{'; ' + env if env else ''})" for cpu, isa, env in seen)
+    if len(seeds) == 1:
+        return next(iter(seeds))
+    return "; ".join(f"{key}: seeds {_seed_text(sorted(s))}" for key, s in seeds.items())
+
+
+def _features_text(done: list[dict]) -> str:
+    """Which weights made the features, and the features' sha256 on each machine (the same weights
+    give other last bits on another CPU's float32 kernels: shared_data.dataset.dataset_identity)."""
+    data = [r["metrics"].get("data") or {} for r in done]
+    weights = sorted({d["weights_sha256"][:12] for d in data if d.get("weights_sha256")})
+    features = sorted({d["features_sha256"][:12] for d in data if d.get("features_sha256")})
+    if not weights and not features:
+        return ""
+    return (f" (weights sha256 {', '.join(weights) or 'not recorded'}; "
+            f"features sha256 {', '.join(features) or 'not recorded'})")
 
 
 def _label(r: dict) -> str:

@@ -182,8 +182,11 @@ def add_arguments(p: argparse.ArgumentParser, names: typing.Iterable[str] | None
                        help=f"{k.help}{default}; {k.accepts()}".replace("%", "%%"))
 
 
-def from_args(args: argparse.Namespace, names: typing.Iterable[str] | None = None) -> RunSettings:
-    """RunSettings from the flags `add_arguments` made; flags not given keep their defaults."""
+def from_args(args: argparse.Namespace, names: typing.Iterable[str] | None = None,
+              defaults: dict | None = None) -> RunSettings:
+    """RunSettings from the flags `add_arguments` made; flags not given keep `defaults` (checked
+    settings, e.g. a study file's own budget) or RunSettings' defaults. A budget flag replaces the
+    defaults' whole budget: `--steps 300` on a study whose file says 20 epochs trains 300 steps."""
     wanted = set(names) if names is not None else None
     given = {}
     for k in knobs():
@@ -192,7 +195,10 @@ def from_args(args: argparse.Namespace, names: typing.Iterable[str] | None = Non
         raw = getattr(args, k.name, None)
         if raw is not None:
             given[k.name] = k.check(raw, k.flag)
-    return RunSettings(**given)
+    base = dict(defaults or {})
+    if any(k in given for k in BUDGET_KEYS):
+        base = {k: v for k, v in base.items() if k not in BUDGET_KEYS}
+    return RunSettings(**{**base, **given})
 
 
 def parse_target(text: str) -> tuple[str, float]:

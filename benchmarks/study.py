@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plugins.registry import PluginRef
-from shared_data.dataset import DEFAULT_DATASET, load_dataset, prepare_hint, resolve_dataset_path, sha256_file
+from shared_data.dataset import DEFAULT_DATASET, dataset_identity, load_dataset, prepare_hint, resolve_dataset_path
 from shared_data.errors import UserError
 
 from . import preflight, rundir
@@ -82,9 +82,19 @@ def with_aa_control(variants: list[Variant], settings: RunSettings) -> list[Vari
 STUDIES_DIR = Path(__file__).parent / "studies"
 
 
-def load_study_file(name_or_path: str) -> tuple[str, list[Variant]]:
-    """A shipped study (benchmarks/studies/NAME.json) or a file: (study name, [base, *variants]),
-    every row checked (plugin, hyperparameters, settings) with the file and row in the message."""
+@dataclass
+class StudyFile:
+    """A study file: its rows, and how the study runs unless the command line says otherwise."""
+
+    name: str
+    variants: list[Variant]  # [base, *variants]
+    settings: dict = field(default_factory=dict)  # study-wide RunSettings (a budget, seeds, patience)
+    aa_control: bool = False  # add the A/A row (as --aa-control does)
+
+
+def load_study_file(name_or_path: str) -> StudyFile:
+    """A shipped study (benchmarks/studies/NAME.json) or a file, every row checked (plugin,
+    hyperparameters, settings) with the file and row in the message."""
     path = Path(name_or_path)
     if not path.suffix:
         path = STUDIES_DIR / f"{name_or_path}.json"
@@ -94,6 +104,8 @@ def load_study_file(name_or_path: str) -> tuple[str, list[Variant]]:
     try:
         spec = json.loads(path.read_text())
         rows = [spec["base"], *spec["variants"]]
+        if not isinstance(spec.get("settings", {}), dict) or not isinstance(spec.get("aa_control", False), bool):
+            raise TypeError("'settings' is not an object or 'aa_control' not true/false")
         if not all(isinstance(r, dict) and isinstance(r["label"], str) and isinstance(r["plugin"], str)
                    and isinstance(r.get("hparams", {}), dict) and isinstance(r.get("settings", {}), dict)
                    for r in rows):
@@ -113,7 +125,9 @@ def load_study_file(name_or_path: str) -> tuple[str, list[Variant]]:
                             "score against the base if its hypothesis holds), or leave it out")
         variants.append(Variant(r["label"], ref, hparams, dict(r.get("settings", {})), r.get("hypothesis", ""),
                                 expect))
-    return path.stem, variants
+    given = RunSettings().changed(spec.get("settings", {}), f"{path.name}: settings", per_variant=False)
+    return StudyFile(path.stem, variants, {k: getattr(given, k) for k in spec.get("settings", {})},
+                     spec.get("aa_control", False))
 
 
 def _in(where: str, fn, *args):
@@ -176,7 +190,8 @@ def check(opts: StudyOptions) -> None:
 
 
 def ensure_dataset(opts: StudyOptions, log=print) -> str:
-    """Prepare the default dataset if missing, check the requested one; returns its manifest's sha256."""
+    """Prepare the default dataset if missing, check the requested one; returns its identity
+    (shared_data.dataset.dataset_identity: the same on every machine that prepared the same data)."""
     path = resolve_dataset_path(opts.dataset, opts.data_dir)
     if not (path / "manifest.json").exists():
         if opts.dataset != DEFAULT_DATASET:
@@ -196,17 +211,17 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
         if v.plugin.plugin.needs_spatial and ds.manifest["features"][opts.extractor].get("spatial_shape") is None:
             raise UserError(f"{v.plugin} needs spatial features, and '{opts.extractor}' has none; use an extractor "
                             "with a grid (--extractor grid, resnet101 or regnetx400mf)")
-    return sha256_file(ds.path / "manifest.json")
+    return dataset_identity(ds.manifest)
 
 
 HASHED = ("plugin", "hparams", "settings", "extractor")
 
 
-def config_hash(config: dict, manifest_sha: str) -> str:
+def config_hash(config: dict, dataset_id: str) -> str:
     """What identifies a run: everything that can change its numbers (plugin, hyperparameters, run
-    settings with its seed, features) and the exact dataset (its manifest's sha256). Where the data
-    lives, labels, thread counts and logging do not."""
-    blob = json.dumps({k: config[k] for k in HASHED}, sort_keys=True) + manifest_sha
+    settings with its seed, features) and the dataset (its identity). Where the data lives, labels,
+    thread counts, logging and the machine do not: a machine is recorded with each run instead."""
+    blob = json.dumps({k: config[k] for k in HASHED}, sort_keys=True) + dataset_id
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -235,10 +250,10 @@ class StudyResult:
 def run_study(opts: StudyOptions, log=print) -> StudyResult:
     check(opts)
     folder = rundir.StudyFolder(opts.results_dir, opts.study)
-    manifest_sha = ensure_dataset(opts, log)
+    dataset_id = ensure_dataset(opts, log)
     folder.create()
     with folder.lock():
-        jobs = _plan(opts, manifest_sha, folder.path)
+        jobs = _plan(opts, dataset_id, folder.path)
         folder.write_plan([{"folder": j.run_dir.name, **j.config} for j in jobs])
         rows, pending = [], []
         for job in jobs:
@@ -265,7 +280,7 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
         return StudyResult(write_report(folder.path), rows, interrupted)
 
 
-def _plan(opts: StudyOptions, manifest_sha: str, study_dir: Path) -> list[Job]:
+def _plan(opts: StudyOptions, dataset_id: str, study_dir: Path) -> list[Job]:
     threads = opts.threads or (None if opts.jobs == 1 else max(1, (os.cpu_count() or 1) // opts.jobs))
     # absolute: a run may start in another folder (a Ray worker's)
     data_dir = str(Path(opts.data_dir).resolve()) if opts.data_dir else None
@@ -274,16 +289,19 @@ def _plan(opts: StudyOptions, manifest_sha: str, study_dir: Path) -> list[Job]:
     pairs = []
     for order, v in enumerate(opts.variants):
         settings = opts.settings.changed(v.settings, f"{v.label}: settings")
-        pairs += [(order, v, settings, seed) for seed in settings.seed_list()]
-    for i, (order, v, settings, seed) in enumerate(pairs, 1):
+        pairs += [(k, order, v, settings, seed) for k, seed in enumerate(settings.seed_list())]
+    # seed by seed: every row's k-th seed before any row's (k+1)-th, so that a study stopped part-way (a
+    # sitting's end) holds whole seeds, each a block of comparable runs from one machine
+    pairs.sort(key=lambda p: (p[0], p[1]))
+    for i, (_, order, v, settings, seed) in enumerate(pairs, 1):
         config = {"label": v.label, "note": v.note, "expect": v.expect, "order": order, "plugin": str(v.plugin),
                   "hparams": {**v.plugin.plugin.defaults, **v.hparams}, "settings": settings.for_run(seed),
                   "dataset": opts.dataset, "extractor": opts.extractor, "data_dir": data_dir,
-                  "dataset_path": dataset_path, "manifest_sha256": manifest_sha,
+                  "dataset_path": dataset_path, "dataset_identity": dataset_id,
                   # ensure_dataset has just checked the checksums here; a Ray node checks its own copy
                   "verify": opts.verify and opts.executor == "ray",
                   "threads": threads, "tensorboard": opts.tensorboard}
-        config["config_hash"] = config_hash(config, manifest_sha)
+        config["config_hash"] = config_hash(config, dataset_id)
         who = v.label if opts.settings.seeds == 1 else f"{v.label} (seed {seed})"
         jobs.append(Job(i, who, rundir.run_folder(study_dir, v.label, seed), config))
     return jobs

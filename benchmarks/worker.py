@@ -158,13 +158,13 @@ def dataset_location(cfg: dict) -> tuple[str, Path | None]:
 
 def load_run_dataset(cfg: dict):
     """The run's dataset, found by dataset_location, and refused when it is not the study's."""
-    from shared_data.dataset import load_dataset, sha256_file
+    from shared_data.dataset import dataset_identity, load_dataset
     from shared_data.errors import UserError
 
     ds = load_dataset(*dataset_location(cfg), verify=cfg.get("verify", True))
-    if cfg.get("manifest_sha256") and sha256_file(ds.path / "manifest.json") != cfg["manifest_sha256"]:
-        # a node's own copy that is not the study's dataset (another seed, size, vocabulary): its numbers
-        # would be filed under the study's configuration
+    if cfg.get("dataset_identity") and dataset_identity(ds.manifest) != cfg["dataset_identity"]:
+        # a node's own copy that is not the study's dataset (another seed, size, vocabulary, extractor
+        # weights): its numbers would be filed under the study's configuration
         raise UserError(f"the dataset at {ds.path} is not the one the study used (its manifest.json differs); "
                         f"prepare it on this machine with the same command as on the study's")
     return ds
@@ -402,7 +402,10 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
         # where this machine found the dataset (a cluster node may have its own copy) and how features
         # came in: read from disk by batch, the arrays the model reads and the dtype each is stored as
         "data": {"path": str(ctx.ds.path), "features": "read from disk by batch",
-                 "stored_dtype": ctx.feats.read_from_file()},
+                 "stored_dtype": ctx.feats.read_from_file(),
+                 # the features' bytes on this machine and the weights that made them (both in the report)
+                 "features_sha256": ctx.ds.manifest["files"].get(f"features/{ctx.cfg['extractor']}.h5"),
+                 "weights_sha256": ctx.ds.manifest["features"][ctx.cfg["extractor"]].get("weights_sha256")},
         "quality": q,
         "quality_4refs": ev["quality_4refs"],  # against references 2-5 only, as the human ceiling is scored
         "spice_note": spice_missing(),
@@ -475,8 +478,13 @@ def environment() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags], "cores": os.cpu_count(),
-            "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
+    try:  # a VM's host name is often generic ("vm"): the boot id tells two sittings apart
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = None
+    # host and boot: which machine ran the run (seeds are blocks: the report shows each seed's machine)
+    return {"host": platform.node(), "boot": boot, "cpu": cpu, "isa": [f for f in ISA_FLAGS if f in flags],
+            "cores": os.cpu_count(), "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}}
 
 
 def run(run_dir: Path) -> dict:

@@ -51,6 +51,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# not part of a dataset's identity: the feature files' own checksums (float32 kernels sum in an order
+# that depends on the CPU, so the same images and weights give features that differ in their last
+# bits on another machine: recorded per run, as the training's own CPU-dependent bits are), and where
+# the prepare command found its inputs and what it skipped there (paths of one machine)
+NOT_IDENTITY = ("prepare", "warnings")
+
+
+def dataset_identity(manifest: dict) -> str:
+    """sha256 of what a dataset is, the same on every machine that prepared it from the same sources
+    with the same extractor weights: the manifest without NOT_IDENTITY and the feature files' bytes,
+    whose extractors stay identified by their manifest entries (weights' sha256, shapes, dtype). A
+    run's configuration hash includes it, so a study resumed on another machine reuses its runs."""
+    kept = {k: v for k, v in manifest.items() if k not in NOT_IDENTITY}
+    kept["files"] = {f: h for f, h in (manifest.get("files") or {}).items() if not f.startswith("features/")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
 def write_json_atomic(path: Path, data: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=float))  # default: numpy scalars

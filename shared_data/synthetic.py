@@ -226,14 +226,18 @@ def _draw_object(draw: ImageDraw.ImageDraw, o: SceneObject, rgb: tuple, bg_rgb: 
 
 
 def _background(rng: np.random.Generator, kind: str, tone: str, n: int) -> np.ndarray:
-    base = np.array(BG_TONES[tone], dtype=np.float32)
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    # float64 throughout: numpy's float32 sin/cos are SIMD code that rounds differently on AVX2 and
+    # AVX-512 CPUs (seen as different images), so a float32 pattern would make each CPU its own
+    # dataset; in float64 a last-bit difference moves a pixel's integer value only when it lies
+    # within 1e-14 of an integer, which the continuous noise below makes vanishingly rare
+    base = np.array(BG_TONES[tone], dtype=np.float64)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
     contrast = float(rng.uniform(18, 40))
     period = float(rng.uniform(8, 20)) * SUPERSAMPLE
     angle = float(rng.uniform(0, math.pi))
     u = xx * math.cos(angle) + yy * math.sin(angle)
     if kind == "plain":
-        pattern = np.zeros((n, n), np.float32)
+        pattern = np.zeros((n, n))
     elif kind == "striped":
         pattern = np.sign(np.sin(2 * math.pi * u / period))
     elif kind == "dotted":
@@ -243,7 +247,7 @@ def _background(rng: np.random.Generator, kind: str, tone: str, n: int) -> np.nd
     elif kind == "checkered":
         pattern = np.sign(np.sin(math.pi * xx / period) * np.sin(math.pi * yy / period))
     elif kind == "speckled":
-        pattern = rng.normal(0, 1.0, size=(n, n)).astype(np.float32)
+        pattern = rng.normal(0, 1.0, size=(n, n))
     elif kind == "wavy":
         v = -xx * math.sin(angle) + yy * math.cos(angle)
         pattern = np.sin(2 * math.pi * (u + 6 * SUPERSAMPLE * np.sin(2 * math.pi * v / (3 * period))) / period)

@@ -155,3 +155,23 @@ def test_missing_file_is_named(copy_of):
     (copy_of / "vocab.json").unlink()
     with pytest.raises(UserError, match="vocab.json is missing"):
         load_dataset(str(copy_of))
+
+
+def test_identity_ignores_feature_bytes_and_paths_but_not_weights(small_dataset):
+    """Another CPU's float32 kernels give features with other last bits, and another machine keeps its
+    images elsewhere: the same dataset. Other extractor weights or other captions: another dataset."""
+    from shared_data.dataset import dataset_identity
+
+    manifest = json.loads((small_dataset / "manifest.json").read_text())
+    same = json.loads(json.dumps(manifest))
+    for f in same["files"]:
+        if f.startswith("features/"):
+            same["files"][f] = "0" * 64
+    same["prepare"] = {**same["prepare"], "images": "/elsewhere/Images"}
+    assert dataset_identity(same) == dataset_identity(manifest)
+    extractor = next(iter(manifest["features"]))
+    other_weights = json.loads(json.dumps(manifest))
+    other_weights["features"][extractor]["weights_sha256"] = "f" * 64
+    other_captions = json.loads(json.dumps(manifest))
+    other_captions["files"]["captions.json"] = "0" * 64
+    assert len({dataset_identity(m) for m in (manifest, other_weights, other_captions)}) == 3

@@ -90,12 +90,15 @@ def test_a_node_finds_the_dataset_at_the_studys_path_or_in_its_own_data_dir(smal
     elsewhere = {**cfg, "dataset_path": "/on/the/head/only/synthetic-small"}
     assert dataset_location(elsewhere) == (str(node_copy / "synthetic-small"), None)
     assert load_dataset(*dataset_location(elsewhere)).path == node_copy / "synthetic-small"
-    # a node's copy must be the study's dataset: the manifest's checksum travels in the run's config
+    # a node's copy must be the study's dataset: the dataset's identity travels in the run's config
+    import json
+
     from benchmarks.worker import load_run_dataset
-    from shared_data.dataset import sha256_file
+    from shared_data.dataset import dataset_identity
     from shared_data.errors import UserError
 
-    checked = {**elsewhere, "manifest_sha256": sha256_file(small_dataset / "manifest.json")}
+    checked = {**elsewhere,
+               "dataset_identity": dataset_identity(json.loads((small_dataset / "manifest.json").read_text()))}
     assert load_run_dataset(checked).path == node_copy / "synthetic-small"
     manifest = node_copy / "synthetic-small" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"name"', '"note": "another build",\n "name"', 1))

@@ -12,7 +12,8 @@ from shared_data.errors import UserError
 
 
 def test_seed000_study_has_a_runnable_row_per_hypothesis():
-    name, variants = load_study_file("seed000")
+    study = load_study_file("seed000")
+    name, variants = study.name, study.variants
     assert name == "seed000" and variants[0].label == "torch_concat"
     labels = [v.label for v in variants]
     assert len(set(labels)) == len(labels) and all(v.note for v in variants)
@@ -39,10 +40,47 @@ def test_bad_study_names_and_files(tmp_path):
 def test_engine_studies_run_one_model_on_every_engine(study, keras, torch):
     """API or engine: the same model as Keras on TensorFlow (graph and XLA), JAX and PyTorch, and in
     torch.nn eager and compiled; the PyTorch rows take Keras' single LSTM bias so the math is the same."""
-    _, variants = load_study_file(study)
+    variants = load_study_file(study).variants
     rows = {(str(v.plugin), bool(v.settings.get("compile"))) for v in variants}
     assert rows == {(f"{keras}@tensorflow", False), (f"{keras}@tensorflow", True), (f"{keras}@jax", False),
                     (f"{keras}@torch", False), (torch, False), (torch, True)}
     assert all(v.hparams.get("lstm_bias") == "one" for v in variants if v.plugin.name == torch)
     assert all(set(v.settings) <= {"compile"} and v.expect is None for v in variants)  # speed differs, not math
     check(StudyOptions(variants=variants))
+
+
+def test_a_study_file_carries_its_own_budget_and_the_command_line_overrides_it(tmp_path):
+    import argparse
+
+    from benchmarks.settings import add_arguments, from_args
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"base": {"label": "a", "plugin": "torch_rnn"}, "variants": [],
+                                "settings": {"epochs": 9, "patience": 2, "seeds": 4}, "aa_control": True}))
+    study = load_study_file(str(path))
+    assert study.settings == {"epochs": 9, "patience": 2, "seeds": 4} and study.aa_control
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    s = from_args(p.parse_args([]), defaults=study.settings)
+    assert (s.epochs, s.patience, s.seeds) == (9, 2, 4)
+    s = from_args(p.parse_args(["--steps", "30", "--seeds", "2"]), defaults=study.settings)
+    assert (s.epochs, s.steps, s.patience, s.seeds) == (None, 30, 2, 2)  # a budget flag replaces the file's budget
+    path.write_text(json.dumps({"base": {"label": "a", "plugin": "torch_rnn"}, "variants": [],
+                                "settings": {"epochs": 0}}))
+    with pytest.raises(UserError, match="mine.json: settings.epochs"):
+        load_study_file(str(path))
+
+
+def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
+    """Every row's k-th seed before any row's (k+1)-th: a study stopped part-way holds whole seeds."""
+    from benchmarks.settings import RunSettings
+    from benchmarks.study import Variant, _plan
+    from plugins.registry import PluginRef
+
+    variants = [Variant("a", PluginRef.parse("torch_rnn")), Variant("b", PluginRef.parse("torch_rnn"), {},
+                                                                    {"seed": 10})]
+    opts = StudyOptions(variants=variants, settings=RunSettings(seeds=3), dataset=small_dataset.name,
+                        data_dir=data_dir)
+    jobs = _plan(opts, "identity", tmp_path)
+    assert [(j.label, j.config["settings"]["seed"]) for j in jobs] == [
+        ("a", 0), ("b", 10), ("a", 1), ("b", 11), ("a", 2), ("b", 12)]

@@ -1,5 +1,5 @@
-"""`synthnet`, the embedded dataset's pretrained-CNN stand-in: labels from exact object masks,
-pretraining cached by its settings, features of the documented shapes."""
+"""`synthnet`, the embedded dataset's pretrained-CNN stand-in: labels from exact object masks, the
+shipped weights checked by their sha256, the pretraining script, features of the documented shapes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 
 from backends.torch import synthnet as sn  # noqa: E402
 from shared_data import synthetic  # noqa: E402
+from shared_data.dataset import sha256_file  # noqa: E402
+from shared_data.errors import UserError  # noqa: E402
 
 
 def test_cell_labels_follow_the_object_masks():
@@ -27,20 +29,42 @@ def test_cell_labels_follow_the_object_masks():
     assert shape[6, 6] == sn.SHAPES.index("star")  # the star's centre cell (96..112)
 
 
-def test_pretraining_is_cached_and_features_have_the_documented_shapes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPBENCH_CACHE", str(tmp_path))
-    monkeypatch.setitem(sn.SETTINGS, "images", 24)
-    monkeypatch.setitem(sn.SETTINGS, "epochs", 1)
-    logs = []
-    first = sn.synthnet("imagenet", log=logs.append)
-    assert sn.cache_path().exists() and any("pretraining on 24 generated images" in m for m in logs)
+def test_shipped_weights_give_features_of_the_documented_shapes():
+    extract = sn.synthnet("imagenet")
+    assert extract.weights_sha256 == sn.SHIPPED_SHA256 == sha256_file(sn.SHIPPED_WEIGHTS)
     images = np.stack([np.asarray(synthetic.generate_image(0, i)[0]) for i in range(3)])
-    g, s = first(images)
+    g, s = extract(images)
     assert g.shape == (3, 192) and s.shape == (3, 64, 96) and g.dtype == s.dtype == np.float32
     np.testing.assert_allclose(g[:, :96], s.mean(1), rtol=1e-6, atol=1e-6)  # mean half of the global vector
-    logs.clear()
-    again = sn.synthnet("imagenet", log=logs.append)  # loaded from the cache, not trained again
-    assert not logs
-    np.testing.assert_allclose(again(images)[0], g, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(g[:, 96:], s.max(1))
     with pytest.raises(ValueError, match="128px RGB"):
-        first(images[:, :64])
+        extract(images[:, :64])
+
+
+def test_tampered_or_missing_weights_are_refused(tmp_path, monkeypatch):
+    tampered = tmp_path / "synthnet.safetensors"
+    data = bytearray(sn.SHIPPED_WEIGHTS.read_bytes())
+    data[-1] ^= 1
+    tampered.write_bytes(bytes(data))
+    monkeypatch.setattr(sn, "SHIPPED_WEIGHTS", tampered)
+    with pytest.raises(UserError, match="is not the shipped synthnet weights"):
+        sn.synthnet("imagenet")
+    with pytest.raises(UserError, match="does not exist"):
+        sn.synthnet(str(tmp_path / "missing.safetensors"))
+    not_weights = tmp_path / "x.safetensors"
+    not_weights.write_text("hello")
+    with pytest.raises(UserError, match="is not a synthnet safetensors file"):
+        sn.synthnet(str(not_weights))
+
+
+def test_the_pretraining_script_writes_loadable_weights(tmp_path, monkeypatch, capsys):
+    """`python -m backends.torch.synthnet OUT` reruns the pretraining (here shrunk to 24 images, one epoch)."""
+    monkeypatch.setitem(sn.SETTINGS, "images", 24)
+    monkeypatch.setitem(sn.SETTINGS, "epochs", 1)
+    out = tmp_path / "w.safetensors"
+    assert sn.main([str(out)]) == 0
+    assert f"sha256 {sha256_file(out)}, not the shipped file's" in capsys.readouterr().out
+    extract = sn.synthnet(str(out))
+    assert extract.weights_sha256 == sha256_file(out)
+    images = np.stack([np.asarray(synthetic.generate_image(0, 0)[0])])
+    assert not np.array_equal(extract(images)[1], sn.synthnet("imagenet")(images)[1])

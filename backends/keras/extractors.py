@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
 
 VGG16_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
@@ -85,4 +86,6 @@ def vgg16_fc2(weights: str) -> KerasExtractor:
         except Exception as e:  # h5py/keras raise OSError, ValueError, KeyError for bad files
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"vgg16 weights file {path} does not fit VGG16 with top: {msg}") from e
-    return KerasExtractor(keras.Model(full.input, full.get_layer("fc2").output, name="vgg16_fc2"))
+    extractor = KerasExtractor(keras.Model(full.input, full.get_layer("fc2").output, name="vgg16_fc2"))
+    extractor.weights_sha256 = "none" if weights == "none" else sha256_file(path)  # recorded in the manifest
+    return extractor

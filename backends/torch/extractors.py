@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
 
 _URL_BASE = "https://download.pytorch.org/models/"
@@ -177,10 +178,11 @@ class RegNetX400MFTrunk(nn.Module):
 # --- weights ---
 
 
-def _load_weights(model: nn.Module, weights: str, file_name: str, arch: str) -> None:
-    """Fill `model` from "imagenet" (torchvision's cache), "none" (already seeded init) or a .pth path."""
+def _load_weights(model: nn.Module, weights: str, file_name: str, arch: str) -> str:
+    """Fill `model` from "imagenet" (torchvision's cache), "none" (already seeded init) or a .pth path;
+    returns the weights' sha256 ("none" for the seeded init), which the manifest records."""
     if weights == "none":
-        return
+        return "none"
     if weights == "imagenet":
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         path = cache / file_name
@@ -214,6 +216,7 @@ def _load_weights(model: nn.Module, weights: str, file_name: str, arch: str) -> 
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise UserError(f"{arch} weights file {path} does not fit {arch} ({len(problems)} problems): {shown}")
     model.load_state_dict(state)
+    return sha256_file(path)
 
 
 # --- extraction ---
@@ -222,7 +225,8 @@ def _load_weights(model: nn.Module, weights: str, file_name: str, arch: str) -> 
 class TorchExtractor:
     """Callable: uint8 [B, H, W, 3] RGB -> (global [B, C] float32, spatial [B, P, C] float32)."""
 
-    def __init__(self, model: nn.Module, size: int, grid: int | None) -> None:
+    def __init__(self, model: nn.Module, size: int, grid: int | None, weights_sha256: str) -> None:
+        self.weights_sha256 = weights_sha256  # recorded in the manifest: which weights made the features
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.size = size
@@ -254,13 +258,13 @@ def resnet101(weights: str) -> TorchExtractor:
     """Show, Attend and Tell encoder: 256x256 input, pooled to 14x14 -> ([B, 2048], [B, 196, 2048])."""
     torch.manual_seed(0)
     model = ResNet101Trunk()
-    _load_weights(model, weights, RESNET101_FILE, "resnet101")
-    return TorchExtractor(model, size=256, grid=14)
+    digest = _load_weights(model, weights, RESNET101_FILE, "resnet101")
+    return TorchExtractor(model, size=256, grid=14, weights_sha256=digest)
 
 
 def regnetx400mf(weights: str) -> TorchExtractor:
     """CS231n-style encoder: 124x124 input, native 4x4 grid -> ([B, 400], [B, 16, 400])."""
     torch.manual_seed(0)
     model = RegNetX400MFTrunk()
-    _load_weights(model, weights, REGNETX400MF_FILE, "regnetx400mf")
-    return TorchExtractor(model, size=124, grid=None)
+    digest = _load_weights(model, weights, REGNETX400MF_FILE, "regnetx400mf")
+    return TorchExtractor(model, size=124, grid=None, weights_sha256=digest)

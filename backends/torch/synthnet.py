@@ -8,9 +8,13 @@ small CNN the same way, on its own labelled corpus: images drawn by the syntheti
 seed no dataset uses (PRETRAIN_SEED), never the captioning images, with dense labels from the
 generator's exact object masks: for every 16x16-pixel cell of the 8x8 grid, the shape, colour and
 size of the object covering most of it (or none). Its last feature map is the `spatial` feature
-[64, 96]; mean and max pooling give the `global` vector [192]. Pretraining takes a minute or two
-on 2 CPU cores and runs once: the weights are cached (safetensors) under
-$CAPBENCH_CACHE (default ~/.cache/capbench), keyed by every setting that changes them.
+[64, 96]; mean and max pooling give the `global` vector [192].
+
+The pretrained weights ship with the package (synthnet.safetensors, 1.3 MB, its sha256 below): every
+machine extracts its features with the same weights, and a first prepare does not pretrain.
+Pretraining is float32 training whose last bits depend on the CPU's kernels, so weights pretrained
+on another machine differ; `python -m backends.torch.synthnet OUT.safetensors` reruns the pretraining
+that made the shipped file (about 6 minutes on 2 cores; identical on the same kind of CPU).
 
     3x128x128 -> conv 3x3/2 (24) -> 64x64
               -> conv 3x3/2 (48) -> conv 3x3 (48) -> 32x32
@@ -21,8 +25,6 @@ $CAPBENCH_CACHE (default ~/.cache/capbench), keyed by every setting that changes
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -33,7 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_data import synthetic
+from shared_data.dataset import sha256_file
 
+SHIPPED_WEIGHTS = Path(__file__).with_name("synthnet.safetensors")
+SHIPPED_SHA256 = "e6dda9727372047244f3088633ed329d0853cf02c720892103305dbc4391a126"
 PRETRAIN_SEED = 90_210  # datasets use seeds 0, 1, ...; this corpus shares no image with them
 SETTINGS = dict(version=1, images=3000, epochs=15, batch=64, lr=2e-3, width=(24, 48, 96, 96), grid=8)
 SHAPES, COLOURS, SIZES = synthetic.SHAPES, tuple(synthetic.COLOURS), tuple(synthetic.SIZE_RADIUS)
@@ -75,12 +80,6 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) / 0.25
 
 
-def cache_path() -> Path:
-    key = hashlib.sha256(json.dumps({**SETTINGS, "seed": PRETRAIN_SEED}, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(os.environ.get("CAPBENCH_CACHE", Path.home() / ".cache" / "capbench"))
-    return root / f"synthnet-v{SETTINGS['version']}-{key}.safetensors"
-
-
 def pretrain(log=print) -> SynthNet:
     """Train on PRETRAIN_SEED images with per-cell labels; returns the model (train mode off)."""
     torch.manual_seed(0)
@@ -94,7 +93,7 @@ def pretrain(log=print) -> SynthNet:
     x_all = torch.from_numpy(np.stack(images))
     y_all = torch.from_numpy(np.stack(targets))
     log(f"synthnet: pretraining on {n} generated images (seed {PRETRAIN_SEED}, drawn in "
-        f"{time.perf_counter() - t0:.0f}s), {SETTINGS['epochs']} epochs; once, then cached at {cache_path()}")
+        f"{time.perf_counter() - t0:.0f}s), {SETTINGS['epochs']} epochs")
     model = SynthNet()
     opt = torch.optim.Adam(model.parameters(), lr=SETTINGS["lr"])
     steps = SETTINGS["epochs"] * -(-n // SETTINGS["batch"])
@@ -125,8 +124,9 @@ def pretrain(log=print) -> SynthNet:
 class SynthNetExtractor:
     """Callable: uint8 [B, 128, 128, 3] -> (global [B, 192] mean+max pooled, spatial [B, 64, 96])."""
 
-    def __init__(self, model: SynthNet):
+    def __init__(self, model: SynthNet, weights_sha256: str):
         self.model = model.eval()
+        self.weights_sha256 = weights_sha256  # recorded in the manifest: which weights made the features
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images = np.asarray(images)
@@ -139,26 +139,52 @@ class SynthNetExtractor:
         return global_.numpy().astype(np.float32), spatial.numpy().astype(np.float32)
 
 
-def synthnet(weights: str, log=print) -> SynthNetExtractor:
-    """weights: "imagenet"/"pretrained" (the cached pretraining, run now if missing), "none" (random),
-    or a .safetensors path."""
-    from safetensors.torch import load_file, save_file
+def synthnet(weights: str) -> SynthNetExtractor:
+    """weights: "imagenet"/"pretrained" (the shipped file, checked against its sha256), "none"
+    (seeded random), or a .safetensors path."""
+    from safetensors.torch import load_file
+
+    from shared_data.errors import UserError
 
     if weights == "none":
         torch.manual_seed(0)
-        return SynthNetExtractor(SynthNet())
-    path = Path(weights) if weights not in ("imagenet", "pretrained") else cache_path()
+        return SynthNetExtractor(SynthNet(), "none")
+    shipped = weights in ("imagenet", "pretrained")
+    path = SHIPPED_WEIGHTS if shipped else Path(weights)
+    if not path.is_file():
+        raise UserError(f"synthnet weights file {path} does not exist"
+                        + (" (it ships with CapBench: reinstall the package)" if shipped else ""))
+    digest = sha256_file(path)
+    if shipped and digest != SHIPPED_SHA256:
+        raise UserError(f"{path} is not the shipped synthnet weights (sha256 {digest[:12]}, expected "
+                        f"{SHIPPED_SHA256[:12]}): restore it with git checkout, or pass --weights PATH")
     model = SynthNet()
-    if path.exists():
+    try:
         model.load_state_dict(load_file(str(path)))
-    elif weights in ("imagenet", "pretrained"):
-        model = pretrain(log)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
-    else:
-        from shared_data.errors import UserError
+    except Exception as e:  # safetensors' own errors and a state dict that does not fit
+        raise UserError(f"synthnet weights file {path} is not a synthnet safetensors file "
+                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return SynthNetExtractor(model, digest)
 
-        raise UserError(f"synthnet weights file {path} does not exist")
-    return SynthNetExtractor(model)
+
+def main(argv: list[str] | None = None) -> int:
+    """Rerun the pretraining that made the shipped weights; print the new file's sha256."""
+    import argparse
+
+    from safetensors.torch import save_file
+
+    p = argparse.ArgumentParser(prog="python -m backends.torch.synthnet", description=main.__doc__)
+    p.add_argument("out", type=Path, help="where to write the weights (.safetensors)")
+    out = p.parse_args(argv).out
+    model = pretrain()
+    tmp = out.with_name(out.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, out)
+    same = "the shipped file's" if sha256_file(out) == SHIPPED_SHA256 else "not the shipped file's " \
+        f"({SHIPPED_SHA256[:12]}): another CPU's float32 kernels, or changed settings"
+    print(f"wrote {out}: sha256 {sha256_file(out)}, {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
