@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report-half1.md / report-half2.md: the tables from the first or the second half of every "
                         "configuration's seeds, to check that two disjoint halves reach the same verdicts")
 
+    p = sub.add_parser("publish", help="copy a study's finished runs (no weights) into results/reference/<study>",
+                       description="Publish a study as a reference result that git tracks: report, calibrate and "
+                                   "study (resuming) then work on it from a fresh clone. Run it again as the study "
+                                   "grows: published runs are kept, new ones added.")
+    p.add_argument("study", type=Path, help="results/<study>")
+    p.add_argument("--to", type=Path, default=None, help="where (default: results/reference/<study>)")
+
     p = sub.add_parser("calibrate", help="the significance test's false-positive rate on A/A splits of real runs",
                        description="Split the seeds of one configuration of a study into two disjoint groups, many "
                                    "times, and count how often the report's test calls them different at 0.05.")
@@ -323,6 +330,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .publish import publish
+
+    publish(args.study, args.to)
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .report import aa_calibration
 
@@ -337,7 +351,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run,
-            "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "calibrate": cmd_calibrate,
+            "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "publish": cmd_publish,
+            "calibrate": cmd_calibrate,
             "perf": cmd_perf}
 
 

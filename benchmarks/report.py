@@ -23,6 +23,8 @@ from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
 
 from . import rundir
+from .answer import answer
+from .comparisons import EFFECTS, METRIC_NAMES, compare, groups_of, label_of, per_run, seed_of
 from .settings import BUDGET_KEYS, RunSettings, describe
 from .stats import mean_ci
 
@@ -37,7 +39,7 @@ def _runs(study_dir: Path) -> tuple[list[dict], list[dict], list[rundir.Run]]:
                "state": run.state()}
         if run.finished:
             try:  # the per-image files the tables and samples need, read once
-                row["captions"] = rundir.read_json(run.dir / rundir.CAPTIONS)
+                row["captions"] = rundir.read_captions(run.dir)
                 row["per_image"] = rundir.read_json(run.dir / rundir.PER_IMAGE)
             except rundir.Unreadable as e:
                 row["state"] = f"unreadable: {e}"
@@ -96,10 +98,10 @@ def _half(rows: list[dict], half: int) -> set[int]:
         raise UserError(f"--half {half}: use {' or '.join(map(str, HALVES))}")
     by_label: dict[str, list[dict]] = {}
     for r in rows:
-        by_label.setdefault(_label(r), []).append(r)
+        by_label.setdefault(label_of(r), []).append(r)
     keep: set[int] = set()
     for group in by_label.values():
-        group = sorted(group, key=_seed)
+        group = sorted(group, key=seed_of)
         cut = (len(group) + 1) // 2
         if len(group) > 1:
             keep |= {id(r) for r in (group[:cut] if half == 1 else group[cut:])}
@@ -131,8 +133,8 @@ def _header(study_dir: Path, done: list[dict], other: list[dict], stale: list[ru
     devices = sorted({r["metrics"]["device"] for r in done})
     per_label: dict[str, dict] = {}
     for r in full:
-        per_label.setdefault(_label(r), dict(r["config"].get("settings") or {}))
-    seeds = {label: sorted({_seed(r) for r in rows if _label(r) == label}) for label in per_label}
+        per_label.setdefault(label_of(r), dict(r["config"].get("settings") or {}))
+    seeds = {label: sorted({seed_of(r) for r in rows if label_of(r) == label}) for label in per_label}
     keys = [k for k in per_label[next(iter(per_label))] if k != "seed"]
     common = {k: v for k, v in per_label[next(iter(per_label))].items()
               if k in keys and all(s.get(k) == v for s in per_label.values())}
@@ -186,7 +188,7 @@ def _machines(done: list[dict]) -> str:
         env = ", ".join(f"{k}={v}" for k, v in e["env"].items())
         key = f"{e['cpu']} ({', '.join(e['isa']) or 'no AVX2'}{'; ' + env if env else ''})" \
             + (f" [{where}]" if where else "")
-        seeds.setdefault(key, set()).add(_seed(r))
+        seeds.setdefault(key, set()).add(seed_of(r))
     if not seeds:
         return _cpu_model()
     if len(seeds) == 1:
@@ -206,14 +208,10 @@ def _features_text(done: list[dict]) -> str:
             f"features sha256 {', '.join(features) or 'not recorded'})")
 
 
-def _label(r: dict) -> str:
-    return r["config"].get("label") or r["config"]["plugin"]
-
-
 def _who(r: dict, seeds: dict) -> str:
     """A run's label, and its seed where its configuration has several."""
-    seed = _seed(r)
-    return _label(r) + (f" (seed {seed})" if len(seeds.get(_label(r), [])) > 1 else "")
+    seed = seed_of(r)
+    return label_of(r) + (f" (seed {seed})" if len(seeds.get(label_of(r), [])) > 1 else "")
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -224,15 +222,19 @@ def _seed_text(seeds: list[int]) -> str:
 def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run],
                   half: int | None = None) -> Path:
     ds, manifest_hash, ceiling = _dataset(next((r["config"] for r in done + other if "dataset" in r["config"]), {}))
-    seeds = {label: sorted(_seed(r) for r in done + other if _label(r) == label) for label in map(_label, done + other)}
+    seeds = {label: sorted(seed_of(r) for r in done + other if label_of(r) == label)
+             for label in map(label_of, done + other)}
 
     def name(r: dict) -> str:  # a row of the per-run tables: its label, and its seed where there are several
         return _who(r, seeds)
 
     lines = _header(study_dir, done, other, stale, manifest_hash)
-    lines += _quality(done, ceiling)
+    groups = groups_of(done)
+    comparisons = compare(groups)
+    lines += answer(groups, comparisons)
+    lines += _quality(done, ceiling, comparisons)
     lines += _time_to_target(done)
-    lines += _size(done, name) + _speed(done, name) + _overfitting(done, name)
+    lines += _size(done, name) + _speed(done, name) + _overfitting(done, name) + _details(done)
     if half is None:  # the figures are the whole study's; a half report is its tables
         lines += _figures(study_dir, done, ds, name)
     else:
@@ -243,57 +245,49 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
     return out
 
 
-def _quality(done: list[dict], ceiling: dict) -> list[str]:
-    """Table 1, one row per configuration (mean ± interval over seeds), then the differences."""
-    groups = _groups(done)
+def _quality_table(groups: dict[str, list[dict]], columns: list, ceiling: dict | None = None) -> str:
+    """One row per configuration (mean ± 95% t-interval half-width over seeds), the human ceiling last
+    where it is comparable (its own columns only)."""
+    from .columns import value
+
     multi = any(len(g) > 1 for g in groups.values())
 
-    def agg(group: list[dict], get) -> str:
-        """One run: its value; several seeds: mean +- 95% t-interval half-width."""
-        values = [get(r["metrics"]) for r in group]
+    def agg(group: list[dict], column) -> str:
+        values = [value(column, r["metrics"]) for r in group]
+        if any(v is None for v in values):
+            return "n/a"
         if len(values) == 1:
             return _f(values[0])
         mean, half = mean_ci(values)
         return _f(mean) if half != half else f"{_f(mean)} ± {_f(half)}"
 
-    def grounded(key):
-        return lambda m: (m.get("grounding") or {}).get(key)
-
-    getters = [lambda m, k=k: m["quality"].get(k) for k in
-               ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "nltk_BLEU-4")]
-    getters += [lambda m: m["beam"]["BLEU-4"], lambda m: m["beam"]["CIDEr"],
-                lambda m: m["shuffled_control"]["BLEU-4"],
-                lambda m: m["quality"]["BLEU-4"] - m["shuffled_control"]["BLEU-4"],
-                lambda m: m["quality"]["CIDEr"] - m["shuffled_control"]["CIDEr"],
-                grounded("colour_acc"), grounded("shape_precision"), grounded("relation_acc"),
-                grounded("hallucination_rate"),
-                lambda m: (m.get("quality_4refs") or {}).get("BLEU-4"),
-                lambda m: (m.get("quality_4refs") or {}).get("CIDEr")]
-    q_rows = []
+    rows = []
     for label, group in groups.items():
         status = ",".join(sorted({r["metrics"]["status"] for r in group}))
-        q_rows.append([label + (f" (n={len(group)})" if multi else ""), status] + [agg(group, g) for g in getters])
-    if ceiling:  # caption 1 against captions 2-5: comparable with the models' 4-reference columns only
-        q_rows.append(["human ceiling (caption 1 vs 2-5)", ""] + ["—"] * 17
-                      + [_f(ceiling.get("BLEU-4")), _f(ceiling.get("CIDEr"))])
+        rows.append([label + (f" (n={len(group)})" if multi else ""), status] + [agg(group, c) for c in columns])
+    if ceiling and any(c.ceiling for c in columns):  # caption 1 against captions 2-5
+        rows.append(["human ceiling (caption 1 vs 2-5)", ""]
+                    + [_f(ceiling.get(c.ceiling)) if c.ceiling else "—" for c in columns])
+    return tabulate(rows, headers=["configuration", "status", *(c.header for c in columns)], tablefmt="github")
+
+
+def _quality(done: list[dict], ceiling: dict, comparisons: list) -> list[str]:
+    """Table 1: the headline quality table, then the differences."""
+    from .columns import HEADLINE
+
+    groups = groups_of(done)
     beam_note = ", ".join(sorted({f"beam {r['metrics']['beam']['size']}, alpha {r['metrics']['beam']['length_alpha']}"
                                   for r in done}))
     lines = [f"## 1. Quality (test split; greedy decoding unless marked beam: {beam_note or 'n/a'})", "",
-             tabulate(q_rows, headers=["plugin", "status", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR",
-                                       "ROUGE-L", "CIDEr-D", "nltk BLEU-4", "beam BLEU-4", "beam CIDEr-D",
-                                       "shuffled BLEU-4", "gap BLEU-4",
-                                       "gap CIDEr", "colour acc", "shape prec", "relation acc", "halluc.",
-                                       "BLEU-4 vs refs 2-5", "CIDEr-D vs refs 2-5"],
-                      tablefmt="github"), "",
-             "Shuffled: the same model with test image features permuted across images; the gap is how much "
-             "the score owes to the image. Grounded columns parse captions against the synthetic ground truth "
-             "(benchmarks/grounding.py). The human ceiling scores each image's first caption against the other "
-             "four, so it is compared like for like with the models' scores against those same four references "
-             "(the last two columns); the other columns score models against all five, which no human caption "
-             "can be compared with.", ""]
-    if multi:
+             _quality_table(groups, HEADLINE, ceiling), "",
+             "Image gap: the score minus that of the same model with test image features permuted across images, "
+             "how much the score owes to the image. The human ceiling scores each image's first caption against "
+             "the other four, so it is compared like for like with the models' scores against those same four "
+             "references (the last two columns); the other columns score models against all five. Every other "
+             "quality column is in the details table (section 5).", ""]
+    if any(len(g) > 1 for g in groups.values()):
         lines += ["With several seeds: mean ± half-width of the 95% t-interval over seeds (n runs each).", ""]
-    lines += _significance(groups)
+    lines += _significance(groups, comparisons)
     spice = [r["metrics"]["quality"]["SPICE"] for r in done if "SPICE" in r["metrics"]["quality"]]
     notes = sorted({r["metrics"].get("spice_note") for r in done} - {None})
     if spice:
@@ -304,13 +298,24 @@ def _quality(done: list[dict], ceiling: dict) -> list[str]:
     return lines
 
 
+def _details(done: list[dict]) -> list[str]:
+    """Section 5: the quality columns the headline table leaves out."""
+    from .columns import DETAILS
+
+    return ["## 5. Quality details (test split, greedy decoding unless marked beam)", "",
+            _quality_table(groups_of(done), DETAILS), "",
+            "Shuffled: the same model with test image features permuted across images. Grounded columns parse "
+            "captions against the synthetic ground truth (benchmarks/grounding.py): colour accuracy, shape "
+            "precision, relation accuracy and the share of hallucinated objects.", ""]
+
+
 def _time_to_target(done: list[dict]) -> list[str]:
     """Per configuration: how long training took to first meet the target (median over seeds, runs that
     never met it counted as slower than every run that did), how many never did, epochs and tokens."""
     from .stats import median_interval
 
     rows = []
-    for label, group in _groups(done).items():
+    for label, group in groups_of(done).items():
         targets = [r["metrics"].get("target") for r in group]
         if not any(targets):
             continue
@@ -411,39 +416,11 @@ def _time_split(m: dict) -> str:
     return " / ".join(f"{t[k]:.0f}" for k in ("train_time_s", "val_eval_time_s", "eval_time_s", "other_time_s"))
 
 
-def _groups(done: list[dict]) -> dict[str, list[dict]]:
-    """Runs of the same configuration (all but the seed), in the order the study listed them."""
-    groups: dict[str, list[dict]] = {}
-    for r in done:
-        groups.setdefault(r["config"].get("label") or r["config"]["plugin"], []).append(r)
-    return groups
-
-
-EFFECTS = {"BLEU-4": 0.01, "CIDEr": 0.03}  # the effects the seeds-needed line is about (issue 13)
-METRIC_NAMES = {"BLEU-4": "BLEU-4", "CIDEr": "CIDEr-D"}
-
-
-def _per_run(group: list[dict]) -> tuple[list[str], dict[str, list[np.ndarray]]]:
-    """Test images and, per metric, each run's per-image scores: BLEU statistics [images, 10] and
-    CIDEr-D [images], runs in seed order."""
-    from .stats import bleu_stats
-
-    ids = sorted(group[0]["captions"])
-    out: dict[str, list[np.ndarray]] = {"BLEU-4": [], "CIDEr": []}
-    for r in sorted(group, key=_seed):
-        caps, per = r["captions"], r["per_image"]
-        if sorted(caps) != ids:
-            raise KeyError("runs of one configuration decoded different test images")
-        out["BLEU-4"].append(np.stack([bleu_stats(caps[i]["references"], caps[i]["generated"]) for i in ids]))
-        out["CIDEr"].append(np.array([per[i]["CIDEr"] for i in ids]))
-    return ids, out
-
-
 def _difference_over_seeds(a: list[dict], b: list[dict], get, relative: bool = False) -> str:
     """Runs of the same seed paired (mean ± t-interval of the differences); configurations with
     disjoint seeds (an A/A row) compared unpaired (difference of means, Welch interval)."""
-    by_seed = {_seed(r): get(r["metrics"]) for r in a}
-    pairs = [(by_seed[_seed(r)], get(r["metrics"])) for r in b if by_seed.get(_seed(r)) is not None]
+    by_seed = {seed_of(r): get(r["metrics"]) for r in a}
+    pairs = [(by_seed[seed_of(r)], get(r["metrics"])) for r in b if by_seed.get(seed_of(r)) is not None]
     pairs = [(x, y) for x, y in pairs if y is not None]
 
     def scale(x, y):
@@ -473,39 +450,28 @@ def _p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
-def _significance(groups: dict[str, list[dict]], samples: int = 1000) -> list[str]:
+def _significance(groups: dict[str, list[dict]], comparisons: list, samples: int = 1000) -> list[str]:
     """Each configuration against the first: seed-level tests (stats.seed_level_test) with
     Holm-adjusted p-values across the rows, a verdict per hypothesis, the smallest effect each row
     could detect, the variance components and the seeds a given effect would need."""
-    from .stats import ALPHA, POWER, holm, seed_level_test, seeds_needed, verdict
+    from .stats import ALPHA, POWER, seeds_needed
 
-    labels = list(groups)
-    if len(labels) < 2:
+    if not comparisons:
         return []
-    base = labels[0]
-    ids_a, scores_a = _per_run(groups[base])
-    tests: dict[str, dict[str, dict]] = {}
-    for label in labels[1:]:
-        ids_b, scores_b = _per_run(groups[label])
-        if ids_b == ids_a:  # different test sets cannot be paired
-            tests[label] = {m: seed_level_test(m, scores_a[m], scores_b[m], samples) for m in METRIC_NAMES}
-    if not tests:
-        return []
-    adjusted = {m: dict(zip(tests, holm([t[m]["p"] for t in tests.values()]), strict=True)) for m in METRIC_NAMES}
-    single = any(t["BLEU-4"]["p"] is None for t in tests.values())
+    base = comparisons[0].base
+    tests = {c.label: c.tests for c in comparisons}
+    single = any(c.single for c in comparisons)
     rows = []
-    for label, t in tests.items():
-        config = groups[label][0]["config"]
-        note = config.get("note")
-        row = [f"{label} − {base}" + (f" ({note})" if note else "")]
+    for c in comparisons:
+        row = [f"{c.label} − {base}" + (f" ({c.note})" if c.note else "")]
         for m in METRIC_NAMES:
-            d, adj = t[m], adjusted[m][label]
+            d, adj = c.tests[m], c.adjusted[m]
             mark = " *" if adj is not None and adj < ALPHA else ""
             row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", _p(d["p"]), _p(adj)]
-        row += [verdict(config.get("expect"), t, {m: adjusted[m][label] for m in METRIC_NAMES}),
-                " / ".join("n/a" if t[m]["mde"] is None else f"{t[m]['mde']:.3f}" for m in METRIC_NAMES),
-                _difference_over_seeds(groups[base], groups[label], lambda m: m["overfitting"]["final_val_loss"]),
-                _difference_over_seeds(groups[base], groups[label], lambda m: m["speed"]["train_tokens_per_s"],
+        row += [c.verdict, " / ".join("n/a" if c.tests[m]["mde"] is None else f"{c.tests[m]['mde']:.3f}"
+                                      for m in METRIC_NAMES),
+                _difference_over_seeds(groups[base], groups[c.label], lambda m: m["overfitting"]["final_val_loss"]),
+                _difference_over_seeds(groups[base], groups[c.label], lambda m: m["speed"]["train_tokens_per_s"],
                                        relative=True)]
         rows.append(row)
     n_seeds = sorted({n for t in tests.values() for n in t["BLEU-4"]["seeds"]})
@@ -540,7 +506,7 @@ def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) 
     if not Path(study_dir).is_dir():
         raise UserError(f"{study_dir} is not a study folder; studies live in results/<study>")
     done, _, _ = _runs(Path(study_dir))
-    groups = _groups(done)
+    groups = groups_of(done)
     if not groups:
         raise UserError(f"{study_dir} has no finished runs")
     label = label or next(iter(groups))
@@ -549,7 +515,7 @@ def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) 
     if group < 2 or len(groups[label]) < 2 * group or splits < 1:
         raise UserError(f"--group {group}: {label} has {len(groups[label])} finished seeds; A/A splits need at "
                         f"least 2 x --group of them, --group at least 2 and --splits at least 1")
-    _, scores = _per_run(groups[label])
+    _, scores = per_run(groups[label])
     lines = [f"A/A splits of {label}: {len(groups[label])} seeds, {group} vs {group}, {splits} random disjoint "
              f"splits, seed-level test at α {ALPHA}:"]
     for m, name in METRIC_NAMES.items():
@@ -572,7 +538,7 @@ def _variance_components(groups: dict, tests: dict, base: str, seeds_needed) -> 
              "seeds and from the choice of test images.", "",
              tabulate(rows, headers=["comparison", "BLEU-4 SE: seeds", "BLEU-4 SE: images", "CIDEr-D SE: seeds",
                                      "CIDEr-D SE: images"], tablefmt="github", disable_numparse=True), ""]
-    _, base_scores = _per_run(groups[base])
+    _, base_scores = per_run(groups[base])
     needed = []
     for m, effect in EFFECTS.items():
         per_seed = run_scores(m, base_scores[m])
@@ -589,15 +555,11 @@ def _variance_components(groups: dict, tests: dict, base: str, seeds_needed) -> 
     return lines
 
 
-def _seed(r: dict) -> int:
-    return (r["config"].get("settings") or {}).get("seed", 0)
-
-
 def summary(study_dir: Path) -> str:
     """The one-screen end of a study: a line per run of its plan, the numbers people look at first."""
     done, other, stale = _runs(Path(study_dir))
     rows = []
-    for r in sorted(done + other, key=lambda r: (r["config"].get("order", 0), _seed(r))):
+    for r in sorted(done + other, key=lambda r: (r["config"].get("order", 0), seed_of(r))):
         if r not in done:
             rows.append([r["dir"].name, r["state"][:70]])
             continue

@@ -54,6 +54,12 @@ HALVES = (1, 2)  # report --half: two disjoint halves of every configuration's s
 HALF_REPORT = "report-half{}.md"  # `report --half 1|2`: the same tables from half of every configuration's seeds
 CURVES = "curves.png"
 SAMPLES = "samples.png"
+# a published study (`python -m benchmarks publish`): what reports need, tracked in git, no weights
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+PUBLISHED = "published.json"  # when, from where and at which commit; marks the folder as a publication
+REFERENCES = "references.json"  # the test references, once for all runs (their captions.json omit them)
+PUBLISHED_RUN_FILES = (CONFIG, HISTORY, CAPTIONS, PER_IMAGE, LOG, METRICS)  # metrics.json last: it marks a run done
+PUBLISHED_STUDY_FILES = (PLAN, REPORT, *(HALF_REPORT.format(h) for h in HALVES))
 HISTORY_FIELDS = ["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"]
 METRICS_KEYS = ("status", "plugin", "framework", "device", "versions", "quality", "shuffled_control", "beam", "params",
                 "weights_bytes", "speed", "training", "overfitting")  # what the report reads
@@ -119,6 +125,24 @@ def _read_json(path: Path, keys: tuple = ()) -> dict:
 def read_json(path: Path) -> dict:
     """A run's JSON file (captions.json, per_image.json) for the report; Unreadable if it is not one."""
     return _read_json(Path(path))
+
+
+def read_captions(run_dir: Path) -> dict:
+    """A run's captions.json as {image id: {"generated", "references"}}; a published run's captions
+    take their references from the study's references.json. Unreadable if either is not one."""
+    captions = _read_json(Path(run_dir) / CAPTIONS)
+    shared = None
+    for image, entry in captions.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("generated"), str):
+            raise Unreadable(f"{CAPTIONS}: image {image!r} has no generated caption")
+        if "references" not in entry:
+            if shared is None:
+                shared = _read_json(Path(run_dir).parent / REFERENCES)
+            entry["references"] = shared.get(image)
+        refs = entry["references"]
+        if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
+            raise Unreadable(f"{CAPTIONS}: image {image!r} has no references (a list of captions)")
+    return captions
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -233,6 +257,31 @@ def promote(work: Path, run_dir: Path) -> None:
         os.replace(run_dir, old)
     os.replace(work, run_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def published_run(study_dir: Path, run_dir: Path, digest: str) -> Run | None:
+    """The published copy of this very run (results/reference/<study>/<run>), if there is one."""
+    copy = REFERENCE_DIR / Path(study_dir).name / Path(run_dir).name
+    if copy.resolve() == Path(run_dir).resolve():
+        return None
+    return finished_with(copy, digest)
+
+
+def adopt(published: Path, run_dir: Path) -> None:
+    """A published run becomes this study's finished run: its files copied in (metrics.json last),
+    beside a finished run of another configuration until complete (as a new attempt would be)."""
+    work = attempt_dir(run_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    remove_checkpoint(work)
+    for name in (ERROR, METRICS):
+        (work / name).unlink(missing_ok=True)
+    for name in PUBLISHED_RUN_FILES:
+        if (published / name).is_file():
+            shutil.copyfile(published / name, work / name)
+    references = published.parent / REFERENCES
+    if references.is_file() and not (run_dir.parent / REFERENCES).is_file():
+        shutil.copyfile(references, run_dir.parent / REFERENCES)
+    promote(work, run_dir)
 
 
 def recover(run_dir: Path) -> None:

@@ -258,7 +258,16 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
         rows, pending = [], []
         for job in jobs:
             rundir.recover(job.run_dir)
-            done = None if opts.force else rundir.finished_with(job.run_dir, job.config["config_hash"])
+            digest = job.config["config_hash"]
+            done = None if opts.force else rundir.finished_with(job.run_dir, digest)
+            published = None if opts.force or done else rundir.published_run(folder.path, job.run_dir, digest)
+            if published is not None:
+                rundir.adopt(published.dir, job.run_dir)
+                log(f"[{job.number}/{len(jobs)}] {job.who}: published in {published.dir.parent} with the same "
+                    f"configuration ({digest}), taken from there (--force redoes it)")
+                rows.append({"plugin": job.label, "status": published.metrics["status"], "wall_s": 0.0,
+                             "reused": True})
+                continue
             if done is not None:
                 log(f"[{job.number}/{len(jobs)}] {job.who}: finished earlier with the same configuration "
                     f"({job.config['config_hash']}), reused (--force redoes it)")

@@ -126,6 +126,13 @@ CASES = [
      "--target bleu=1: write METRIC=VALUE"),
     (["run", "--plugins", "torch_merge", "--target", "val_bleu4=0.3"], "give a cap too"),
     (["study", "{file:expect=better}"], "row 'v': expect 'better': use one of higher, lower"),
+    (["publish", "{tmp}/nowhere"], "is not a study folder"),
+    (["publish", "{tmp}"], "is not a study folder (no readable study.json)"),
+    (["publish", "{unfinished}"], "has no finished run to publish yet (1 planned)"),
+    (["publish", "{finished}/done", "--to", "{tmp}/file"], "exists and is not a folder"),
+    (["publish", "{finished}/done", "--to", "{tmp}"], "exists and is not a publication of done"),
+    (["publish", "{finished}/done", "--to", "{finished}/done"], "is already the published copy"),
+    (["study", "{file:settings at the top=5}"], "not a study file ('settings' is not an object"),
 ]
 
 
@@ -138,10 +145,19 @@ def _materialise(argv: list[str], tmp: Path, finished: Path) -> list[str]:
                 (tmp / "s.json").write_text("{not json")
                 out.append(str(tmp / "s.json"))
                 continue
+            if spec == "settings at the top=5":
+                out.append(str(study_file(tmp)))
+                Path(out[-1]).write_text(json.dumps({**json.loads(Path(out[-1]).read_text()), "settings": 5}))
+                continue
             key, _, value = spec.partition("=")
             value = int(value) if value.lstrip("-").isdigit() else value
             part, _, sub = key.partition(".")
             out.append(str(study_file(tmp, **({part: {sub: value}} if sub else {part: value}))))
+        elif a == "{unfinished}":  # a study that planned a run and finished none
+            (tmp / "unfinished").mkdir()
+            (tmp / "unfinished" / "study.json").write_text(json.dumps({"study": "unfinished", "jobs": [
+                {"folder": "x-s0", "label": "x", "plugin": "torch_merge", "config_hash": "0" * 16, "settings": {}}]}))
+            out.append(str(tmp / "unfinished"))
         else:
             out.append(a.replace("{tmp}", str(tmp)).replace("{finished}", str(finished)))
     return out
@@ -152,7 +168,7 @@ def test_bad_input_is_one_line_and_touches_nothing(argv, message, finished, data
     (tmp_path / "file").write_text("a file where a folder would go")
     before = snapshot(finished)
     argv = _materialise(argv, tmp_path, finished)
-    if argv[0] not in ("report", "calibrate"):
+    if argv[0] not in ("report", "calibrate", "publish"):
         budget = [] if "--target" in argv else ["--steps", "2"]  # a target case brings its own cap, or none
         argv += ["--dataset", "synthetic-small", "--data-dir", data_dir, *budget, "--no-meteor",
                  *([] if "--results-dir" in argv else ["--results-dir", finished]),

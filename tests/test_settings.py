@@ -49,3 +49,19 @@ def test_a_variant_changes_only_per_variant_knobs():
     assert s.changed({"batch_size": "32"}, "--vary").batch_size == 32
     with pytest.raises(UserError, match="seeds is the study's own setting"):
         s.changed({"seeds": 3}, "--vary")
+
+
+def test_configuration_hashes_are_pinned():
+    """Published reference runs are found again by their configuration hash: a refactor that changes
+    how a plugin's defaults, the run settings or the hash are written would silently make every
+    published run stale. If this fails on purpose (a new knob, a new default), say so, and expect the
+    published studies to be rerun."""
+    from plugins.registry import get_plugin
+
+    pinned = {"torch_concat": "79d198e9839717fa", "keras_merge": "c681b67a11db8b23"}
+    got = {}
+    for name in pinned:
+        config = {"plugin": name, "hparams": dict(get_plugin(name).defaults), "extractor": "synthnet",
+                  "settings": S.RunSettings(epochs=15, patience=2).for_run(3)}
+        got[name] = config_hash(config, "0" * 64)
+    assert got == pinned

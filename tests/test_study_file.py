@@ -15,6 +15,9 @@ def test_seed000_study_has_a_runnable_row_per_hypothesis():
     study = load_study_file("seed000")
     name, variants = study.name, study.variants
     assert name == "seed000" and variants[0].label == "torch_concat"
+    # the reference's budget: to convergence (early stopping under a cap), 5 seeds, an A/A row
+    assert study.settings["patience"] >= 2 and study.settings["epochs"] > 2 * study.settings["patience"]
+    assert study.settings["seeds"] >= 5 and study.aa_control
     labels = [v.label for v in variants]
     assert len(set(labels)) == len(labels) and all(v.note for v in variants)
     for v in variants:
