@@ -70,11 +70,11 @@ def sentence(c: Comparison, groups: dict[str, list[dict]]) -> str:
         fired = any(p is not None and p < ALPHA for p in c.adjusted.values())
         return (f"{who}: the A/A control, the base again on other seeds: {_deltas(c)}; "
                 + ("**the test found a difference where there is none**: read the other verdicts with that "
-                   "false positive in mind." if fired else f"no detectable difference, as it should ({seeds})."))
+                   "false positive in mind." if fired else f"no detectable difference, as it should; {seeds}."))
     if c.verdict in SIGNIFICANT:
         up = c.tests["BLEU-4"]["diff"] > 0 if c.adjusted["BLEU-4"] is not None and c.adjusted["BLEU-4"] < ALPHA \
             else c.tests["CIDEr"]["diff"] > 0
-        return f"{who}: **{c.verdict}**: it scores {'higher' if up else 'lower'}, {_deltas(c)} ({seeds})."
+        return f"{who}: **{c.verdict}**: it scores {'higher' if up else 'lower'}, {_deltas(c)}; {seeds}."
     mde = " and ".join(f"{c.tests[m]['mde']:.3f} {METRIC_NAMES[m]}" for m in METRIC_NAMES)
     n = _seeds_to_settle(c)
     minutes = minutes_per_run(groups[c.base] + groups[c.label])
@@ -83,7 +83,7 @@ def sentence(c: Comparison, groups: dict[str, list[dict]]) -> str:
     else:
         cost = f" (about {2 * n * minutes / 60:.1f} hours of this machine for the two rows)" if minutes else ""
         settle = f"the observed difference would need {n} seeds per configuration to be detected{cost}"
-    return (f"{who}: **{c.verdict}**: {_deltas(c)} ({seeds}); this study could detect effects of {mde}, and "
+    return (f"{who}: **{c.verdict}**: {_deltas(c)}; {seeds}; this study could detect effects of {mde}, and "
             f"{settle}.")
 
 

@@ -25,6 +25,7 @@ from shared_data.errors import UserError
 from . import rundir
 from .answer import answer
 from .comparisons import EFFECTS, METRIC_NAMES, compare, groups_of, label_of, per_run, seed_of
+from .figures import pyplot
 from .settings import BUDGET_KEYS, RunSettings, describe
 from .stats import mean_ci
 
@@ -236,7 +237,10 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
     lines += _time_to_target(done)
     lines += _size(done, name) + _speed(done, name) + _overfitting(done, name) + _details(done)
     if half is None:  # the figures are the whole study's; a half report is its tables
-        lines += _figures(study_dir, done, ds, name)
+        lines += _figures(study_dir, done, ds, name, comparisons)
+        from . import export
+
+        export.write(study_dir, done, groups, comparisons)
     else:
         lines = [lines[0], "", f"Half {half} of every configuration's seeds (`python -m benchmarks report "
                  f"{study_dir} --half {half}`); the whole study: {rundir.REPORT}.", ""] + lines[1:]
@@ -395,12 +399,17 @@ def _overfitting(done: list[dict], name) -> list[str]:
                                                                "train time s"], tablefmt="github"), ""]
 
 
-def _figures(study_dir: Path, done: list[dict], ds, name) -> list[str]:
-    """The PNGs next to the report: training curves, sample images with captions, attention maps."""
+def _figures(study_dir: Path, done: list[dict], ds, name, comparisons: list) -> list[str]:
+    """The PNGs next to the report: the effects (forest plot), time to target, training curves, sample
+    images with captions, attention maps."""
+    from .figures import forest, time_to_target
+
     lines = []
-    plot = _plot_history(study_dir, done, name)
-    if plot:
-        lines += [f"![training curves]({plot.name})", ""]
+    for path, what in ((forest(study_dir, comparisons), "effects against the base (forest plot)"),
+                       (time_to_target(study_dir, done), "time to target"),
+                       (_plot_history(study_dir, done, name), "training curves")):
+        if path:
+            lines += [f"![{what}]({path.name})", ""]
     return lines + _samples(study_dir, done, ds, name) + _attention(study_dir, done, ds, name)
 
 
@@ -500,8 +509,11 @@ def _significance(groups: dict[str, list[dict]], comparisons: list, samples: int
 
 
 def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) -> str:
-    """`calibrate`: the A/A false-positive rate of the report's test on one configuration's saved runs."""
+    """`calibrate`: the A/A false-positive rate of the report's test, unpaired and paired by seed, on one
+    configuration's saved runs (the base with its A/A row: the same configuration on other seeds); then,
+    on the study's comparisons whose sides ran the same seeds, how the paired test's power compares."""
     from .stats import ALPHA, aa_false_positive_rate
+    from .study import AA_LABEL
 
     if not Path(study_dir).is_dir():
         raise UserError(f"{study_dir} is not a study folder; studies live in results/<study>")
@@ -512,16 +524,48 @@ def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) 
     label = label or next(iter(groups))
     if label not in groups:
         raise UserError(f"--label {label}: not in {study_dir}; its configurations are {', '.join(groups)}")
-    if group < 2 or len(groups[label]) < 2 * group or splits < 1:
-        raise UserError(f"--group {group}: {label} has {len(groups[label])} finished seeds; A/A splits need at "
+    runs = groups[label] + (groups.get(AA_LABEL, []) if label == next(iter(groups)) else [])
+    if group < 2 or len(runs) < 2 * group or splits < 1:
+        raise UserError(f"--group {group}: {label} has {len(runs)} finished seeds; A/A splits need at "
                         f"least 2 x --group of them, --group at least 2 and --splits at least 1")
-    _, scores = per_run(groups[label])
-    lines = [f"A/A splits of {label}: {len(groups[label])} seeds, {group} vs {group}, {splits} random disjoint "
+    _, scores = per_run(runs)
+    also = f" (with its {AA_LABEL} row)" if len(runs) > len(groups[label]) else ""
+    lines = [f"A/A splits of {label}{also}: {len(runs)} seeds, {group} vs {group}, {splits} random disjoint "
              f"splits, seed-level test at α {ALPHA}:"]
     for m, name in METRIC_NAMES.items():
-        r = aa_false_positive_rate(m, scores[m], group, splits)
-        lines.append(f"  {name}: false-positive rate {r['rate']:.3f} ({r['rejections']} of {r['splits']})")
-    return "\n".join(lines)
+        for paired in (False, True):
+            r = aa_false_positive_rate(m, scores[m], group, splits, paired=paired)
+            lines.append(f"  {name}, {'paired by seed' if paired else 'unpaired'}: false-positive rate "
+                         f"{r['rate']:.3f} ({r['rejections']} of {r['splits']})")
+    return "\n".join(lines + _paired_power(groups))
+
+
+def _paired_power(groups: dict[str, list[dict]]) -> list[str]:
+    """On the comparisons whose two sides ran the same seeds: how many each test finds at α, and the
+    paired interval's width against the unpaired one (below 1: the paired test is sharper)."""
+    from .stats import ALPHA, paired_seed_level_test, seed_level_test
+
+    labels = list(groups)
+    base = labels[0]
+    base_seeds = sorted(seed_of(r) for r in groups[base])
+    _, a = per_run(groups[base])
+    lines = []
+    for m, name in METRIC_NAMES.items():
+        found, ratios, n = {"unpaired": 0, "paired": 0}, [], 0
+        for label in labels[1:]:
+            if sorted(seed_of(r) for r in groups[label]) != base_seeds or len(base_seeds) < 2:
+                continue
+            _, b = per_run(groups[label])
+            u, p = seed_level_test(m, a[m], b[m]), paired_seed_level_test(m, a[m], b[m])
+            found["unpaired"] += u["p"] < ALPHA
+            found["paired"] += p["p"] < ALPHA
+            ratios.append((p["ci"][1] - p["ci"][0]) / (u["ci"][1] - u["ci"][0]))
+            n += 1
+        if n:
+            lines.append(f"  {name}, {n} comparisons on the same seeds: unpaired finds {found['unpaired']}, paired "
+                         f"{found['paired']} at α {ALPHA} (unadjusted); paired interval width / unpaired: median "
+                         f"{float(np.median(ratios)):.2f}")
+    return (["Power on the study's comparisons:"] + lines) if lines else []
 
 
 def _variance_components(groups: dict, tests: dict, base: str, seeds_needed) -> list[str]:
@@ -579,7 +623,7 @@ def _plot_history(study_dir: Path, runs: list[dict], name) -> Path | None:
     runs = [r for r in runs if r.get("history")]
     if not runs:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for r in runs:
         h, label = r["history"], name(r)
@@ -606,15 +650,6 @@ def _training_text(mode: str) -> str:
     return "whole-sequence teacher forcing (every prefix of a caption in one pass)"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _load_image(ds, image_id: str):
     from PIL import Image
 
@@ -633,7 +668,7 @@ def _samples(study_dir: Path, runs: list[dict], ds, name, n: int = 4) -> list[st
     lines = ["## Sample captions (test)", ""]
     images = [_load_image(ds, i) for i in ids] if ds is not None else []
     if images and all(im is not None for im in images):
-        plt = _pyplot()
+        plt = pyplot()
         fig, axes = plt.subplots(1, len(ids), figsize=(3 * len(ids), 3.2))
         for ax, i, im in zip(list(getattr(axes, "flat", [axes])), ids, images, strict=True):
             ax.imshow(im)
@@ -670,7 +705,7 @@ def _attention(study_dir: Path, runs: list[dict], ds, name, words: int = 7) -> l
         if im is None or side * side != alphas.shape[-1]:
             continue
         n = min(words, next((k + 1 for k, w in enumerate(ws) if w == "<end>"), len(ws)))
-        plt = _pyplot()
+        plt = pyplot()
         fig, axes = plt.subplots(1, n + 1, figsize=(2.2 * (n + 1), 2.5))
         axes[0].imshow(im)
         axes[0].set_title(image_id, fontsize=8)

@@ -5,6 +5,8 @@ replaced. Nothing else in the harness names a file of a run.
         study.json               the plan of the last study command: every run's folder and config hash
         study.lock               held (flock) by the one process using the folder
         report.md, *.png         the report (benchmarks/report.py)
+        results.csv, summary.json   the report's numbers for programs (benchmarks/export.py)
+        references.json, published.json   a published study's (benchmarks/publish.py)
         <label>-s<seed>/         one run: the last one that finished, or the first attempt
             config.json          what it runs (written by the study before the worker starts)
             stdout.log           the worker's output
@@ -52,6 +54,10 @@ LOCK = "study.lock"
 REPORT = "report.md"
 HALVES = (1, 2)  # report --half: two disjoint halves of every configuration's seeds
 HALF_REPORT = "report-half{}.md"  # `report --half 1|2`: the same tables from half of every configuration's seeds
+RESULTS = "results.csv"  # beside every report: one row per finished run (benchmarks/export.py)
+SUMMARY = "summary.json"  # beside every report: every comparison it makes (benchmarks/export.py)
+FOREST = "forest.png"  # the comparisons' effects with their intervals
+TIME_TO_TARGET = "time_to_target.png"  # each configuration's seeds' time to a --target
 CURVES = "curves.png"
 SAMPLES = "samples.png"
 # a published study (`python -m benchmarks publish`): what reports need, tracked in git, no weights
@@ -59,7 +65,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
 PUBLISHED = "published.json"  # when, from where and at which commit; marks the folder as a publication
 REFERENCES = "references.json"  # the test references, once for all runs (their captions.json omit them)
 PUBLISHED_RUN_FILES = (CONFIG, HISTORY, CAPTIONS, PER_IMAGE, LOG, METRICS)  # metrics.json last: it marks a run done
-PUBLISHED_STUDY_FILES = (PLAN, REPORT, *(HALF_REPORT.format(h) for h in HALVES))
+PUBLISHED_STUDY_FILES = (PLAN, REPORT, RESULTS, SUMMARY, *(HALF_REPORT.format(h) for h in HALVES))
 HISTORY_FIELDS = ["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"]
 METRICS_KEYS = ("status", "plugin", "framework", "device", "versions", "quality", "shuffled_control", "beam", "params",
                 "weights_bytes", "speed", "training", "overfitting")  # what the report reads

@@ -172,6 +172,35 @@ def seed_level_test(metric: str, a: list[np.ndarray], b: list[np.ndarray], sampl
                   "mde": (t + t_critical(df, POWER)) * se}
 
 
+def paired_seed_level_test(metric: str, a: list[np.ndarray], b: list[np.ndarray], samples: int = 1000,
+                           seed: int = 0) -> dict:
+    """seed_level_test for configurations whose runs share their seeds (run k of each on the same
+    batches, in the same order, from the same initial draws, on one machine): the between-seed part
+    from the per-seed differences, n - 1 degrees of freedom. Where a seed moves both runs the same
+    way, the differences vary less than either side and the test has more power; where it does not,
+    it has fewer degrees of freedom. a[k] and b[k] must be the same seed."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired test needs the same seeds on both sides, got {len(a)} and {len(b)} runs")
+    rng = np.random.default_rng(seed)
+    d = run_scores(metric, b) - run_scores(metric, a)
+    counts = _resample_counts(len(a[0]), samples, rng)
+    boot = run_scores(metric, b, counts).mean(1) - run_scores(metric, a, counts).mean(1)
+    v_images = float(np.var(boot, ddof=1))
+    out = {"diff": float(d.mean()), "seeds": (len(a), len(b)), "var_images": v_images}
+    if len(d) < 2:
+        lo, hi = np.percentile(boot, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+        return out | {"ci": (float(lo), float(hi)), "p": None, "se": math.sqrt(v_images), "df": math.inf,
+                      "var_seeds": None, "mde": None}
+    v_seeds = float(np.var(d, ddof=1)) / len(d)
+    se = math.sqrt(v_seeds + v_images)
+    df = (v_seeds + v_images) ** 2 / (v_seeds ** 2 / (len(d) - 1)) if v_seeds > 0 else math.inf
+    t = t_critical(df)
+    diff = out["diff"]
+    p = float(2 * _t().sf(abs(diff) / se, df)) if se > 0 else (0.0 if diff else 1.0)
+    return out | {"ci": (diff - t * se, diff + t * se), "p": p, "se": se, "df": df, "var_seeds": v_seeds,
+                  "mde": (t + t_critical(df, POWER)) * se}
+
+
 def seeds_needed(effect: float, var_seed: float, var_images: float, most: int = 1000) -> int | None:
     """Seeds per configuration for a two-sided test at ALPHA to detect `effect` with POWER, given the
     between-seed variance of one configuration's per-seed score and the image part of the difference
@@ -252,7 +281,7 @@ def median_interval(values: Sequence[float]) -> tuple[float, float, float, float
 
 
 def aa_false_positive_rate(metric: str, runs: list[np.ndarray], group: int, splits: int = 500,
-                           samples: int = 300, seed: int = 0) -> dict:
+                           samples: int = 300, seed: int = 0, paired: bool = False) -> dict:
     """How often seed_level_test calls two disjoint groups of `group` seeds of ONE configuration
     different at ALPHA: A/A comparisons from real runs. runs: per-run per-image scores (run_scores'
     input), at least 2 * group of them; `splits` random disjoint pairs of groups (overlapping splits
@@ -264,7 +293,8 @@ def aa_false_positive_rate(metric: str, runs: list[np.ndarray], group: int, spli
     for k in range(splits):
         order = rng.permutation(len(runs))
         a, b = [runs[i] for i in order[:group]], [runs[i] for i in order[group:2 * group]]
-        p = seed_level_test(metric, a, b, samples=samples, seed=k)["p"]
+        test = paired_seed_level_test if paired else seed_level_test  # paired: the k-th of each group paired
+        p = test(metric, a, b, samples=samples, seed=k)["p"]
         rejections += p is not None and p < ALPHA
     rate = rejections / splits
     return {"rate": rate, "splits": splits, "rejections": rejections, "group": group, "runs": len(runs)}

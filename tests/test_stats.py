@@ -169,3 +169,29 @@ def test_aa_splits_of_one_configuration_rarely_differ():
     assert r["splits"] == 200 and r["rate"] <= 0.12, r
     with pytest.raises(ValueError, match="cannot make two disjoint groups"):
         aa_false_positive_rate("CIDEr", runs[:5], group=3)
+
+
+def test_a_paired_test_gains_power_where_seeds_move_both_sides_and_keeps_its_level_where_not():
+    """Runs of the same seed share batches and initial draws: where that moves both configurations alike,
+    pairing removes it from the difference. Without such a shared effect, pairing keeps the level."""
+    from benchmarks.stats import paired_seed_level_test
+
+    rng = np.random.default_rng(11)
+    shared_images = rng.normal(0, 0.3, 200)
+    seed_effects = rng.normal(0, 0.05, 5)  # each seed moves both configurations by the same amount
+
+    def runs(mu):
+        return [mu + shared_images + s + rng.normal(0, 0.05, 200) for s in seed_effects]
+
+    a, b = runs(0.5), runs(0.52)
+    paired, unpaired = paired_seed_level_test("CIDEr", a, b, samples=300), seed_level_test("CIDEr", a, b, samples=300)
+    assert paired["se"] < unpaired["se"] / 2 and paired["p"] < 0.01 < unpaired["p"]
+    assert paired["df"] >= 4 and paired["seeds"] == (5, 5)
+    hits, trials = 0, 200
+    for k in range(trials):
+        x, y = _simulate(rng, seeds=3)  # independent seeds: nothing shared by run k of each side
+        lo, hi = paired_seed_level_test("CIDEr", x, y, samples=200, seed=k)["ci"]
+        hits += lo <= 0 <= hi
+    assert 0.92 <= hits / trials <= 0.995, hits / trials
+    with pytest.raises(ValueError, match="same seeds on both sides"):
+        paired_seed_level_test("CIDEr", a, b[:4])
