@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 
-from plugins.registry import KERAS_BACKENDS, PluginRef
+from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.errors import UserError
 
 from .settings import RunSettings, knobs, variant_keys
@@ -50,7 +50,7 @@ def variants(plugin: PluginRef | str, vary: list[str], base_overrides: dict | No
     settings = base_settings or RunSettings()
     hp_base = {**p.defaults, **(base_overrides or {})}
     run_base = {k: getattr(settings, k) for k in variant_keys()}
-    run_base[KERAS_BACKEND] = ref.keras_backend or "tensorflow"
+    run_base[KERAS_BACKEND] = ref.keras_backend or DEFAULT_KERAS_BACKEND
     factors: dict[str, list] = {}
     for key, raw in parse_vary(vary).items():
         if key == KERAS_BACKEND:

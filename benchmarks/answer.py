@@ -37,6 +37,10 @@ def minutes_per_run(group: list[dict]) -> float | None:
     return sum(walls) / len(walls) / 60 if walls else None
 
 
+def _mean_quality(group: list[dict]) -> dict[str, float]:
+    return {m: sum(r["metrics"]["quality"][m] for r in group) / len(group) for m in METRIC_NAMES}
+
+
 def _seeds_to_settle(c: Comparison) -> int | None:
     """Seeds per configuration at which the observed difference would be detected (80% power) on the
     metric that gets there first; None when no number of seeds can on this test set."""
@@ -58,7 +62,7 @@ def sentence(c: Comparison, groups: dict[str, list[dict]]) -> str:
     who = f"**{c.label}** against {c.base}" + (f" ({c.note})" if c.note else "")
     na, nb = c.seeds
     if c.single:
-        b, v = groups[c.base][0]["metrics"]["quality"], groups[c.label][0]["metrics"]["quality"]
+        b, v = _mean_quality(groups[c.base]), _mean_quality(groups[c.label])
         minutes = minutes_per_run(groups[c.base] + groups[c.label])
         cost = f", about {minutes:.0f} minutes a run on this machine" if minutes else ""
         return (f"{who}: BLEU-4 {v['BLEU-4']:.3f} vs {b['BLEU-4']:.3f}, CIDEr-D {v['CIDEr']:.3f} vs {b['CIDEr']:.3f} "
@@ -92,10 +96,9 @@ def answer(groups: dict[str, list[dict]], comparisons: list[Comparison]) -> list
     lines = ["## The answer", ""]
     if not comparisons:
         for label, group in groups.items():
-            q = [r["metrics"]["quality"] for r in group]
-            mean = {m: sum(x[m] for x in q) / len(q) for m in METRIC_NAMES}
+            mean = _mean_quality(group)
             lines.append(f"- **{label}** scored BLEU-4 {mean['BLEU-4']:.3f} and CIDEr-D {mean['CIDEr']:.3f}"
-                         + (f" (mean of {len(q)} seeds)" if len(q) > 1 else " (one seed)")
+                         + (f" (mean of {len(group)} seeds)" if len(group) > 1 else " (one seed)")
                          + "; with nothing to compare it with, there is no verdict.")
         return lines + [""]
     rows = [c for c in comparisons if not c.aa]

@@ -45,9 +45,10 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
                         "the finished result stays until the new one has finished")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: runs as subprocesses here (default); ray: each run a task on a Ray cluster")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time (local), each with cores/jobs threads and a GPU of its own where there "
-                        "are GPUs; with ray, each run asks for the cluster's CPUs / jobs (default 1)")
+                        "are GPUs; with ray, each run asks for the cluster's CPUs / jobs (default: one per GPU, "
+                        "else one per core as memory allows at 2 GiB a run; 1 with ray)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (Ray: CPUs) per run, instead of cores/jobs")
     p.add_argument("--address", default=None,
                    help="Ray cluster address, e.g. ray://head:10001 (default: a local Ray instance for the study)")
@@ -290,8 +291,8 @@ def _finish_study(opts) -> int:
     failed = [r for r in result.rows if r["status"] in ("failed", "diverged")]
     print("\n" + summary(result.report.parent))
     print(f"\nreport: {result.report}")
-    if result.interrupted:
-        raise KeyboardInterrupt
+    if result.interrupted is not None:
+        raise result.interrupted
     if failed or len(result.rows) < expected:
         print(f"{len(failed)} run(s) failed or diverged, {expected - len(result.rows)} not run", file=sys.stderr)
         return 1
@@ -356,13 +357,26 @@ COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run
             "perf": cmd_perf}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, docker stop, Slurm, systemd): stopped as Ctrl-C stops, with SIGTERM's exit code."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: finished runs are kept, and the same command resumes the rest", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

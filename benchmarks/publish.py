@@ -117,10 +117,18 @@ def _copy_run(run: rundir.Run, out: Path, strip_references: bool) -> None:
         src = run.dir / name
         if not src.is_file():
             continue
-        if name == rundir.CAPTIONS and strip_references:
+        if name == rundir.CAPTIONS:
             captions = rundir.read_captions(run.dir)
-            rundir.write_json(tmp / name, {i: {"generated": c["generated"]} for i, c in captions.items()})
+            if strip_references:
+                captions = {i: {"generated": c["generated"]} for i, c in captions.items()}
+            _write_compact(tmp / name, captions)
+        elif name == rundir.PER_IMAGE:  # the largest file of a run: the same numbers without indentation
+            _write_compact(tmp / name, rundir.read_json(src))
         else:
             shutil.copyfile(src, tmp / name)
     os.replace(tmp, out)
 
+
+
+def _write_compact(path: Path, data: dict) -> None:
+    rundir.write_text(path, json.dumps(data, separators=(",", ":")))

@@ -69,6 +69,10 @@ class RunSettings:
         for k in knobs():
             checked = k.check(getattr(self, k.name), k.flag)
             object.__setattr__(self, k.name, checked)
+        last = self.seed + self.seeds - 1
+        if last not in knob_named("seed").interval:
+            raise UserError(f"--seed {self.seed} --seeds {self.seeds}: the last seed, {last}, is past "
+                            f"{knob_named('seed').interval}; start lower")
         if self.target is not None:
             parse_target(self.target)
             if not (self.epochs or self.time_budget or self.steps):
@@ -159,6 +163,10 @@ def knobs() -> list[Knob]:
                                m["flag"] or "--" + f.name.replace("_", "-"), m["choices"], m["interval"],
                                m["per_variant"], m["per_run"], m["metavar"]))
     return _KNOBS
+
+
+def knob_named(name: str) -> Knob:
+    return next(k for k in knobs() if k.name == name)
 
 
 def variant_keys() -> list[str]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugins.registry import PluginRef
+from plugins.registry import DEFAULT_KERAS_BACKEND, PluginRef
 from shared_data.dataset import DEFAULT_DATASET, dataset_identity, load_dataset, prepare_hint, resolve_dataset_path
 from shared_data.errors import UserError
 
@@ -54,7 +54,7 @@ class StudyOptions:
     verify: bool = True
     force: bool = False  # redo runs that already finished with the same configuration
     executor: str = "local"  # local: subprocesses on this machine; ray: tasks on a Ray cluster
-    jobs: int = 1  # runs at a time (local); with ray, the share of this machine's cores a run asks for
+    jobs: int | None = None  # runs at a time (local; None: default_jobs); with ray, the share of cores a run asks for
     threads: int | None = None  # CPU threads per run; None: all cores for one run at a time, else cores // jobs
     address: str | None = None  # Ray cluster address; None starts a local Ray instance for the study
     tensorboard: bool = False  # TensorBoard scalars in every run folder
@@ -160,8 +160,11 @@ def check(opts: StudyOptions) -> None:
     import importlib.util
 
     rundir.check_name(opts.study)
-    if opts.jobs < 1 or (opts.threads is not None and opts.threads < 1):
+    if (opts.jobs is not None and opts.jobs < 1) or (opts.threads is not None and opts.threads < 1):
         raise UserError(f"--jobs and --threads must be positive, got {opts.jobs} and {opts.threads}")
+    cores = os.cpu_count() or 1
+    if opts.executor == "local" and opts.threads is not None and opts.threads > cores:
+        raise UserError(f"--threads {opts.threads}: this machine has {cores} cores; give at most {cores}")
     if opts.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")
     if opts.executor not in EXECUTORS:
@@ -181,12 +184,40 @@ def check(opts: StudyOptions) -> None:
             raise UserError(f"'{v.label}' appears twice in the study{also}; each configuration needs its own label")
         v.plugin.plugin.check_hparams(v.hparams, f"{v.label}: ")
         opts.settings.changed(v.settings, f"{v.label}: settings")
+    env = os.environ.get("KERAS_BACKEND")
+    for v in opts.variants:  # the worker runs a Keras plugin on its reference's engine, never on $KERAS_BACKEND's
+        engine = v.plugin.keras_backend or DEFAULT_KERAS_BACKEND
+        if v.plugin.plugin.framework == "keras" and env and env != engine:
+            raise UserError(f"KERAS_BACKEND={env} is set, but {v.plugin} runs on {engine}: write "
+                            f"{v.plugin.name}@{env} to run it on {env}, or unset KERAS_BACKEND")
     by_precision: dict[str, list] = {}
     for v in opts.variants:
         precision = opts.settings.changed(v.settings, f"{v.label}: settings").precision
         by_precision.setdefault(precision, []).append((v.plugin, v.plugin.plugin.check_hparams(v.hparams)))
     for precision, plugins in by_precision.items():
         preflight.check_precision(plugins, precision)
+
+
+RUN_MEMORY = 2 * 2**30  # bytes a run may take: the embedded dataset's runs peak at 1.2-1.4 GB RSS (README)
+
+
+def default_jobs(opts: StudyOptions) -> int:
+    """--jobs when it is not given. With Ray, 1 (each run asks for all of a node's CPUs). Here: one run
+    per GPU where there are GPUs; on CPUs, one single-thread run per core, as many as memory holds at
+    RUN_MEMORY each: these small models use a second thread poorly, and on a 2-core machine two
+    one-thread runs side by side finish more runs an hour than one two-thread run (README, seed 000's
+    first seed). Never more than the study's runs."""
+    if opts.executor == "ray":
+        return 1
+    runs = len(opts.variants) * opts.settings.seeds
+    gpus = _local_gpus()
+    if gpus:
+        return max(1, min(len(gpus), runs))
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        memory = RUN_MEMORY
+    return max(1, min(os.cpu_count() or 1, memory // RUN_MEMORY, runs))
 
 
 def ensure_dataset(opts: StudyOptions, log=print) -> str:
@@ -244,11 +275,13 @@ class Job:
 class StudyResult:
     report: Path
     rows: list[dict]
-    interrupted: bool = False
+    interrupted: KeyboardInterrupt | None = None  # Ctrl-C or SIGTERM (cli.Terminated) stopped it
 
 
 def run_study(opts: StudyOptions, log=print) -> StudyResult:
     check(opts)
+    if opts.jobs is None:
+        opts.jobs = default_jobs(opts)
     folder = rundir.StudyFolder(opts.results_dir, opts.study)
     dataset_id = ensure_dataset(opts, log)
     folder.create()
@@ -276,13 +309,13 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
             job.work_dir = rundir.attempt_dir(job.run_dir)
             rundir.begin_attempt(job.work_dir, job.config, opts.force)
             pending.append(job)
-        interrupted = False
+        interrupted = None
         try:
             run = _run_on_ray if opts.executor == "ray" else _run_local
             for job, code, wall in run(pending, opts, len(jobs), log):
                 rows.append(_outcome(job, code, wall, log))
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as e:
+            interrupted = e
             log("interrupted: writing the report of the runs that finished")
         from .report import write_report
 
@@ -485,10 +518,22 @@ def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = Non
         try:
             _follow(proc, logf, log, prefix)
         except KeyboardInterrupt:  # stop the run in flight too; its folder stays, marked unfinished
-            proc.terminate()
-            proc.wait()
+            stop_worker(proc)
             raise
         return proc.wait()
+
+
+STOP_WAIT_S = 30  # how long a stopped worker gets to exit before it is killed
+
+
+def stop_worker(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within STOP_WAIT_S: a stop never hangs on a worker."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _follow(proc: subprocess.Popen, logf, log, prefix: str | None = None) -> None:

@@ -171,15 +171,15 @@ def load_run_dataset(cfg: dict):
 
 
 def setup(run_dir: Path) -> Context:
-    from plugins.registry import ModelSpec, PluginRef
+    from plugins.registry import DEFAULT_KERAS_BACKEND, ModelSpec, PluginRef
 
     from . import rundir
     from .settings import RunSettings
 
     cfg = rundir.read_json(run_dir / rundir.CONFIG)
     ref = PluginRef.parse(cfg["plugin"])
-    if ref.keras_backend:
-        os.environ["KERAS_BACKEND"] = ref.keras_backend  # before keras is first imported
+    if ref.plugin.framework == "keras":  # before keras is first imported: the reference, not the environment
+        os.environ["KERAS_BACKEND"] = ref.keras_backend or DEFAULT_KERAS_BACKEND
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import importlib
 

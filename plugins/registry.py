@@ -28,6 +28,7 @@ from shared_data.values import Interval, coerce, shown
 FRAMEWORKS = ("torch", "keras")
 ENTRY_POINT_GROUP = "capbench.plugins"
 KERAS_BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}  # backend -> the package it needs
+DEFAULT_KERAS_BACKEND = "tensorflow"  # a Keras plugin named without @engine runs here, whatever $KERAS_BACKEND says
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class Interval:
         def num(v: float) -> str:
             if math.isinf(v):
                 return "inf" if v > 0 else "-inf"
-            return str(int(v)) if v.is_integer() else f"{v:g}"
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"  # int.is_integer is Python 3.12+
 
         return f"{'[' if self.low_closed else '('}{num(self.low)}, {num(self.high)}{']' if self.high_closed else ')'}"
 

@@ -91,6 +91,8 @@ CASES = [
     (RUN + ["--results-dir", "{tmp}/file/results"], "cannot be a folder (a file is in the way)"),
     (RUN + ["--jobs", "0"], "--jobs and --threads must be positive"),
     (RUN + ["--threads", "0"], "--jobs and --threads must be positive"),
+    (RUN + ["--threads", "10000"], "--threads 10000: this machine has"),
+    (RUN + ["--seed", "4294967295", "--seeds", "2"], "the last seed, 4294967296, is past [0, 4294967295]"),
     (RUN + ["--executor", "dask"], "argument --executor: invalid choice: 'dask'"),
     (RUN + ["--bogus"], "unrecognized arguments: --bogus"),
     (["run", "--plugins", ","], "--plugins is empty"),
@@ -231,3 +233,21 @@ def test_report_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(finished
     monkeypatch.undo()
     assert code == 2 and "No space left on device" in err and err.strip().count("\n") == 0
     assert (study / "report.md").read_bytes() == old and not list(study.glob("*.tmp"))
+
+
+def test_keras_backend_in_the_environment_never_decides_a_run_silently(finished, data_dir, capsys, monkeypatch):
+    """$KERAS_BACKEND is not in a run's configuration: a plain keras_merge runs on TensorFlow, so an
+    environment that says otherwise is refused before anything runs (it would file a Keras@torch result
+    under keras_merge's configuration)."""
+    from benchmarks.study import StudyOptions, Variant, check
+    from plugins.registry import PluginRef
+
+    before = snapshot(finished)
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    code, out, err = cli(["run", "--plugins", "keras_merge", "--dataset", "synthetic-small", "--data-dir", data_dir,
+                          "--steps", "2", "--results-dir", finished, "--study", STUDY], capsys)
+    assert code == 2
+    assert "KERAS_BACKEND=torch is set, but keras_merge runs on tensorflow: write keras_merge@torch" in err
+    assert err.strip().count("\n") == 0 and snapshot(finished) == before
+    check(StudyOptions(variants=[Variant("k", PluginRef.parse("keras_merge@torch")),
+                                 Variant("t", PluginRef.parse("torch_merge"))]))  # agrees: accepted

@@ -212,7 +212,10 @@ def test_remat_recomputes_without_changing_the_run(data, framework):
         runner = backend.Runner(plugin, spec, {**SMALL, "remat": remat}, seed=0, optim=OptimConfig(lr=3e-3))
         losses = [runner.train_step(b) for b in batches]
         weights = ([p.detach().numpy().copy() for p in runner.model.parameters()] if framework == "torch"
-                   else [keras.ops.convert_to_numpy(w) for w in runner.model.weights])
+                   # full_att's bias shifts every attention score alike and softmax ignores a shift: its true
+                   # gradient is zero, so Adam turns rounding noise into lr-sized steps that no order matches
+                   else [keras.ops.convert_to_numpy(w) for w in runner.model.weights
+                         if not w.path.endswith("full_att/bias")])
         runs.append((losses, weights))
     (plain, w_plain), (remat, w_remat) = runs
     if framework == "torch":  # the same kernels in the same order: the same bits

@@ -213,3 +213,19 @@ def test_engine_table_puts_each_architecture_on_one_line_with_its_factors():
     transformer = dict(zip(ENGINE_HEADERS, rows[1], strict=True))  # what was not measured is not divided
     assert transformer["architecture"] == "transformer" and transformer["shapes"] == "dataset"
     assert transformer["Keras@tensorflow"] == "—" and transformer["engine: Keras@jax ÷ Keras@tensorflow"] == "—"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--steps", "0", "--steps 0: expected a whole number in [1, inf)"),
+    ("--warmup", "-1", "--warmup -1: expected a whole number in [0, inf)"),
+    ("--beams", "0", "--beams 0: each beam size expected a whole number in [1, 100]"),
+    ("--images", "-5", "--images -5: expected a whole number"),
+])
+def test_perf_bounds_are_one_line_on_every_python(flag, value, message, capsys):
+    """Integer bounds print as intervals; int.is_integer only exists from Python 3.12, which once made
+    these a traceback on 3.11."""
+    from benchmarks.cli import main
+
+    assert main(["perf", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err

@@ -129,7 +129,7 @@ def _held(study: str, tmp_path, data_dir, hold: str = "torch_concat"):
     # an ignored SIGINT, and Python then installs no KeyboardInterrupt handler, so ^C would never arrive
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge,torch_concat",
                              "--dataset", "synthetic-small", "--steps", "3", "--no-meteor", "--study", study,
-                             "--data-dir", str(data_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
+                             "--jobs", "1", "--data-dir", str(data_dir)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "CAPBENCH_TEST_HOLD": hold},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = tmp_path / "results" / study / f"{hold}-s0" / "stdout.log"
@@ -159,6 +159,22 @@ def test_ctrl_c_keeps_finished_runs_and_writes_their_report(small_dataset, data_
     assert (first / "metrics.json").exists() and not (second / "metrics.json").exists()
     report = (study_dir / "report.md").read_text()
     assert "torch_concat: no metrics.json (unfinished)" in report and "| torch_merge " in report
+
+
+def test_sigterm_stops_like_ctrl_c_with_its_own_exit_code(small_dataset, data_dir, tmp_path):
+    """What timeout, docker stop, Slurm and systemd send: the finished run kept, the report written, one
+    line, exit 143."""
+    import signal
+
+    proc, _ = _held("term", tmp_path, data_dir)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out + err
+    assert "interrupted" in out and "Traceback" not in err and err.strip().count("\n") == 0
+    study_dir = tmp_path / "results" / "term"
+    assert (study_dir / "torch_merge-s0" / "metrics.json").exists()
+    assert not (study_dir / "torch_concat-s0" / "metrics.json").exists()
+    assert "| torch_merge " in (study_dir / "report.md").read_text()
 
 
 def test_worker_dies_with_its_study(small_dataset, data_dir, tmp_path):
@@ -200,7 +216,8 @@ def test_study_killed_with_sigkill_finishes_only_what_is_missing(small_dataset, 
     import time
 
     argv = [sys.executable, "-m", "benchmarks", "run", "--plugins", "torch_merge,torch_concat", "--dataset",
-            "synthetic-small", "--steps", "30", "--no-meteor", "--study", "k9", "--data-dir", str(data_dir)]
+            "synthetic-small", "--steps", "30", "--no-meteor", "--study", "k9", "--jobs", "1", "--data-dir",
+            str(data_dir)]  # one at a time: the first run finishes before the second starts
     study_dir = tmp_path / "results" / "k9"
     first, second = study_dir / "torch_merge-s0", study_dir / "torch_concat-s0"
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

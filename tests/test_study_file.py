@@ -82,8 +82,31 @@ def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
 
     variants = [Variant("a", PluginRef.parse("torch_rnn")), Variant("b", PluginRef.parse("torch_rnn"), {},
                                                                     {"seed": 10})]
-    opts = StudyOptions(variants=variants, settings=RunSettings(seeds=3), dataset=small_dataset.name,
+    opts = StudyOptions(variants=variants, settings=RunSettings(seeds=3), dataset=small_dataset.name, jobs=1,
                         data_dir=data_dir)
     jobs = _plan(opts, "identity", tmp_path)
     assert [(j.label, j.config["settings"]["seed"]) for j in jobs] == [
         ("a", 0), ("b", 10), ("a", 1), ("b", 11), ("a", 2), ("b", 12)]
+
+
+def test_default_jobs_one_per_gpu_else_one_per_core_as_memory_allows(monkeypatch):
+    import benchmarks.study as study
+    from benchmarks.settings import RunSettings
+    from benchmarks.study import Variant, default_jobs
+    from plugins.registry import PluginRef
+
+    opts = StudyOptions(variants=[Variant("a", PluginRef.parse("torch_rnn"))], settings=RunSettings(seeds=5))
+    monkeypatch.setattr(study, "_local_gpus", lambda: [])
+    monkeypatch.setattr(study.os, "cpu_count", lambda: 2)
+    assert default_jobs(opts) == 2  # a 2-core machine: two one-thread runs side by side
+    monkeypatch.setattr(study.os, "cpu_count", lambda: 16)
+    pages = {"SC_PHYS_PAGES": 6 * 2**30 // 4096, "SC_PAGE_SIZE": 4096}  # 6 GiB: room for 3 runs
+    monkeypatch.setattr(study.os, "sysconf", lambda name: pages[name])
+    assert default_jobs(opts) == 3
+    opts.settings = RunSettings(seeds=1)
+    assert default_jobs(opts) == 1  # never more than the runs
+    monkeypatch.setattr(study, "_local_gpus", lambda: ["0", "1"])
+    opts.settings = RunSettings(seeds=5)
+    assert default_jobs(opts) == 2
+    opts.executor = "ray"
+    assert default_jobs(opts) == 1
