@@ -204,9 +204,10 @@ RUN_MEMORY = 2 * 2**30  # bytes a run may take: the embedded dataset's runs peak
 def default_jobs(opts: StudyOptions) -> int:
     """--jobs when it is not given. With Ray, 1 (each run asks for all of a node's CPUs). Here: one run
     per GPU where there are GPUs; on CPUs, one single-thread run per core, as many as memory holds at
-    RUN_MEMORY each: these small models use a second thread poorly, and on a 2-core machine two
-    one-thread runs side by side finish more runs an hour than one two-thread run (README, seed 000's
-    first seed). Never more than the study's runs."""
+    RUN_MEMORY each, when the study has at least two runs per slot: on a 2-core machine two one-thread
+    runs side by side finish more runs an hour than one two-thread run (README, seed 000's first
+    seed), but a study of a few runs of unequal length ends when its slowest run does, which a second
+    thread nearly halves for Keras (the main job: keras_merge and torch_concat)."""
     if opts.executor == "ray":
         return 1
     runs = len(opts.variants) * opts.settings.seeds
@@ -217,7 +218,7 @@ def default_jobs(opts: StudyOptions) -> int:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         memory = RUN_MEMORY
-    return max(1, min(os.cpu_count() or 1, memory // RUN_MEMORY, runs))
+    return max(1, min(os.cpu_count() or 1, memory // RUN_MEMORY, runs // 2))
 
 
 def ensure_dataset(opts: StudyOptions, log=print) -> str:

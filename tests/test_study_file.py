@@ -102,9 +102,12 @@ def test_default_jobs_one_per_gpu_else_one_per_core_as_memory_allows(monkeypatch
     monkeypatch.setattr(study.os, "cpu_count", lambda: 16)
     pages = {"SC_PHYS_PAGES": 6 * 2**30 // 4096, "SC_PAGE_SIZE": 4096}  # 6 GiB: room for 3 runs
     monkeypatch.setattr(study.os, "sysconf", lambda name: pages[name])
+    opts.settings = RunSettings(seeds=8)
     assert default_jobs(opts) == 3
-    opts.settings = RunSettings(seeds=1)
-    assert default_jobs(opts) == 1  # never more than the runs
+    opts.settings = RunSettings(seeds=3)
+    assert default_jobs(opts) == 1  # a few runs: one at a time, each with every core
+    opts.settings = RunSettings(seeds=4)
+    assert default_jobs(opts) == 2
     monkeypatch.setattr(study, "_local_gpus", lambda: ["0", "1"])
     opts.settings = RunSettings(seeds=5)
     assert default_jobs(opts) == 2
