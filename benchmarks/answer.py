@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import math
 
-from .comparisons import METRIC_NAMES, Comparison
+from .comparisons import METRIC_NAMES, Comparison, format_p
 from .stats import ALPHA, seeds_needed
 
 SIGNIFICANT = ("supported", "contradicted", "mixed", "higher", "lower")
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def _delta(c: Comparison, m: str) -> str:
@@ -26,7 +22,7 @@ def _delta(c: Comparison, m: str) -> str:
 
 
 def _deltas(c: Comparison) -> str:
-    return ", ".join(f"{_delta(c, m)} (Holm p {_p(c.adjusted[m])})" for m in METRIC_NAMES)
+    return ", ".join(f"{_delta(c, m)} (Holm p {format_p(c.adjusted[m])})" for m in METRIC_NAMES)
 
 
 def minutes_per_run(group: list[dict]) -> float | None:

@@ -16,6 +16,11 @@ METRIC_NAMES = {"BLEU-4": "BLEU-4", "CIDEr": "CIDEr-D"}  # the tested metrics, a
 EFFECTS = {"BLEU-4": 0.01, "CIDEr": 0.03}  # the effects the seeds-needed line is about
 
 
+def format_p(p: float | None) -> str:
+    """A p-value as every table and sentence prints it."""
+    return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
 def seed_of(r: dict) -> int:
     return (r["config"].get("settings") or {}).get("seed", 0)
 

@@ -24,7 +24,7 @@ from shared_data.errors import UserError
 
 from . import rundir
 from .answer import answer
-from .comparisons import EFFECTS, METRIC_NAMES, compare, groups_of, label_of, per_run, seed_of
+from .comparisons import EFFECTS, METRIC_NAMES, compare, format_p, groups_of, label_of, per_run, seed_of
 from .figures import pyplot
 from .settings import BUDGET_KEYS, RunSettings, describe
 from .stats import mean_ci
@@ -455,10 +455,6 @@ def _difference_over_seeds(a: list[dict], b: list[dict], get, relative: bool = F
     return f"{mean:+.{digits}f}{unit}" + ("" if half != half else f" ± {half:.{digits}f}{unit}")
 
 
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else "< 0.001"
-
-
 def _significance(groups: dict[str, list[dict]], comparisons: list, samples: int = 1000) -> list[str]:
     """Each configuration against the first: seed-level tests (stats.seed_level_test) with
     Holm-adjusted p-values across the rows, a verdict per hypothesis, the smallest effect each row
@@ -476,7 +472,8 @@ def _significance(groups: dict[str, list[dict]], comparisons: list, samples: int
         for m in METRIC_NAMES:
             d, adj = c.tests[m], c.adjusted[m]
             mark = " *" if adj is not None and adj < ALPHA else ""
-            row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", _p(d["p"]), _p(adj)]
+            row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", format_p(d["p"]),
+                    format_p(adj)]
         row += [c.verdict, " / ".join("n/a" if c.tests[m]["mde"] is None else f"{c.tests[m]['mde']:.3f}"
                                       for m in METRIC_NAMES),
                 _difference_over_seeds(groups[base], groups[c.label], lambda m: m["overfitting"]["final_val_loss"]),
