@@ -6,9 +6,10 @@ command again resumes (images already generated and feature rows already written
 existing dataset is reused, and a new extractor is added to it without touching the rest.
 
 Nothing finished is ever deleted: a folder in the dataset's place without a manifest, or a finished
-partial build of another command, is refused with what to do. Options are checked before any work
-starts, and a disk that fails during the build (full, read-only) is one line naming the path, with
-the partial build kept for the resume.
+partial build of another command, is refused with what to do, and so is a link in the place of the
+dataset (without a manifest) or of its build folder, through which the build would be written
+elsewhere. Options are checked before any work starts, and a disk that fails during the build (full,
+read-only) is one line naming the path, with the partial build kept for the resume.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from shared_data.dataset import (
     DEFAULT_DATASET,
     default_data_dir,
     finalize_manifest,
+    first_outside,
     load_dataset,
+    plain_name,
     write_json_atomic,
     write_text_files,
 )
@@ -142,9 +145,7 @@ def _whole(value: object, flag: str, least: int) -> int:
 
 def check_dataset_name(name: str) -> None:
     """A dataset is a plain folder in the data dir: no path, nothing hidden (.<name>.partial is ours)."""
-    bad = (not name or name != name.strip() or name.startswith(".") or len(name) > 200
-           or any(c in name for c in "/\\\0") or (os.altsep and os.altsep in name))
-    if bad:
+    if not plain_name(name):
         raise UserError(f"--name {name!r} is not a plain folder name; use letters, digits, '-', '_' and '.' "
                         f"(not first), and --data-dir to choose where the dataset goes")
 
@@ -223,6 +224,9 @@ def _check_target(target: Path) -> None:
     finished build whose manifest was deleted, or something else entirely."""
     if not (target.exists() or target.is_symlink()):
         return
+    if target.is_symlink():  # a build would be written, and later renamed, through it
+        raise UserError(f"{target} is a link (to {os.path.realpath(target)}) without a manifest.json; nothing was "
+                        f"changed: remove the link, or choose another --name or --data-dir")
     if not target.is_dir():
         raise UserError(f"{target} exists and is not a dataset folder; move it away, or choose another "
                         f"--name or --data-dir")
@@ -237,7 +241,10 @@ def _build(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> Non
     work = data_dir / f".{target.name}.partial"
     identity_file = work / "prepare.json"
     same = False
-    if work.exists() or work.is_symlink():
+    if work.is_symlink():  # the build, and the deletion of an unfinished one, would happen where it points
+        raise UserError(f"{work} is a link (to {os.path.realpath(work)}), not the build folder prepare makes; "
+                        f"delete the link and run again")
+    if work.exists():
         if not work.is_dir():
             raise UserError(f"{work} is in the way of the build folder and is not a folder; delete it")
         same = _read_identity(identity_file) == opts.identity()
@@ -403,6 +410,10 @@ def _add_features(root: Path, manifest: dict, spec, opts: PrepareOptions, log) -
     captions = json.loads((root / "captions.json").read_text())
     ids = [e["image_id"] for s in SPLITS for e in captions[s]]
     image_dir = root / manifest["image_dir"]
+    outside = first_outside(image_dir, (image_dir / i for i in ids))
+    if outside is not None:  # the ids themselves were checked when the dataset was loaded
+        raise UserError(f"image {outside} leads outside {image_dir} (a link to {os.path.realpath(outside)}); put "
+                        f"the file itself there, or delete {root} and prepare it again")
     weights = opts.weights if spec.needs_weights else "n/a"
     log(f"extracting '{spec.name}' features ({spec.framework}, weights: {weights}) for {len(ids)} images")
     extract = spec.build(opts.weights)

@@ -12,6 +12,23 @@ Feature rows follow captions.json: train images, then val, then test, in file or
 and every framework reads the same files through `load_dataset`, which refuses anything that does
 not match the manifest (schema, structure, checksums, alignment, shapes, NaN/inf), each with a one-line
 error that names the file and gives the prepare command to run (with the same --data-dir).
+
+Everything read from a dataset folder or an importer's input is untrusted, and checked where it is read:
+
+* Paths. A path taken from a file (manifest keys and `files`, image ids, a relative image_dir, the
+  ids of captions.txt and Flickr8k.token.txt, Karpathy's filepath/filename) is a plain relative path
+  (`path_problem`: no absolute path, no empty, '.' or '..' part, no backslash) and, links followed,
+  stays inside its folder (`first_outside`): the dataset folder, or the importer's --images. The
+  dataset folder itself may be a link (to put a large dataset on another disk); what is inside it
+  may not lead out. An absolute image_dir is allowed: imported datasets point at the --images
+  folder their prepare command was given, and image ids stay inside it.
+* HDF5. Features files are opened only through `features.open_h5`, which refuses external raw
+  storage, external and soft links, virtual datasets and groups: HDF5 would follow them to bytes that
+  the file's sha256 does not cover.
+* Bounds. prepare cuts captions to MAX_CAPTION_WORDS words and refuses an image without captions;
+  it warns (manifest `warnings`, printed) when the vocabulary has fewer than MIN_VOCAB_WORDS words or
+  more than MAX_UNK_RATE of the val or test words are unknown. load refuses a max_length above
+  MAX_LENGTH, a caption longer than max_length allows, and an image without captions.
 """
 
 from __future__ import annotations
@@ -22,20 +39,32 @@ import os
 import shlex
 import statistics
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from .errors import UserError
-from .features import FEATURE_DTYPES, FeatureArray, ZeroRows
+from .features import FEATURE_DTYPES, FeatureArray, UnsafeH5, ZeroRows, open_h5
+from .schema import Each, Optional, is_int, json_type
+from .schema import problem as schema_problem
 from .sources import SPLITS, Source
-from .text import Vocab, tokenize_all
+from .text import SPECIALS, Vocab, tokenize_all
 
 SCHEMA_VERSION = 1
 DATA_DIR_ENV = "CAPBENCH_DATA_DIR"
 DEFAULT_DATASET = "synthetic"
+# Every batch is padded to the longest caption, so one 10,000-word caption (a pasted paragraph) made
+# a run hang without a word; real captions are tens of words (the random dataset's longest is 40).
+MAX_CAPTION_WORDS = 100
+MAX_LENGTH = MAX_CAPTION_WORDS + 2  # <start> and <end>: a manifest that asks for more was edited
+# Warned at prepare, not refused: a tiny vocabulary or many unknown words is legal but makes every
+# score meaningless (--min-freq 1000000 left the 4 special tokens and every test word unknown). 20
+# words is far below any real vocabulary (synthetic: 172, Flickr8k: 8,485); 5% unknown is one word in
+# twenty, where the synthetic dataset has none.
+MIN_VOCAB_WORDS = 20
+MAX_UNK_RATE = 0.05
 
 
 def default_data_dir() -> Path:
@@ -68,6 +97,35 @@ def dataset_identity(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
+# ---------------------------------------------------------------------------------------- paths
+def plain_name(name: str) -> bool:
+    """A single folder or file name that is not hidden: dataset names and extractor names."""
+    return (bool(name) and name == name.strip() and not name.startswith(".") and len(name) <= 200
+            and not any(c in name for c in "/\\\0"))
+
+
+def path_problem(rel: str) -> str | None:
+    """Why `rel` is not a plain relative path (names joined by '/'), in words; None when it is one."""
+    if rel.startswith("/"):
+        return "is an absolute path"
+    if "\\" in rel or "\0" in rel:
+        return "contains a backslash or a NUL byte"
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return "is not a plain relative path (it has an empty, '.' or '..' part)"
+    return None
+
+
+def first_outside(root: Path, paths: Iterable[Path]) -> Path | None:
+    """The first of `paths` that, links followed, is not inside `root`; None when all are."""
+    real_root = os.path.realpath(root)
+    prefix = real_root.rstrip(os.sep) + os.sep
+    for path in paths:
+        real = os.path.realpath(path)
+        if real != real_root and not real.startswith(prefix):
+            return path
+    return None
+
+
 def write_json_atomic(path: Path, data: object) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=float))  # default: numpy scalars
@@ -90,7 +148,13 @@ def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, 
     if empty:
         raise UserError(f"{source.name}: split(s) {', '.join(empty)} would be empty; "
                         "the dataset needs train, val and test images")
+    bare = next((im for im in source.images if not im.captions), None)
+    if bare is not None:
+        raise UserError(f"{source.name}: image {bare.image_id} ({bare.split}) has no captions; every image "
+                        "needs at least one (val and test images are scored against theirs)")
     flat = tokenize_all([c for s in SPLITS for im in by_split[s] for c in im.captions], tokenizer)
+    cut = sum(len(t) > MAX_CAPTION_WORDS for t in flat)
+    flat = [t[:MAX_CAPTION_WORDS] for t in flat]
     tokenised, k = {}, 0
     for s in SPLITS:
         tokenised[s] = []
@@ -122,8 +186,27 @@ def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, 
         "caption_words": {"mean": round(statistics.fmean(train_lengths), 3), "max": max(lengths),
                           "min": min(lengths), "median": statistics.median(train_lengths)},
         "features": {},
-        "warnings": list(source.warnings),
+        "warnings": list(source.warnings) + _bound_warnings(cut, vocab, tokenised),
     }
+
+
+def _bound_warnings(cut: int, vocab: Vocab, tokenised: dict[str, list]) -> list[str]:
+    """What is legal but makes a dataset's scores meaningless or its captions shorter than given."""
+    warnings = []
+    if cut:
+        warnings.append(f"{cut} caption(s) longer than {MAX_CAPTION_WORDS} words were cut to {MAX_CAPTION_WORDS}")
+    words = len(vocab) - len(SPECIALS)
+    if words < MIN_VOCAB_WORDS:
+        warnings.append(f"the vocabulary has {words} words besides the special tokens (fewer than "
+                        f"{MIN_VOCAB_WORDS}), all a model can write captions with; lower --min-freq "
+                        f"(now {vocab.min_freq}) or use more training captions")
+    for s in ("val", "test"):
+        rate = _unk_rate(vocab, tokenised[s])
+        if rate > MAX_UNK_RATE:
+            warnings.append(f"{rate:.1%} of the {s} captions' words are not in the vocabulary (more than "
+                            f"{MAX_UNK_RATE:.0%}), which caps every model's score; lower --min-freq (now "
+                            f"{vocab.min_freq}) or check that the splits share a vocabulary")
+    return warnings
 
 
 def _unk_rate(vocab: Vocab, tokenised: list[list[list[str]]]) -> float:
@@ -237,13 +320,22 @@ class Dataset:
         _check_file(self, "objects.json")
         objects = _read_json(path, self.redo())
         if not isinstance(objects, dict):
-            raise UserError(f"{path} is {_json_type(objects)}, expected an object of image id -> objects; "
+            raise UserError(f"{path} is {json_type(objects)}, expected an object of image id -> objects; "
                             f"{self.redo()}")
         return objects
 
     @property
     def image_dir(self) -> Path:
         return (self.path / self.manifest["image_dir"]).resolve()
+
+    def image_path(self, image_id: str) -> Path:
+        """An image's file, refused when it leads outside image_dir (a link in the image folder):
+        whatever opens a dataset's images goes through here. load_dataset has checked the id itself."""
+        path = self.image_dir / image_id
+        if first_outside(self.image_dir, [path]) is not None:
+            raise UserError(f"image {image_id} of dataset {self.name} leads outside {self.image_dir} (to "
+                            f"{os.path.realpath(path)}); put the file itself there, or {self.redo()}")
+        return path
 
     def redo(self) -> str:
         """The advice for a damaged dataset. prepare reuses any folder that has a manifest, so the
@@ -291,7 +383,7 @@ def prepare_hint(name: str, data_dir: Path | None = None, manifest: dict | None 
     source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
     kind = source.get("kind") if isinstance(source.get("kind"), str) else None
     seed_value = source.get("seed")
-    seed = ["--seed", str(seed_value)] if _is_int(seed_value) and seed_value != 0 else []
+    seed = ["--seed", str(seed_value)] if is_int(seed_value) and seed_value != 0 else []
     args: list[str] = []
     size = _synthetic_size(name, source) if kind in (None, "synthetic") else None
     if extractor is not None:
@@ -313,7 +405,7 @@ def prepare_hint(name: str, data_dir: Path | None = None, manifest: dict | None 
     if extractor is None:
         vocab = manifest.get("vocab") if isinstance(manifest.get("vocab"), dict) else {}
         min_freq = vocab.get("min_freq")
-        if _is_int(min_freq) and min_freq != 1:
+        if is_int(min_freq) and min_freq != 1:
             args += ["--min-freq", str(min_freq)]
         features = manifest.get("features") if isinstance(manifest.get("features"), dict) else {}
         first = next(iter(features), None)
@@ -348,21 +440,19 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
     hint_dir = _hint_dir(path, data_dir)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        if _non_empty_dir(path):
-            raise UserError(f"{path} has no manifest.json, so it is not a prepared dataset (an unfinished "
-                            f"build, or the manifest was deleted); move or delete that folder, then run: "
-                            f"{prepare_hint(path.name, hint_dir)}")
-        raise UserError(f"no prepared dataset at {path}; create it with: {prepare_hint(path.name, hint_dir)}")
-    manifest = _read_json(manifest_path, f"delete {path} and prepare it again: {prepare_hint(path.name, hint_dir)}")
+        raise _not_a_dataset(path, data_dir, hint_dir)
+    redo = f"delete {path} and prepare it again: {prepare_hint(path.name, hint_dir)}"
+    if first_outside(path, [manifest_path]) is not None:
+        raise UserError(_leads_outside(manifest_path, path, redo))
+    manifest = _read_json(manifest_path, redo)
     if not isinstance(manifest, dict):
-        raise UserError(f"{manifest_path} is {_json_type(manifest)}, not a manifest; delete {path} and "
-                        f"prepare it again: {prepare_hint(path.name, hint_dir)}")
+        raise UserError(f"{manifest_path} is {json_type(manifest)}, not a manifest; {redo}")
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise UserError(f"{manifest_path} has schema version {version}, this CapBench reads version "
                         f"{SCHEMA_VERSION}; delete {path} and run: {prepare_hint(path.name, hint_dir, manifest)}")
     ds = Dataset(path, manifest, Vocab([]), {}, verify, hint_dir=hint_dir)
-    problem = _shape_problem(manifest, _MANIFEST, "")
+    problem = _manifest_problem(manifest, path)
     if problem:
         raise UserError(f"{manifest_path}: {problem} (damaged or edited); {ds.redo()}")
     _check_file(ds, "vocab.json")
@@ -377,7 +467,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
                         f"{manifest['vocab']['size']}; {ds.redo()}")
     captions_path = path / "captions.json"
     captions = _read_json(captions_path, ds.redo())
-    problem = _captions_problem(captions)
+    problem = _captions_problem(captions, manifest["max_length"] - 2)
     if problem:
         raise UserError(f"{captions_path}: {problem}; {ds.redo()}")
     row = 0
@@ -392,6 +482,38 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
     return ds
 
 
+def _not_a_dataset(path: Path, data_dir: Path | None, hint_dir: Path | None) -> UserError:
+    """What to do when `path` has no manifest. --dataset takes a name in the data dir or a dataset's
+    folder; `--dataset /` or a raw Flickr8k folder was answered "move or delete that folder"."""
+    from .importers import import_command  # lazily: loading a dataset needs no importer
+
+    home = data_dir or default_data_dir()
+    takes = (f"--dataset takes the name of a dataset prepared in {home} (python -m benchmarks list shows "
+             f"them) or the folder of one")
+    source = import_command(path)
+    if source is not None:
+        args, name = source
+        command = " ".join(["python -m benchmarks prepare", *map(shlex.quote, args)]
+                           + ([] if data_dir is None else ["--data-dir", shlex.quote(str(data_dir))]))
+        return UserError(f"{path} is a caption source, not a prepared dataset; {takes}; import it first: "
+                         f"{command}, then pass --dataset {name}")
+    if path.exists() and not path.is_dir():
+        return UserError(f"{path} is a file, not a prepared dataset; {takes}")
+    if not _non_empty_dir(path):
+        return UserError(f"no prepared dataset at {path}; create it with: {prepare_hint(path.name, hint_dir)}")
+    if os.path.realpath(path.parent) != os.path.realpath(home):
+        return UserError(f"{path} is not a prepared dataset (it has no manifest.json); {takes}; "
+                         "python -m benchmarks prepare --help shows how to make one")
+    return UserError(f"{path} has no manifest.json, so it is not a prepared dataset (an unfinished build, or "
+                     f"the manifest was deleted); move or delete that folder, then run: "
+                     f"{prepare_hint(path.name, hint_dir)}")
+
+
+def _leads_outside(path: Path, root: Path, redo: str) -> str:
+    return (f"{path} leads outside {root} (a link to {os.path.realpath(path)}); a dataset's files stay in "
+            f"its folder: {redo}")
+
+
 def _non_empty_dir(path: Path) -> bool:
     try:
         return path.is_dir() and any(path.iterdir())
@@ -400,19 +522,8 @@ def _non_empty_dir(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------- structure checks
-class _Each:
-    """A JSON object whose every value matches `spec` (the manifest's features and files)."""
-
-    def __init__(self, spec: object):
-        self.spec = spec
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _optional_shape(value: object) -> bool:
-    return value is None or (isinstance(value, list) and all(_is_int(v) and v > 0 for v in value))
+def _shape(value: object) -> bool:
+    return isinstance(value, list) and all(is_int(v) and v > 0 for v in value)
 
 
 # Everything that load_dataset, its callers (list, run, report, prepare) and the feature loader index
@@ -424,57 +535,61 @@ _MANIFEST = {
     "source": {"kind": str},
     "splits": {s: {"images": int, "captions": int} for s in SPLITS},
     "vocab": {"size": int},
-    "features": _Each({"global_dim": int, "spatial_shape": _optional_shape}),
-    "files": _Each(str),
+    "features": Each({"global_dim": int, "spatial_shape": Optional(_shape)}),
+    "files": Each(str),
 }
-_EXPECTED = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    for kind, words in ((str, "a string"), (int, "a number"), (float, "a number"), (dict, "an object"),
-                        (list, "a list")):
-        if isinstance(value, kind):
-            return words
-    return type(value).__name__
+def _manifest_problem(manifest: dict, path: Path) -> str | None:
+    """What is wrong with a manifest's structure, names, paths or bounds; None when nothing is."""
+    problem = schema_problem(manifest, _MANIFEST)
+    if problem:
+        return problem
+    name = next((k for k in manifest["features"] if not plain_name(k)), None)
+    if name is not None:
+        return f"features key {name!r} is not a plain extractor name"
+    rel = next((k for k in manifest["files"] if path_problem(k)), None)
+    if rel is not None:
+        return f"'files' key {rel!r} {path_problem(rel)}"
+    image_dir = manifest["image_dir"]
+    if not os.path.isabs(image_dir):  # absolute: an imported dataset's --images (see the docstring)
+        why = path_problem(image_dir) or (first_outside(path, [path / image_dir]) and "leads outside the dataset")
+        if why:
+            return f"'image_dir' {image_dir!r} {why}"
+    if not 2 <= manifest["max_length"] <= MAX_LENGTH:
+        return (f"'max_length' is {manifest['max_length']}, outside [2, {MAX_LENGTH}] (prepare cuts captions to "
+                f"{MAX_CAPTION_WORDS} words)")
+    return None
 
 
-def _shape_problem(value: object, spec: object, where: str) -> str | None:
-    """What is wrong with `value` against `spec` (a type, a dict of required keys, _Each, or a
-    predicate that also sees a missing key as None), or None when nothing is."""
-    if isinstance(spec, dict | _Each):
-        if not isinstance(value, dict):
-            return f"'{where}' is {_json_type(value)}, expected an object"
-        items = spec.items() if isinstance(spec, dict) else ((k, spec.spec) for k in value)
-        for key, sub in items:
-            inner = f"{where}.{key}" if where else str(key)
-            optional = callable(sub) and not isinstance(sub, type)  # a predicate decides about None
-            if key not in value and not optional:
-                return f"has no '{inner}'"
-            problem = _shape_problem(value.get(key), sub, inner)
-            if problem:
-                return problem
-        return None
-    if isinstance(spec, type):
-        ok = _is_int(value) if spec is int else isinstance(value, spec)
-        return None if ok else f"'{where}' is {_json_type(value)}, expected {_EXPECTED[spec]}"
-    return None if spec(value) else f"'{where}' is not valid ({json.dumps(value, default=str)[:40]})"
-
-
-def _captions_problem(captions: object) -> str | None:
+def _captions_problem(captions: object, max_words: int) -> str | None:
     if not isinstance(captions, dict):
-        return f"is {_json_type(captions)}, expected an object with the splits {', '.join(SPLITS)}"
+        return f"is {json_type(captions)}, expected an object with the splits {', '.join(SPLITS)}"
     for s in SPLITS:
         entries = captions.get(s)
         if not isinstance(entries, list):
-            return f"split '{s}' is {'missing' if s not in captions else _json_type(entries)}, expected a list"
+            return f"split '{s}' is {'missing' if s not in captions else json_type(entries)}, expected a list"
         for k, e in enumerate(entries):
-            if not (isinstance(e, dict) and isinstance(e.get("image_id"), str)
-                    and isinstance(e.get("captions"), list) and all(isinstance(c, str) for c in e["captions"])):
-                return f"{s}[{k}] is not {{\"image_id\": \"...\", \"captions\": [\"...\", ...]}}"
+            problem = _entry_problem(e, max_words)
+            if problem:
+                return f"{s}[{k}] {problem}"
+    return None
+
+
+def _entry_problem(e: object, max_words: int) -> str | None:
+    if not (isinstance(e, dict) and isinstance(e.get("image_id"), str)
+            and isinstance(e.get("captions"), list) and all(isinstance(c, str) for c in e["captions"])):
+        return 'is not {"image_id": "...", "captions": ["...", ...]}'
+    image_id = e["image_id"]
+    why = path_problem(image_id)
+    if why:
+        return f"image id {image_id!r} {why}"
+    if not e["captions"]:
+        return (f"({image_id}) has no captions; every image needs at least one (val and test images are scored "
+                "against theirs)")
+    # words are joined by one space: counting spaces is cheap for COCO's 616k captions, split only to be sure
+    if any(c.count(" ") >= max_words and len(c.split()) > max_words for c in e["captions"]):
+        return f"({image_id}) has a caption longer than the manifest's max_length allows ({max_words} words)"
     return None
 
 
@@ -495,6 +610,8 @@ def _read_json(path: Path, redo: str) -> object:
 def _check_file(ds: Dataset, rel: str, redo: str | None = None) -> None:
     path = ds.path / rel
     redo = redo or ds.redo()
+    if first_outside(ds.path, [path]) is not None:
+        raise UserError(_leads_outside(path, ds.path, redo))
     if not path.is_file():
         raise UserError(f"{path} is missing; {redo}")
     expected = ds.manifest["files"].get(rel)
@@ -527,11 +644,14 @@ def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Fe
     redo = f"delete {path} and run: {prepare_hint(ds.path.name, ds.hint_dir, extractor=extractor)}"
     _check_file(ds, rel, redo)
     try:
-        with h5py.File(path, "r") as f:
+        with open_h5(path) as f:
             ids = [i.decode() if isinstance(i, bytes) else str(i) for i in f["image_ids"][:]]
             arrays = {key: (f[key].shape, f[key].dtype) for key in ("global", "spatial") if key in f}
             if "global" not in arrays:
                 raise KeyError("no 'global' dataset")
+    except UnsafeH5 as e:
+        raise UserError(f"{path}: {e}, which prepare never writes (HDF5 would read rows the sha256 does not "
+                        f"cover); {redo}") from None
     except (OSError, KeyError, ValueError, TypeError) as e:  # truncated, not HDF5, a dataset missing
         raise UserError(f"{path} cannot be read ({_one_line(e)}); {redo}") from None
     expected_ids = [i for s in SPLITS for i in ds.splits[s].image_ids]

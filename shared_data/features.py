@@ -9,7 +9,8 @@ where it stopped; the file gets its final name only when every row is written.
 Rows are stored as float32 or float16 (`--feature-dtype`) and always handed out as float32. They are
 chunked by about CHUNK_BYTES (one image per chunk for a 14x14x2048 grid), so that a batch of random
 images reads those images and little else: Flickr8k's grids are 13 GB in float32, COCO's about
-200 GB, and neither has to fit in memory (`FeatureArray`).
+200 GB, and neither has to fit in memory (`FeatureArray`). Every reader opens a file through
+`open_h5`, which refuses a file whose rows would be read from anywhere but itself.
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def _resume_point(partial: Path, image_ids: list[str]) -> int:
     if not partial.exists():
         return 0
     try:
-        with h5py.File(partial, "r") as f:
+        with open_h5(partial) as f:
             same = [i.decode() for i in f["image_ids"][:]] == image_ids
             done = int(f.attrs["done"])
-    except (OSError, KeyError):
+    except (OSError, KeyError, UnsafeH5):
         same = False
     if same:
         return done
@@ -127,6 +128,48 @@ def rows_per_chunk(row_shape: tuple, dtype: str, n: int) -> int:
 
 
 # -------------------------------------------------------------------------------------- reading
+class UnsafeH5(ValueError):
+    """A features file that would make HDF5 read bytes from somewhere else."""
+
+
+def open_h5(path: Path) -> h5py.File:
+    """A features file opened read-only, the one way every reader opens one: refused (UnsafeH5) when
+    a dataset's bytes live outside the file. HDF5 follows external raw storage, external links and
+    virtual datasets silently, so a 1 kB .h5 whose sha256 matches could feed the model /etc/passwd.
+    prepare writes none of these (nor groups or soft links), so anything but plain datasets is refused."""
+    f = h5py.File(path, "r")
+    try:
+        problem = _points_elsewhere(f)
+    except BaseException:
+        f.close()
+        raise
+    if problem:
+        f.close()
+        raise UnsafeH5(problem)
+    return f
+
+
+def _points_elsewhere(f: h5py.File) -> str | None:
+    for name in f:  # link names: listing them resolves nothing
+        kind = f.id.links.get_info(name.encode()).type
+        if kind == h5py.h5l.TYPE_EXTERNAL:
+            return f"'{name}' is an external link to {_text(f.id.links.get_val(name.encode())[0])}"
+        if kind != h5py.h5l.TYPE_HARD:
+            return f"'{name}' is a {'soft' if kind == h5py.h5l.TYPE_SOFT else 'user-defined'} link"
+        obj = f[name]
+        if not isinstance(obj, h5py.Dataset):
+            return f"'{name}' is a {type(obj).__name__.lower()}, where features files hold datasets only"
+        if obj.is_virtual:
+            return f"'{name}' is a virtual dataset (its rows live in other files)"
+        if obj.external:
+            return f"'{name}' keeps its rows in an external file ({_text(obj.external[0][0])})"
+    return None
+
+
+def _text(name: str | bytes) -> str:
+    return name.decode(errors="replace") if isinstance(name, bytes) else name
+
+
 class Rows:
     """What the feature readers share: an [N, ...] shape, float32 out, and one parse of a row index
     (a slice, an int array or a boolean mask) into checked, non-negative int64 rows."""
@@ -204,7 +247,7 @@ class FeatureArray(Rows):
 
     def _open(self):
         if self._dataset is None:
-            self._dataset = h5py.File(self.path, "r")[self.key]
+            self._dataset = open_h5(self.path)[self.key]
         return self._dataset
 
     def __getitem__(self, index):

@@ -14,7 +14,10 @@ Two formats come in:
 subset or the synthetic set can be handed to tools that only read Flickr8k.
 
 Every problem a user can fix is a one-line `UserError` naming the file and the line or entry at
-fault; images that are listed but have no file are skipped and counted in `Source.warnings`.
+fault; images that are listed but have no file are skipped and counted in `Source.warnings`. An image
+id or Karpathy path that is not a plain relative path, or whose file is a link out of --images, is
+such a problem (not a skip): nothing outside the folder the user named is read
+(shared_data.dataset's docstring has the rules).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .dataset import first_outside, path_problem
 from .errors import UserError
 from .sources import SPLIT_FRACTIONS, SPLITS, Source, SourceImage
 
@@ -72,6 +76,36 @@ def _read_text(path: Path, what_to_do: str) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise UserError(f"{path}:{line}: not UTF-8 text ({e.reason}); {what_to_do}") from None
+
+
+def _id_problem(image_id: str) -> str | None:
+    why = path_problem(image_id)
+    return None if why is None else (f"image {image_id!r} {why}; name a file inside {IMAGES_FLAG} (e.g. "
+                                     f"1000268201_693b08cb0e.jpg)")
+
+
+def _check_inside(candidates: list[SourceImage], images_dir: Path, listed_in: Path) -> None:
+    """Refuse an image whose file is a link out of images_dir: the user named that folder, not the disk."""
+    outside = first_outside(images_dir, (im.path for im in candidates))
+    if outside is not None:
+        raise UserError(f"{listed_in}: image {outside} is a link to {os.path.realpath(outside)}, outside "
+                        f"{IMAGES_FLAG} {images_dir}; put the file itself there, or pass the folder it is in")
+
+
+def import_command(path: Path) -> tuple[list[str], str] | None:
+    """(prepare's arguments, the dataset name they give) when `path` is a caption source that prepare
+    imports (a Flickr8k folder, a Karpathy JSON) rather than a prepared dataset; else None."""
+    path = Path(path)
+    markers = ("Images", "captions.txt", TOKEN_FILE, "Flickr8k_text", *ORIGINAL_IMAGE_DIRS)
+    try:
+        if path.is_file() and path.name.startswith("dataset_") and path.suffix == ".json":
+            return (["karpathy", KARPATHY_FLAG, str(path), IMAGES_FLAG, "DIR"],
+                    "karpathy-" + path.stem.removeprefix("dataset_"))
+        if path.is_dir() and any((path / m).exists() for m in markers):
+            return ["flickr8k", IMAGES_FLAG, str(path)], "flickr8k"
+    except OSError:  # unreadable: not recognisably a source
+        pass
+    return None
 
 
 def _first(names: list[str]) -> str:
@@ -151,6 +185,8 @@ def _read_token_txt(captions_file: Path) -> dict[str, list[str]]:
         if not caption:
             raise UserError(f"{captions_file}:{number}: empty caption for {image_id}; delete the line or add the "
                             "caption")
+        if problem := _id_problem(image_id):
+            raise UserError(f"{captions_file}:{number}: {problem}")
         captions.setdefault(image_id, []).append(caption)
     if not captions:
         raise UserError(f"{captions_file}: no caption lines; pass the full {TOKEN_FILE}")
@@ -199,6 +235,8 @@ def _read_captions_txt(captions_file: Path) -> dict[str, list[str]]:
                 if not caption:
                     raise UserError(f"{captions_file}:{line}: empty caption for {image_id}; every row must "
                                     f"be '<file name>,<caption>' (delete the row or add the caption)")
+                if problem := _id_problem(image_id):
+                    raise UserError(f"{captions_file}:{line}: {problem}")
                 captions.setdefault(image_id, []).append(caption)
     except csv.Error as e:
         raise UserError(f"{captions_file}:{line}: unreadable CSV ({e}); fix or delete that row") from None
@@ -277,6 +315,7 @@ def load_flickr8k(images_dir: Path, captions_file: Path | None = None, seed: int
 
     candidates = [SourceImage(image_id=image_id, split=split_of.get(image_id, "train"), captions=caps,
                               path=image_folder / image_id) for image_id, caps in captions.items()]
+    _check_inside(candidates, image_folder, captions_file)
     images = _skip_missing(candidates, captions_file.name, image_folder, warnings)
     if "split_files" in info:
         unassigned = [im.image_id for im in images if im.image_id not in split_of]
@@ -348,10 +387,11 @@ def load_karpathy(json_file: Path, images_dir: Path) -> Source:
             raise UserError(f"{where} has an empty \"sentences\" list; every image needs at least one "
                             f"caption, fix or delete that entry")
         filepath = entry.get("filepath")
-        if isinstance(filepath, str) and filepath.strip():
-            image_id, path = f"{filepath}/{filename}", images_dir / filepath / filename
-        else:
-            image_id, path = filename, images_dir / filename
+        image_id = f"{filepath}/{filename}" if isinstance(filepath, str) and filepath.strip() else filename
+        if why := path_problem(image_id):  # filepath "../..", or an absolute filename that would replace the folder
+            raise UserError(f"{where}: image path {image_id!r} (\"filepath\"/\"filename\") {why}; it must name a "
+                            f"file inside {IMAGES_FLAG} {images_dir}")
+        path = images_dir / image_id
         if image_id in first_index:
             raise UserError(f"{where}: duplicate image id {image_id!r}, already in "
                             f"images[{first_index[image_id]}]; delete one of the two entries")
@@ -363,6 +403,7 @@ def load_karpathy(json_file: Path, images_dir: Path) -> Source:
     if not candidates:
         raise UserError(f"{json_file}: the \"images\" list is empty; pass the full dataset_<name>.json")
 
+    _check_inside(candidates, images_dir, json_file)
     warnings: list[str] = []
     images = _skip_missing(candidates, json_file.name, images_dir, warnings)
     info["split_rule"] = (f"Karpathy's split from the JSON; 'restval' ({restval} images) counted as train, "

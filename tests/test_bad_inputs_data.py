@@ -4,7 +4,9 @@ Every case sets up one bad input in tmp_path, next to a finished dataset (`keep`
 session's synthetic-small), runs the command in-process through benchmarks.cli.main (two cases in a
 subprocess, to show there is no traceback end to end) and checks the exit code, that stderr is one
 `error:` line naming what is wrong, and that every file that was in the data dir before is still
-there byte for byte (or, for the cases that build, that only new files appeared).
+there byte for byte (or, for the cases that build, that only new files appeared), and so is every
+file in `outside`, a folder beside the data dir that links and tampered files point into. Those
+links and tampered HDF5 files are made here, never committed.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import benchmarks.extractors as extractors
 import benchmarks.prepare as prepare_mod
 from benchmarks.cli import main
 from benchmarks.prepare import PrepareOptions, prepare
 from shared_data import dataset as dataset_mod
-from shared_data.dataset import load_dataset
+from shared_data.dataset import MAX_CAPTION_WORDS, MAX_LENGTH, load_dataset, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 class Env:
     tmp: Path
     dd: Path  # the data dir of the case
+    outside: Path  # beside the data dir: where links lead and tampered files point, checked unchanged
     small: Path  # the session's prepared synthetic-small
     monkeypatch: pytest.MonkeyPatch
     saved: dict = field(default_factory=dict)  # what a setup hands to its check
@@ -66,6 +70,16 @@ class Env:
             captions = "image,caption\n" + "".join(f"{name},a picture number {k} .\n" for k, name in enumerate(names))
         (root / "captions.txt").write_text(captions)
         return root
+
+    def rehash(self, root: Path, rel: str) -> None:
+        """Record a tampered file's sha256 in the manifest, as a careful tamperer would: what refuses
+        it must then be the check under test, not the checksum."""
+        self.edit_json(root / "manifest.json", lambda m: {**m, "files": {**m["files"], rel: sha256_file(root / rel)}})
+
+    def link_out(self, root: Path, rel: str) -> None:
+        """Move a dataset's file or folder to `outside` and leave a link to it: same bytes, same sha256."""
+        moved = Path(shutil.move(root / rel, self.outside / Path(rel).name))
+        (root / rel).symlink_to(moved)
 
     def f8k(self, name: str = "f8k") -> Path:
         """A prepared tiny Flickr8k dataset in the data dir."""
@@ -288,6 +302,167 @@ def corrupt_h5(env: Env) -> list:
     return run(env, "bad")
 
 
+def tampered_captions(change: Callable[[dict], None], *flags) -> Callable[[Env], list]:
+    """captions.json edited (its sha256 updated), then a run that must refuse it at load."""
+    def setup(env: Env) -> list:
+        root = env.copy("bad")
+        captions = json.loads((root / "captions.json").read_text())
+        change(captions)
+        (root / "captions.json").write_text(json.dumps(captions))
+        env.rehash(root, "captions.json")
+        return run(env, "bad", *flags)
+    return setup
+
+
+def first_id(split: str, image_id: str) -> Callable[[dict], None]:
+    def change(captions: dict) -> None:
+        captions[split][0]["image_id"] = image_id
+    return change
+
+
+def no_captions(split: str) -> Callable[[dict], None]:
+    def change(captions: dict) -> None:
+        captions[split][0]["captions"] = []
+    return change
+
+
+def long_caption(captions: dict) -> None:
+    captions["train"][0]["captions"][0] = " ".join(["dog"] * 60)  # max_length is 37
+
+
+def features_key_escapes(env: Env) -> list:
+    """A features key that climbs out of features/ to an outside copy with the right sha256."""
+    root = env.copy("bad")
+    shutil.copy(root / "features/grid.h5", env.outside / "x.h5")
+    key = "../../../outside/x"
+    env.edit_json(root / "manifest.json", lambda m: {
+        **m, "features": {**m["features"], key: m["features"]["grid"]},
+        "files": {**m["files"], f"features/{key}.h5": m["files"]["features/grid.h5"]}})
+    return run(env, "bad", "--extractor", key)
+
+
+def linked_out(rel: str, command: Callable[[Env], list]) -> Callable[[Env], list]:
+    def setup(env: Env) -> list:
+        env.link_out(env.copy("bad"), rel)
+        return command(env)
+    return setup
+
+
+def tampered_h5(how: Callable[[Env, h5py.File, np.ndarray], None]) -> Callable[[Env], list]:
+    """features/grid.h5 whose 'global' reads from outside the file (the same numbers, so a model would
+    train on them without a sign), its sha256 updated in the manifest."""
+    def setup(env: Env) -> list:
+        root = env.copy("bad")
+        with h5py.File(root / "features/grid.h5", "r+") as f:
+            rows = f["global"][:]
+            del f["global"]
+            how(env, f, rows)
+        env.rehash(root, "features/grid.h5")
+        return run(env, "bad")
+    return setup
+
+
+def external_storage(env: Env, f: h5py.File, rows: np.ndarray) -> None:
+    raw = env.outside / "rows.bin"
+    raw.write_bytes(rows.tobytes())
+    f.create_dataset("global", shape=rows.shape, dtype=rows.dtype, external=[(str(raw), 0, rows.nbytes)])
+
+
+def other_h5(env: Env, rows: np.ndarray) -> Path:
+    path = env.outside / "other.h5"
+    with h5py.File(path, "w") as g:
+        g["global"] = rows
+    return path
+
+
+def external_link(env: Env, f: h5py.File, rows: np.ndarray) -> None:
+    f["global"] = h5py.ExternalLink(str(other_h5(env, rows)), "/global")
+
+
+def soft_link(env: Env, f: h5py.File, rows: np.ndarray) -> None:
+    f["hidden"] = rows
+    f["global"] = h5py.SoftLink("/hidden")
+
+
+def virtual_dataset(env: Env, f: h5py.File, rows: np.ndarray) -> None:
+    layout = h5py.VirtualLayout(shape=rows.shape, dtype=rows.dtype)
+    layout[:] = h5py.VirtualSource(str(other_h5(env, rows)), "global", shape=rows.shape)
+    f.create_virtual_dataset("global", layout)
+
+
+def image_linked_out_at_extract(env: Env) -> list:
+    """Adding an extractor reads every image: one of them a link out of the dataset's images/."""
+    spec = extractors.ExtractorSpec("grid2", "numpy", 128, "shared_data.grid:extract", "a copy of grid",
+                                    needs_weights=False)
+    env.monkeypatch.setitem(extractors.EXTRACTORS, "grid2", spec)
+    env.link_out(env.copy("bad"), "images/synth_00001.jpg")
+    return prep(env, "--name", "bad", "--extractor", "grid2")
+
+
+def kaggle_with(row: Callable[[Env], str]) -> Callable[[Env], list]:
+    """Kaggle's captions.txt with one more row, made by `row` (it may put files in `outside`)."""
+    def setup(env: Env) -> list:
+        Image.new("RGB", (8, 8)).save(env.outside / "secret.jpg")
+        text = "image,caption\n" + "".join(f"{k}.jpg,a picture number {k} .\n" for k in range(8)) + row(env)
+        return prep(env, "flickr8k", "--images", env.kaggle(captions=text), "--name", "f8k")
+    return setup
+
+
+def token_file_climbing(env: Env) -> list:
+    root = env.kaggle()
+    Image.new("RGB", (8, 8)).save(env.outside / "secret.jpg")
+    token = env.tmp / "Flickr8k.token.txt"
+    token.write_text("0.jpg#0\ta picture .\n../../outside/secret.jpg#0\ta secret .\n")
+    return prep(env, "flickr8k", "--images", root, "--captions", token, "--name", "f8k")
+
+
+def image_linked_out_of_images(env: Env) -> list:
+    root = env.kaggle()
+    Image.new("RGB", (8, 8)).save(env.outside / "secret.jpg")
+    (root / "Images/3.jpg").unlink()
+    (root / "Images/3.jpg").symlink_to(env.outside / "secret.jpg")
+    return prep(env, "flickr8k", "--images", root, "--name", "f8k")
+
+
+def karpathy_with(**entry) -> Callable[[Env], list]:
+    """Karpathy's JSON over the tiny Kaggle images, its first entry changed by `entry`."""
+    def setup(env: Env) -> list:
+        root = env.kaggle()
+        Image.new("RGB", (8, 8)).save(env.outside / "secret.jpg")
+        images = [{"filename": f"{k}.jpg", "split": ["train", "val", "test"][min(k // 3, 2)],
+                   "sentences": [{"raw": f"a picture number {k} ."}]} for k in range(8)]
+        images[0].update(entry)
+        (env.tmp / "dataset_k.json").write_text(json.dumps({"dataset": "k", "images": images}))
+        return prep(env, "karpathy", "--karpathy-json", env.tmp / "dataset_k.json", "--images", root / "Images")
+    return setup
+
+
+def caption_cut(env: Env, output: str) -> None:
+    ds = load_dataset("f8k", env.dd)
+    assert ds.max_length == MAX_LENGTH
+    assert max(len(c) for caps in ds.splits["train"].captions + ds.splits["val"].captions
+               + ds.splits["test"].captions for c in caps) == MAX_CAPTION_WORDS
+
+
+def warned_in_manifest(*texts: str) -> Callable[[Env, str], None]:
+    def check(env: Env, output: str) -> None:
+        warnings = " | ".join(load_dataset("f8k", env.dd).manifest["warnings"])
+        assert all(t in warnings and t in output for t in texts), warnings
+    return check
+
+
+def import_hint_works(env: Env, output: str) -> None:
+    """The command in the message, run as it is, imports the folder; the named dataset then loads."""
+    command, name = output.split("import it first: python -m benchmarks ")[1].strip().split(", then pass --dataset ")
+    assert cli(env, *shlex.split(command)) == 0
+    assert len(load_dataset(name, env.dd).splits["train"].image_ids) == 6
+
+
+def outside_folder(env: Env) -> Path:
+    (env.outside / "folder").mkdir()
+    return env.outside / "folder"
+
+
 CASES = [
     # 1. options, refused before any image is generated (the data dir stays as it was)
     Case("batch-size-0", lambda e: prep(e, "--size", "small", "--batch-size", "0"),
@@ -394,17 +569,109 @@ CASES = [
     # 8. an image cut in half is skipped and counted, not a crash in the feature extraction
     Case("truncated-jpeg-skipped", truncated_jpeg, "1 image(s) could not be decoded and were skipped", code=0,
          keeps="old", check=skipped_and_counted),
+    # 9. paths read from a dataset stay inside it (issue 28): names, relative paths, no link out
+    Case("features-key-climbs-out", features_key_escapes,
+         "manifest.json: features key '../../../outside/x' is not a plain extractor name"),
+    Case("files-key-absolute",
+         steps(bad_manifest(lambda m: {**m, "files": {**m["files"], "/etc/hostname": "0" * 64}}),
+               lambda e: export(e, "bad")), "manifest.json: 'files' key '/etc/hostname' is an absolute path"),
+    Case("manifest-links-out", linked_out("manifest.json", lambda e: export(e, "bad")),
+         lambda e: f"manifest.json leads outside {e.dd / 'bad'} (a link to {e.outside / 'manifest.json'})"),
+    Case("captions-link-out", linked_out("captions.json", lambda e: export(e, "bad")),
+         lambda e: f"captions.json leads outside {e.dd / 'bad'} (a link to {e.outside / 'captions.json'})"),
+    Case("features-file-links-out", linked_out("features/grid.h5", lambda e: run(e, "bad")),
+         "grid.h5 leads outside", check=contains("and run: python -m benchmarks prepare --name bad --extractor grid")),
+    Case("features-folder-links-out", linked_out("features", lambda e: run(e, "bad")),
+         lambda e: f"leads outside {e.dd / 'bad'} (a link to {e.outside / 'features' / 'grid.h5'})"),
+    Case("image-dir-climbs-out",
+         steps(bad_manifest(lambda m: {**m, "image_dir": "../../outside"}), lambda e: export(e, "bad")),
+         "manifest.json: 'image_dir' '../../outside' is not a plain relative path"),
+    Case("images-folder-links-out", linked_out("images", lambda e: export(e, "bad")),
+         "manifest.json: 'image_dir' 'images' leads outside the dataset"),
+    Case("image-id-absolute", tampered_captions(first_id("train", "/etc/hostname")),
+         "captions.json: train[0] image id '/etc/hostname' is an absolute path"),
+    Case("image-id-climbs-out", tampered_captions(first_id("test", "../../outside/secret.jpg")),
+         "captions.json: test[0] image id '../../outside/secret.jpg' is not a plain relative path"),
+    Case("image-file-links-out-at-extract", image_linked_out_at_extract,
+         lambda e: f"image {e.dd / 'bad/images/synth_00001.jpg'} leads outside {e.dd / 'bad/images'} (a link to "
+                   f"{e.outside / 'synth_00001.jpg'})"),
+    Case("data-partial-build-links-out",
+         steps(lambda e: (e.dd / ".synthetic-small.partial").symlink_to(outside_folder(e)),
+               lambda e: prep(e, "--size", "small", "--extractor", "grid")),
+         ".synthetic-small.partial is a link (to ", check=contains("delete the link and run again")),
+    Case("dataset-folder-links-to-a-non-dataset",
+         steps(lambda e: (e.dd / "synthetic-small").symlink_to(outside_folder(e)),
+               lambda e: prep(e, "--size", "small", "--extractor", "grid")),
+         "synthetic-small is a link (to ", check=contains("without a manifest.json; nothing was changed")),
+    # 10. importers: ids and Karpathy paths name files inside --images
+    Case("captions-txt-id-climbs-out", kaggle_with(lambda e: "../../outside/secret.jpg,a secret .\n"),
+         "captions.txt:10: image '../../outside/secret.jpg' is not a plain relative path"),
+    Case("captions-txt-id-absolute", kaggle_with(lambda e: f"{e.outside / 'secret.jpg'},a secret .\n"),
+         lambda e: f"captions.txt:10: image '{e.outside / 'secret.jpg'}' is an absolute path; name a file inside "
+                   f"--images"),
+    Case("token-file-id-climbs-out", token_file_climbing,
+         "Flickr8k.token.txt:2: image '../../outside/secret.jpg' is not a plain relative path"),
+    Case("image-links-out-of-images", image_linked_out_of_images,
+         lambda e: f"captions.txt: image {e.tmp / 'kaggle/Images/3.jpg'} is a link to {e.outside / 'secret.jpg'}, "
+                   f"outside --images {e.tmp / 'kaggle/Images'}"),
+    Case("karpathy-filepath-climbs-out", karpathy_with(filepath="../../outside", filename="secret.jpg"),
+         "images[0] (secret.jpg): image path '../../outside/secret.jpg' (\"filepath\"/\"filename\") is not a "
+         "plain relative path"),
+    Case("karpathy-filename-absolute", karpathy_with(filename="/etc/hostname"),
+         "images[0] (/etc/hostname): image path '/etc/hostname' (\"filepath\"/\"filename\") is an absolute path"),
+    # 11. features files whose rows live elsewhere: refused where every features file is opened
+    Case("h5-external-storage", tampered_h5(external_storage),
+         lambda e: f"grid.h5: 'global' keeps its rows in an external file ({e.outside / 'rows.bin'})",
+         check=contains("and run: python -m benchmarks prepare --name bad --extractor grid --data-dir")),
+    Case("h5-external-link", tampered_h5(external_link),
+         lambda e: f"grid.h5: 'global' is an external link to {e.outside / 'other.h5'}"),
+    Case("h5-soft-link", tampered_h5(soft_link), "grid.h5: 'global' is a soft link"),
+    Case("h5-virtual-dataset", tampered_h5(virtual_dataset),
+         "grid.h5: 'global' is a virtual dataset (its rows live in other files)"),
+    # 12. bounds: what prepare cuts or warns about, what load refuses
+    Case("caption-of-10000-words-is-cut", kaggle_with(lambda e: "7.jpg," + "dog " * 10_000 + "\n"),
+         f"1 caption(s) longer than {MAX_CAPTION_WORDS} words were cut to {MAX_CAPTION_WORDS}", code=0, keeps="old",
+         check=caption_cut),
+    Case("min-freq-huge-warns", lambda e: prep(e, "flickr8k", "--images", e.kaggle(), "--name", "f8k",
+                                               "--min-freq", "1000000"),
+         "warning: the vocabulary has 0 words besides the special tokens", code=0, keeps="old",
+         check=warned_in_manifest("100.0% of the val captions' words", "100.0% of the test captions' words")),
+    Case("manifest-max-length-absurd",
+         steps(bad_manifest(lambda m: {**m, "max_length": 100_000}), lambda e: run(e, "bad")),
+         f"manifest.json: 'max_length' is 100000, outside [2, {MAX_LENGTH}]"),
+    Case("caption-longer-than-max-length", tampered_captions(long_caption),
+         "captions.json: train[0] (synth_00000.jpg) has a caption longer than the manifest's max_length allows"),
+    Case("test-image-without-captions", tampered_captions(no_captions("test")),
+         "captions.json: test[0] (synth_00350.jpg) has no captions; every image needs at least one"),
+    Case("val-image-without-captions-no-verify",
+         steps(lambda e: e.edit_json(e.copy("bad") / "captions.json", lambda c: {**c, "val": [
+             {**c["val"][0], "captions": []}, *c["val"][1:]]}), lambda e: run(e, "bad", "--no-verify")),
+         "captions.json: val[0] (synth_00300.jpg) has no captions"),
+    # 13. --dataset given something that is not a prepared dataset: what it is, and what to run
+    Case("dataset-is-the-root-folder", lambda e: run(e, "/"),
+         lambda e: f"/ is not a prepared dataset (it has no manifest.json); --dataset takes the name of a dataset "
+                   f"prepared in {e.dd}"),
+    Case("dataset-is-a-flickr8k-folder", lambda e: run(e, e.kaggle()),
+         lambda e: f"{e.tmp / 'kaggle'} is a caption source, not a prepared dataset; --dataset takes the name",
+         keeps="none", check=import_hint_works),
+    Case("dataset-is-a-karpathy-json",
+         steps(lambda e: (e.tmp / "dataset_coco.json").write_text("{}"),
+               lambda e: export(e, e.tmp / "dataset_coco.json")),
+         lambda e: f"import it first: python -m benchmarks prepare karpathy --karpathy-json "
+                   f"{e.tmp / 'dataset_coco.json'} --images DIR --data-dir {e.dd}, then pass --dataset karpathy-coco"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case: Case, tmp_path, small_dataset, monkeypatch, capsys):
-    env = Env(tmp_path, tmp_path / "dd", small_dataset, monkeypatch)
+    env = Env(tmp_path, tmp_path / "dd", tmp_path / "outside", small_dataset, monkeypatch)
     env.dd.mkdir()
+    env.outside.mkdir()
+    (env.outside / "secret.txt").write_text("nothing CapBench may read or change")
     keep = env.copy("keep")
     keep_manifest = (keep / "manifest.json").read_bytes()
     argv = env.saved["argv"] = [str(a) for a in case.setup(env)]
-    before = snapshot(env.dd)
+    before, outside_before = snapshot(env.dd), snapshot(env.outside)
     capsys.readouterr()  # the setup's own output
     if case.subprocess:
         done = subprocess.run([sys.executable, "-m", "benchmarks", *argv], cwd=REPO, capture_output=True, text=True,
@@ -428,6 +695,7 @@ def test_bad_input(case: Case, tmp_path, small_dataset, monkeypatch, capsys):
     elif case.keeps == "old":
         assert {k: after.get(k) for k in before} == before
     assert (keep / "manifest.json").read_bytes() == keep_manifest
+    assert snapshot(env.outside) == outside_before
     assert not (env.tmp / "out").exists() and not (env.tmp / "results").exists()
     if case.check:
         case.check(env, err if case.code == 2 else out)

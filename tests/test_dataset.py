@@ -9,8 +9,16 @@ import h5py
 import numpy as np
 import pytest
 
-from shared_data.dataset import SCHEMA_VERSION, finalize_manifest, load_dataset, write_text_files
+from shared_data.dataset import (
+    MAX_CAPTION_WORDS,
+    SCHEMA_VERSION,
+    finalize_manifest,
+    load_dataset,
+    path_problem,
+    write_text_files,
+)
 from shared_data.errors import UserError
+from shared_data.features import UnsafeH5, open_h5
 from shared_data.sources import Source, SourceImage
 from shared_data.text import SPECIALS, Vocab, tokenize
 
@@ -58,6 +66,48 @@ def test_empty_split_is_refused(tmp_path):
     src.images = [im for im in src.images if im.split != "val"]
     with pytest.raises(UserError, match="val"):
         write_text_files(src, tmp_path, "d", tmp_path)
+
+
+def test_an_image_without_captions_is_refused_at_prepare(tmp_path):
+    src = _source(tmp_path)
+    src.images[3].captions = []
+    with pytest.raises(UserError, match=r"image im3.jpg \(test\) has no captions"):
+        write_text_files(src, tmp_path, "d", tmp_path)
+
+
+def test_long_captions_are_cut_and_counted(tmp_path):
+    m = write_text_files(_source(tmp_path, train_words="dog " * 500), tmp_path, "d", tmp_path)
+    assert m["max_length"] == MAX_CAPTION_WORDS + 2
+    assert m["warnings"][0] == f"6 caption(s) longer than {MAX_CAPTION_WORDS} words were cut to {MAX_CAPTION_WORDS}"
+
+
+def test_a_valid_dataset_has_no_bound_warnings(small_dataset):
+    """The bounds leave a real dataset's manifest as it was: its identity (and every run's
+    configuration hash) does not move."""
+    assert json.loads((small_dataset / "manifest.json").read_text())["warnings"] == []
+
+
+@pytest.mark.parametrize("rel, ok", [("a.jpg", True), ("train2014/a.jpg", True), ("/a.jpg", False),
+                                     ("../a.jpg", False), ("a/../b.jpg", False), ("a//b.jpg", False),
+                                     ("./a.jpg", False), ("", False), ("a\\b.jpg", False)])
+def test_plain_relative_paths(rel, ok):
+    assert (path_problem(rel) is None) == ok
+
+
+def test_a_linked_dataset_folder_loads(small_dataset, tmp_path):
+    """The dataset folder may be a link (a large dataset on another disk); what is inside may not lead out."""
+    (tmp_path / "linked").symlink_to(small_dataset)
+    ds = load_dataset("linked", tmp_path)
+    assert ds.features("grid").global_.shape == (400, 192)
+    assert ds.image_path(ds.splits["train"].image_ids[0]).is_file()
+
+
+def test_open_h5_refuses_a_dataset_stored_elsewhere(tmp_path):
+    (tmp_path / "rows.bin").write_bytes(bytes(16))
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.create_dataset("global", shape=(2, 2), dtype="float32", external=[(str(tmp_path / "rows.bin"), 0, 16)])
+    with pytest.raises(UnsafeH5, match="'global' keeps its rows in an external file"):
+        open_h5(tmp_path / "f.h5")
 
 
 def test_small_dataset_loads(small_dataset):

@@ -92,6 +92,33 @@ def test_flickr8k_accepts_the_images_folder_and_an_explicit_captions_file(tmp_pa
     assert as_tuples(load_flickr8k(root / "Images", captions_file=elsewhere)) == from_root
 
 
+def test_a_linked_images_folder_is_followed_but_not_a_link_out_of_it(tmp_path):
+    """--images may itself be a link (the data on another disk); a file in it may not lead out of it."""
+    real = make_kaggle(tmp_path / "disk" / "f8k", captions_csv(STANDARD_ROWS), ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])
+    (tmp_path / "f8k").symlink_to(real)
+    assert len(load_flickr8k(tmp_path / "f8k").images) == 4
+    make_jpeg(tmp_path / "secret.jpg")
+    (real / "Images" / "d.jpg").unlink()
+    (real / "Images" / "d.jpg").symlink_to(tmp_path / "secret.jpg")
+    msg = one_line_error(load_flickr8k, tmp_path / "f8k")
+    assert "d.jpg is a link to" in msg and "outside --images" in msg
+
+
+@pytest.mark.parametrize("image_id", ["../x.jpg", "/abs/x.jpg", "a//x.jpg", "./x.jpg", "a\\x.jpg"])
+def test_ids_that_leave_the_images_folder_are_refused_at_their_line(tmp_path, image_id):
+    root = make_kaggle(tmp_path / "f8k", captions_csv([*STANDARD_ROWS, (image_id, "A secret .")]), ["a.jpg"])
+    msg = one_line_error(load_flickr8k, root)
+    assert f"captions.txt:8: image {image_id!r}" in msg and "name a file inside --images" in msg
+
+
+def test_import_command_recognises_sources_only(tmp_path, small_dataset):
+    root = make_kaggle(tmp_path / "f8k", captions_csv(STANDARD_ROWS))
+    assert importers.import_command(root) == (["flickr8k", "--images", str(root)], "flickr8k")
+    json_file = write_json(tmp_path / "dataset_coco.json", {"images": []})
+    assert importers.import_command(json_file)[1] == "karpathy-coco"
+    assert importers.import_command(small_dataset) is None and importers.import_command(tmp_path / "none") is None
+
+
 def test_flickr8k_kaggle_quirk_unquoted_commas(tmp_path):
     text = ("image,caption\n"
             "a.jpg,A dog, a cat, and a bird play .\n"
