@@ -23,7 +23,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_verify_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="skip the sha256 checks of the dataset's files (shapes and NaN are still checked)")
+                   help="skip the sha256 checks of the dataset's files (the manifest and the shapes are still checked)")
 
 
 def _add_study_args(p: argparse.ArgumentParser) -> None:
@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
 
     p = sub.add_parser("list", help="list plugins, datasets and feature extractors")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset whose shapes give the parameter counts")
+    p.add_argument("--dataset", default=None,
+                   help=f"dataset whose shapes give the parameter counts (default: {DEFAULT_DATASET} if prepared)")
     _add_data_args(p)
 
     p = sub.add_parser("export", help="write a prepared dataset in Flickr8k's Kaggle layout")
@@ -200,12 +201,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     try:
         from plugins.registry import ModelSpec
 
-        ds = load_dataset(args.dataset, args.data_dir, verify=False)
+        ds = load_dataset(args.dataset or DEFAULT_DATASET, args.data_dir, verify=False)
         f = ds.features(ds.default_extractor)
         spec = ModelSpec.of(ds, f)
         spec_from = f"{ds.name}, {f.extractor} features: V={len(ds.vocab)}, D={f.global_.shape[1]}"
-    except (UserError, IndexError):
-        pass
+    except (UserError, IndexError) as e:
+        if args.dataset is not None:  # asked for by name: its parameter counts are what the user wants
+            raise e if isinstance(e, UserError) else UserError(f"--dataset {args.dataset} has no features") from None
     rows = []
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if data_dir.is_dir() else []
@@ -223,7 +225,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["name", "source", "train/val/test images", "vocab", "features"]))
     else:
         print("none yet; create the default one with: python -m benchmarks prepare")
-    print("\nPlugins" + (f" (parameters on {spec_from})" if spec_from else ""))
+    print("\nPlugins" + (f" (parameters on {spec_from})" if spec_from else
+                         " (parameter counts need a prepared dataset: python -m benchmarks prepare)"))
     print(tabulate(_plugin_rows(spec), headers=["name", "framework", "family", "parameters", "what"]))
     return 0
 
@@ -251,7 +254,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from shared_data.sources import SPLITS, SourceImage
 
     ds = load_dataset(args.dataset, args.data_dir, verify=args.verify)
-    images = [SourceImage(i, s, [" ".join(c) for c in caps], ds.image_dir / i)
+    images = [SourceImage(i, s, [" ".join(c) for c in caps], ds.image_path(i))
               for s in SPLITS for i, caps in zip(ds.splits[s].image_ids, ds.splits[s].captions, strict=True)]
     out = export_flickr8k(images, args.out_dir)
     print(f"wrote {len(images)} images in Flickr8k's Kaggle layout to {out}")

@@ -33,6 +33,17 @@ def spice_missing() -> str | None:
             "get_stanford_models as g; g()')")
 
 
+def java_missing() -> str | None:
+    """Why METEOR cannot run here (its scorer is a Java program), or None. Checked before a study
+    starts: without it, a run would train for hours and then fail in evaluation."""
+    import shutil
+
+    if shutil.which("java") is None:
+        return ("METEOR needs Java, and there is no 'java' on PATH: install Java 17 (Debian/Ubuntu: "
+                "apt install openjdk-17-jre-headless) or pass --no-meteor")
+    return None
+
+
 def start_meteor():
     """pycocoevalcap's METEOR scorer, started now: its JVM spends about 5 s loading paraphrase tables
     in the background, so a caller can start it before other work and pass it to coco_scores."""

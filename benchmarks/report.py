@@ -40,8 +40,9 @@ def _runs(study_dir: Path) -> tuple[list[dict], list[dict], list[rundir.Run]]:
                "state": run.state()}
         if run.finished:
             try:  # the per-image files the tables and samples need, read once
-                row["captions"] = rundir.read_captions(run.dir)
-                row["per_image"] = rundir.read_json(run.dir / rundir.PER_IMAGE)
+                captions = rundir.read_captions(run.dir)
+                row["per_image"] = rundir.read_json(run.dir / rundir.PER_IMAGE, rundir.PER_IMAGE_SCHEMA)
+                row["captions"] = captions  # last: a row with captions is a row of the tables
             except rundir.Unreadable as e:
                 row["state"] = f"unreadable: {e}"
         (done if "captions" in row else other).append(row)
@@ -651,9 +652,9 @@ def _load_image(ds, image_id: str):
     from PIL import Image
 
     try:
-        with Image.open(ds.image_dir / image_id) as im:
+        with Image.open(ds.image_path(image_id)) as im:
             return im.convert("RGB").copy()
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, UserError):  # no image in the figure, and the report still written
         return None
 
 

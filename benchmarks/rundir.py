@@ -20,6 +20,17 @@ replaced. Nothing else in the harness names a file of a run.
 Rules: every file is written atomically (temporary file, then rename); a finished result is only ever
 replaced by a finished result; a report only uses runs whose configuration hash is the one the plan
 gives (others are listed as stale, never averaged in); one process uses a study folder at a time.
+
+Everything in a results folder is untrusted input (it may be damaged, hand-edited or copied from
+elsewhere), checked here, where it is read:
+- paths: a run folder is a plain name inside its study folder (study.json's "folder" included), never
+  a symbolic link, and so is each of its files; image ids in captions.json are relative paths without
+  "..". A study that finds a link where it would write refuses before it writes anything.
+- types: config.json, metrics.json, captions.json, per_image.json and study.json are checked against
+  the schemas below (shared_data/schema.py), history.csv for complete rows of plausible numbers. A run
+  file that fails is an "unreadable: <file> <what is wrong>" row of the report; a damaged study.json
+  is a one-line error, since without it current runs cannot be told from stale ones.
+- environment: the study folder must be writable, and the disk must hold RUN_DISK_BYTES per run to go.
 """
 
 from __future__ import annotations
@@ -30,11 +41,14 @@ import json
 import os
 import re
 import shutil
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shared_data.dataset import path_problem
 from shared_data.errors import UserError
+from shared_data.schema import FINITE, Each, Optional, problem
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -67,9 +81,39 @@ REFERENCES = "references.json"  # the test references, once for all runs (their 
 PUBLISHED_RUN_FILES = (CONFIG, HISTORY, CAPTIONS, PER_IMAGE, LOG, METRICS)  # metrics.json last: it marks a run done
 PUBLISHED_STUDY_FILES = (PLAN, REPORT, RESULTS, SUMMARY, *(HALF_REPORT.format(h) for h in HALVES))
 HISTORY_FIELDS = ["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"]
-METRICS_KEYS = ("status", "plugin", "framework", "device", "versions", "quality", "shuffled_control", "beam", "params",
-                "weights_bytes", "speed", "training", "overfitting")  # what the report reads
-CONFIG_KEYS = ("label", "plugin", "hparams", "settings", "dataset", "extractor", "config_hash")
+HISTORY_BOUND = 1e12  # no loss, score, step count or second count of a run comes near; a larger value is damage
+# What the report and the study read from a run's files, as types (shared_data/schema.py): a file that
+# does not match is "unreadable: <file> <what is wrong>", a row of the report, never a traceback.
+_SCORES = Each(float)  # metric -> value (NaN where a metric has no value on this test set)
+METRICS_SCHEMA = {
+    "status": str, "plugin": str, "framework": str, "device": str, "versions": Each(str),
+    "quality": Each(float, {"BLEU-4": FINITE, "CIDEr": FINITE}), "quality_4refs": Optional(_SCORES),
+    "grounding": Optional(_SCORES), "shuffled_control": {"BLEU-4": FINITE, "CIDEr": FINITE},
+    "beam": {"BLEU-4": FINITE, "CIDEr": FINITE},
+    "params": {"total": int, "trainable": int, "components": Each(int)}, "weights_bytes": int,
+    "speed": {"train_tokens_per_s": float, "train_captions_per_s": float, "time_to_first_step_s": float,
+              "decode_greedy_captions_per_s": float, "decode_beam_captions_per_s": float, "peak_memory_mb": float,
+              "peak_memory_kind": str, "fixed_shapes": bool, "threads": Optional(int),
+              "batch_width": Optional(str), "started_at": Optional(float), "finished_at": Optional(float)},
+    "training": {"epochs": int, "train_time_s": float, "val_eval_time_s": Optional(float),
+                 "eval_time_s": Optional(float), "other_time_s": Optional(float)},
+    "overfitting": {"best_epoch": int, "final_train_loss": Optional(float), "final_val_loss": Optional(float),
+                    "train_bleu4": Optional(float), "test_bleu4": Optional(float)},
+    "execution": Optional({"precision": str, "compile": bool}),
+    "environment": Optional({"cpu": str, "isa": [str], "env": Each(str), "host": Optional(str),
+                             "boot": Optional(str)}),
+    "data": Optional({"weights_sha256": Optional(str), "features_sha256": Optional(str)}),
+    "target": Optional({"target": str, "reached": bool, "train_time_s": float, "epochs": Optional(float),
+                        "tokens": Optional(float)}),
+    "spice_note": Optional(str),
+}
+CONFIG_SCHEMA = {"label": str, "plugin": str, "hparams": dict, "settings": {"seed": Optional(int)}, "dataset": str,
+                 "extractor": str, "config_hash": str, "order": Optional(int), "note": Optional(str),
+                 "expect": Optional(str)}
+PLAN_SCHEMA = {"jobs": [{"folder": lambda f: isinstance(f, str) and bool(_NAME.match(f)), "config_hash": str,
+                         **{k: Optional(v) for k, v in CONFIG_SCHEMA.items() if k != "config_hash"}}]}
+CAPTIONS_SCHEMA = Each({"generated": str, "references": Optional([str])})
+PER_IMAGE_SCHEMA = Each(_SCORES)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
 
@@ -78,6 +122,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
+        tmp.unlink(missing_ok=True)  # a leftover, or a planted link the write would follow
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
@@ -109,45 +154,55 @@ def write_history(run_dir: Path, rows: list[dict]) -> None:
 
 
 # -------------------------------------------------------------------------------------- reading
+LINKED = "the run folder is a symbolic link (run folders are real folders inside their study folder)"
+
+
 class Unreadable(Exception):
     """A run file that exists but cannot be used; the message says which and why."""
 
 
-def _read_json(path: Path, keys: tuple = ()) -> dict:
+def _read_json(path: Path, spec: object = dict) -> dict:
+    if path.is_symlink():
+        raise Unreadable(f"{path.name} is a symbolic link (a run's files are its own)")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise Unreadable(f"{path.name} is not valid JSON") from None
     except (OSError, UnicodeDecodeError) as e:
         raise Unreadable(f"{path.name} cannot be read ({getattr(e, 'strerror', None) or e})") from None
     if not isinstance(data, dict):
         raise Unreadable(f"{path.name} is not a JSON object")
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise Unreadable(f"{path.name} lacks {', '.join(missing)}")
+    wrong = problem(data, spec)
+    if wrong:
+        raise Unreadable(f"{path.name} {wrong}")
     return data
 
 
-def read_json(path: Path) -> dict:
-    """A run's JSON file (captions.json, per_image.json) for the report; Unreadable if it is not one."""
-    return _read_json(Path(path))
+def read_json(path: Path, spec: object = dict) -> dict:
+    """A run's JSON object, checked against `spec` (a schema, shared_data/schema.py); Unreadable if
+    it does not match."""
+    return _read_json(Path(path), spec)
+
+
+def _image_id(name: str) -> bool:
+    """Image ids name files under the dataset's image folder: plain relative paths, printable."""
+    return name.isprintable() and path_problem(name) is None
 
 
 def read_captions(run_dir: Path) -> dict:
     """A run's captions.json as {image id: {"generated", "references"}}; a published run's captions
     take their references from the study's references.json. Unreadable if either is not one."""
-    captions = _read_json(Path(run_dir) / CAPTIONS)
+    captions = _read_json(Path(run_dir) / CAPTIONS, CAPTIONS_SCHEMA)
     shared = None
     for image, entry in captions.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("generated"), str):
-            raise Unreadable(f"{CAPTIONS}: image {image!r} has no generated caption")
+        if not _image_id(image):
+            raise Unreadable(f"{CAPTIONS}: {image[:60]!r} is not an image id (a path inside the image folder)")
         if "references" not in entry:
             if shared is None:
-                shared = _read_json(Path(run_dir).parent / REFERENCES)
+                shared = _read_json(Path(run_dir).parent / REFERENCES, Each([str]))
             entry["references"] = shared.get(image)
-        refs = entry["references"]
-        if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-            raise Unreadable(f"{CAPTIONS}: image {image!r} has no references (a list of captions)")
+        if not entry["references"]:
+            raise Unreadable(f"{CAPTIONS}: image {image[:60]!r} has no references (a list of captions)")
     return captions
 
 
@@ -155,9 +210,13 @@ def _read_history(path: Path) -> list[dict]:
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
-        return [{k: float(r[k]) for k in HISTORY_FIELDS} for r in rows]
+        history = [{k: float(r[k]) for k in HISTORY_FIELDS} for r in rows]
     except (OSError, csv.Error, KeyError, TypeError, ValueError):
         raise Unreadable(f"{path.name} is not a complete history ({', '.join(HISTORY_FIELDS)})") from None
+    for row in history:  # NaN is a diverged epoch's loss; anything else must be a plausible value
+        if any(abs(v) > HISTORY_BOUND for v in row.values() if v == v):
+            raise Unreadable(f"{path.name} has a value beyond ±{HISTORY_BOUND:g} (epoch {row['epoch']:g})")
+    return history
 
 
 @dataclass
@@ -202,14 +261,17 @@ def read_run(run_dir: Path) -> Run:
     """A run folder, validated: a truncated or foreign file makes a Run with a `problem`, never an
     exception (so `report` lists it as a row)."""
     run = Run(Path(run_dir))
+    if run.dir.is_symlink():
+        run.problem = LINKED
+        return run
     if not (run.dir / CONFIG).exists():
         return run  # not started
     try:
-        run.config = _read_json(run.dir / CONFIG, CONFIG_KEYS)
+        run.config = _read_json(run.dir / CONFIG, CONFIG_SCHEMA)
         if (run.dir / ERROR).exists():
             run.error = (run.dir / ERROR).read_text(errors="replace").strip() or "failed"
         if (run.dir / METRICS).exists():
-            run.metrics = _read_json(run.dir / METRICS, METRICS_KEYS)
+            run.metrics = _read_json(run.dir / METRICS, METRICS_SCHEMA)
             if (run.dir / HISTORY).exists():
                 run.history = _read_history(run.dir / HISTORY)
     except Unreadable as e:
@@ -230,6 +292,16 @@ def finished_with(run_dir: Path, digest: str) -> Run | None:
 # ------------------------------------------------------------------------------------- attempts
 def next_dir(run_dir: Path) -> Path:
     return run_dir.with_name(run_dir.name + NEXT)
+
+
+def check_real(run_dirs: list[Path]) -> None:
+    """Before a study touches its run folders: none of them (nor an attempt or a replaced result
+    beside it) may be a symbolic link, which would make the study delete and write another folder."""
+    for d in run_dirs:
+        for p in (d, next_dir(d), d.with_name(d.name + ".old")):
+            if p.is_symlink():
+                raise UserError(f"{p} is a symbolic link; run folders are real folders inside their study "
+                                "folder: remove the link (its target is left alone) and run the command again")
 
 
 def attempt_dir(run_dir: Path) -> Path:
@@ -334,6 +406,26 @@ def check_name(name: str, what: str = "--study") -> str:
     return name
 
 
+# a run's folder at its largest: 4-13 MB finished on the embedded dataset (seed000's runs), while training
+# up to three weight files more (the epoch's best, the checkpoint and its optimizer state); Flickr8k's larger
+# vocabulary grows the output layer about tenfold
+RUN_DISK_BYTES = 64 << 20
+LABEL_MAX = 100  # characters; with "-s<seed>" a run folder's name stays far below a file system's 255 bytes
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._=+,@:()/-]*$")
+
+
+def check_label(label: object, where: str = "") -> str:
+    """A configuration's label names its rows and folders: one line of at most LABEL_MAX characters of
+    letters, digits, spaces and . _ = + , @ : ( ) / - (after Unicode normalisation: NFKC, outer spaces
+    dropped), so that a report's tables and a run's folder name stay what they say."""
+    text = unicodedata.normalize("NFKC", label).strip() if isinstance(label, str) else label
+    if not isinstance(text, str) or not _LABEL.match(text) or len(text) > LABEL_MAX:
+        shown = json.dumps(label)[:60] if isinstance(label, str) else repr(label)[:60]
+        raise UserError(f"{where}label {shown}: a label is at most {LABEL_MAX} characters of letters, digits, "
+                        "spaces and . _ = + , @ : ( ) / -, starting with a letter or digit")
+    return text
+
+
 def slug(label: str) -> str:
     """A label as a folder name: readable, and nothing a shell or a filesystem trips over."""
     out = "".join(c if c.isalnum() or c in "._=+-" else "-" for c in label)
@@ -365,6 +457,9 @@ class StudyFolder:
         return folder
 
     def create(self) -> Path:
+        if self.path.is_symlink():
+            raise UserError(f"{self.path} is a symbolic link; a study folder is a real folder under --results-dir: "
+                            "remove the link, or pass the folder it points to as --results-dir")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -372,7 +467,17 @@ class StudyFolder:
                             "way); choose another --results-dir") from None
         except OSError as e:
             raise UserError(f"cannot create {self.path} ({e.strerror or e}); choose another --results-dir") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise UserError(f"{self.path} is not writable; make it writable or choose another --results-dir")
         return self.path
+
+    def check_space(self, runs: int) -> None:
+        """Refuse a study the disk cannot hold before it starts, rather than fail it hours later."""
+        need, free = runs * RUN_DISK_BYTES, shutil.disk_usage(self.path).free
+        if free < need:
+            raise UserError(f"the runs to go ({runs}) need about {need >> 20} MiB in {self.path} and {free >> 20} MiB "
+                            "are free; "
+                            "free some space or choose another --results-dir")
 
     @contextmanager
     def lock(self):
@@ -381,7 +486,12 @@ class StudyFolder:
         import fcntl
 
         path = self.path / LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # O_NOFOLLOW: a planted link would make the truncate below empty another file
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot use {path} ({e.strerror or e}); "
+                            + ("remove the link and run the command again" if e.errno == errno.ELOOP
+                               else "check the folder's permissions or choose another --results-dir")) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -400,18 +510,24 @@ class StudyFolder:
         write_json(self.path / PLAN, {"study": self.name, "jobs": jobs})
 
     def plan(self) -> list[dict] | None:
-        try:
-            return _read_json(self.path / PLAN, ("jobs",))["jobs"]
-        except Unreadable:
+        """The plan's jobs; None without a study.json. A damaged one is a one-line error: the runs
+        cannot be told current from stale without it."""
+        if not (self.path / PLAN).exists() and not (self.path / PLAN).is_symlink():
             return None
+        try:
+            return _read_json(self.path / PLAN, PLAN_SCHEMA)["jobs"]
+        except Unreadable as e:
+            raise UserError(f"{self.path}: {e}; the study command that ran here rewrites it "
+                            f"(python -m benchmarks study/run/ablate ... --study {self.name})") from None
 
     def runs(self) -> tuple[list[Run], list[Run]]:
         """(the plan's runs, in its order; stale runs). A planned run is its folder if that ran the
         planned configuration, else its attempt in <run>.next/ (failed or unfinished), else an
         unstarted placeholder; a finished run of another configuration is stale: kept, listed, never
         mixed into a row. Without a plan (a folder written by hand), every run folder is current."""
-        folders = sorted(p for p in self.path.iterdir() if p.is_dir() and (p / CONFIG).exists()
-                         and not p.name.endswith((NEXT, ".old"))) if self.path.is_dir() else []
+        folders = sorted(p for p in self.path.iterdir() if p.is_dir() and not p.is_symlink()
+                         and (p / CONFIG).exists() and not p.name.endswith((NEXT, ".old"))) \
+            if self.path.is_dir() else []
         plan = self.plan()
         if plan is None:
             runs = [read_run(p) for p in folders]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -92,6 +93,20 @@ class StudyFile:
     aa_control: bool = False  # add the A/A row (as --aa-control does)
 
 
+STUDY_FILE_BYTES = 256 << 10  # a study file is a page of rows; the shipped ones are under 4 KiB
+STUDY_FILE_DEPTH = 8  # file > variants > row > settings > value is 5: much deeper is not a study file
+NOTE_MAX = 500  # characters of a row's note or hypothesis (a sentence, printed in the report)
+
+
+def _depth(value: object) -> int:
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return 1 + max((_depth(c) for c in children), default=0)
+
+
+def _one_line_text(value: object) -> bool:
+    return isinstance(value, str) and value.isprintable() and len(value) <= NOTE_MAX
+
+
 def load_study_file(name_or_path: str) -> StudyFile:
     """A shipped study (benchmarks/studies/NAME.json) or a file, every row checked (plugin,
     hyperparameters, settings) with the file and row in the message."""
@@ -102,7 +117,11 @@ def load_study_file(name_or_path: str) -> StudyFile:
         shipped = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.json")))
         raise UserError(f"no study '{name_or_path}': give a .json study file or one of: {shipped}")
     try:
+        if path.stat().st_size > STUDY_FILE_BYTES:
+            raise TypeError(f"over {STUDY_FILE_BYTES >> 10} KiB")
         spec = json.loads(path.read_text())
+        if _depth(spec) > STUDY_FILE_DEPTH:
+            raise TypeError(f"nested deeper than {STUDY_FILE_DEPTH} levels")
         rows = [spec["base"], *spec["variants"]]
         if not isinstance(spec.get("settings", {}), dict) or not isinstance(spec.get("aa_control", False), bool):
             raise TypeError("'settings' is not an object or 'aa_control' not true/false")
@@ -110,12 +129,18 @@ def load_study_file(name_or_path: str) -> StudyFile:
                    and isinstance(r.get("hparams", {}), dict) and isinstance(r.get("settings", {}), dict)
                    for r in rows):
             raise TypeError("a row is not an object with text label and plugin")
+    except RecursionError:
+        raise UserError(f"{path}: not a study file (nested deeper than {STUDY_FILE_DEPTH} levels)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise UserError(f"{path}: not a study file ({e}); it needs 'base' and 'variants' with label and plugin") \
             from None
     variants = []
     for r in rows:
+        r["label"] = rundir.check_label(r["label"], f"{path.name}: ")
         where = f"{path.name}, row '{r['label']}'"
+        for key in ("note", "hypothesis"):
+            if not _one_line_text(r.get(key, "")):
+                raise UserError(f"{where}: '{key}' is one line of printable text of at most {NOTE_MAX} characters")
         ref = _in(where, PluginRef.parse, r["plugin"])
         hparams = ref.plugin.check_hparams(r.get("hparams", {}), f"{where}: ")
         RunSettings().changed(r.get("settings", {}), f"{where}: settings")  # checked now, applied per study
@@ -175,6 +200,13 @@ def check(opts: StudyOptions) -> None:
         raise UserError("--executor ray needs Ray: pip install 'ray>=2.9' (or use --executor local --jobs N)")
     if not opts.variants:
         raise UserError("the study has no configurations to run")
+    if opts.settings.meteor and opts.executor == "local":
+        from .metrics import java_missing
+
+        if java_missing():
+            raise UserError(java_missing())
+    for v in opts.variants:
+        v.label = rundir.check_label(v.label)
     labels = [v.label for v in opts.variants]
     for v in opts.variants:
         clash = [w for w in labels if rundir.slug(w) == rundir.slug(v.label)]
@@ -288,10 +320,14 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
     folder.create()
     with folder.lock():
         jobs = _plan(opts, dataset_id, folder.path)
+        rundir.check_real([j.run_dir for j in jobs])
+        for job in jobs:
+            rundir.recover(job.run_dir)
+        folder.check_space(sum(opts.force or rundir.finished_with(j.run_dir, j.config["config_hash"]) is None
+                               for j in jobs))
         folder.write_plan([{"folder": j.run_dir.name, **j.config} for j in jobs])
         rows, pending = [], []
         for job in jobs:
-            rundir.recover(job.run_dir)
             digest = job.config["config_hash"]
             done = None if opts.force else rundir.finished_with(job.run_dir, digest)
             published = None if opts.force or done else rundir.published_run(folder.path, job.run_dir, digest)
@@ -307,9 +343,10 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
                     f"({job.config['config_hash']}), reused (--force redoes it)")
                 rows.append({"plugin": job.label, "status": done.metrics["status"], "wall_s": 0.0, "reused": True})
                 continue
+            pending.append(job)
+        for job in pending:
             job.work_dir = rundir.attempt_dir(job.run_dir)
             rundir.begin_attempt(job.work_dir, job.config, opts.force)
-            pending.append(job)
         interrupted = None
         try:
             run = _run_on_ray if opts.executor == "ray" else _run_local
@@ -585,7 +622,12 @@ def _outcome(job: Job, code: int, wall: float, log) -> dict:
         lines = [ln for ln in (work / rundir.LOG).read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         lines = []
-    error = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
+    error = next((ln for ln in reversed(lines) if ln.startswith("error:")), None)
+    if error is None and code < 0:  # killed: its last line is whatever it printed before, not a reason
+        name = signal.Signals(-code).name if -code in {s.value for s in signal.Signals} else f"signal {-code}"
+        error = f"error: the worker was killed by {name}" + (" (out of memory, or kill -9)"
+                                                             if -code == signal.SIGKILL else "")
+    error = error or (lines[-1] if lines else "no output")
     if code == 0:  # exited cleanly without a usable metrics.json
         error = f"error: {run.problem or 'the worker wrote no metrics.json'}"
     rundir.write_text(work / rundir.ERROR, error + "\n")

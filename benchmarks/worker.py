@@ -9,6 +9,7 @@ Writes metrics.json last (atomically): a run folder without it did not finish.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import math
@@ -301,6 +302,10 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
         t_val = time.perf_counter()
         val_loss = runner.eval_loss(iterate_batches(ds, "val", feats, s.batch_size, 0, 0, shuffle=False,
                                                     table=val_table, pad_to_max=ctx.backend.Runner.FIXED_SHAPES))
+        if not math.isfinite(val_loss):  # finite training losses can still leave weights whose outputs overflow
+            print(f"diverged: non-finite validation loss after epoch {st.epoch}", flush=True)
+            status = "diverged"
+            break
         hyps, refs, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
         val_bleu4 = coco_scores(refs, hyps, meteor=False)[0]["BLEU-4"]
         st.val_eval_s += time.perf_counter() - t_val
@@ -336,7 +341,7 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
         status = NOT_REACHED
     if status == "diverged" and st.best_file is None:
         scalars.close()
-        raise Diverged(f"diverged: non-finite training loss at step {st.step}, before any epoch finished "
+        raise Diverged(f"diverged: non-finite loss at step {st.step}, before any epoch finished "
                        f"(lower --lr or --clip-norm)")
     return st, (resumed if ckpt is not None else None), status, steps_per_epoch
 
@@ -529,6 +534,14 @@ def main() -> int:
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return DIVERGED_EXIT
+    except OSError as e:  # a full disk or a folder made read-only while training: say so, leave no temporaries
+        for tmp in run_dir.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        traceback.print_exc()
+        print(f"error: cannot write in {run_dir} ({e.strerror or e}): "
+              + ("free some disk space" if e.errno == errno.ENOSPC else "check the folder's permissions")
+              + "; the next study command resumes from the last epoch's checkpoint", file=sys.stderr)
+        return 1
     except Exception:  # a crash is one failed row: its traceback goes to the run's log
         traceback.print_exc()
         return 1

@@ -251,3 +251,239 @@ def test_keras_backend_in_the_environment_never_decides_a_run_silently(finished,
     assert err.strip().count("\n") == 0 and snapshot(finished) == before
     check(StudyOptions(variants=[Variant("k", PluginRef.parse("keras_merge@torch")),
                                  Variant("t", PluginRef.parse("torch_merge"))]))  # agrees: accepted
+
+
+# ------------------------------------------------------------------------ study files, labels and plans
+def _deep(levels: int) -> dict:
+    value: object = 1
+    for _ in range(levels):
+        value = {"x": value}
+    return value
+
+
+ROW = {"label": "v", "plugin": "torch_merge"}
+# (a study file's content, or a function of the case folder that writes it; what stderr must say)
+STUDY_FILES = [
+    ({"base": {**ROW, "label": "a\nb"}, "variants": []}, 'label "a\\nb": a label is at most 100 characters'),
+    ({"base": {**ROW, "label": "a\x00b"}, "variants": []}, 'label "a\\u0000b": a label is at most 100'),
+    ({"base": {**ROW, "label": "x" * 101}, "variants": []}, "a label is at most 100 characters"),
+    ({"base": {**ROW, "label": "é" * 200}, "variants": []}, "a label is at most 100 characters"),
+    ({"base": {**ROW, "label": "-rf"}, "variants": []}, "starting with a letter or digit"),
+    ({"base": {**ROW, "label": "a|b"}, "variants": []}, "a label is at most 100 characters"),
+    ({"base": {**ROW, "label": 7}, "variants": []}, "not a study file"),
+    ({"base": ROW, "variants": [{**ROW, "label": "w", "hypothesis": "two\nlines"}]}, "'hypothesis' is one line"),
+    ({"base": ROW, "variants": [{**ROW, "label": "w", "settings": _deep(20)}]}, "nested deeper than 8 levels"),
+    ("[" * 100_000 + "]" * 100_000, "not a study file"),
+    ({"base": ROW, "variants": [{**ROW, "label": f"w{i}", "hypothesis": "h" * 400} for i in range(800)]},
+     "not a study file (over 256 KiB)"),
+]
+
+
+@pytest.mark.parametrize("content, message", STUDY_FILES, ids=[m[:40] for _, m in STUDY_FILES])
+def test_bad_study_file_is_one_line(content, message, finished, data_dir, tmp_path, capsys):
+    path = tmp_path / "s.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    before = snapshot(finished)
+    code, out, err = cli(["study", path, "--dataset", "synthetic-small", "--data-dir", data_dir, "--steps", "2",
+                          "--no-meteor", "--results-dir", tmp_path / "results"], capsys)
+    assert code == 2, out + err
+    assert message in err, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert snapshot(finished) == before and not (tmp_path / "results").exists()
+
+
+# (a change to study.json of a copy of the finished study; what `report` says)
+PLANS = [
+    (lambda p: {**p, "jobs": [{k: v for k, v in j.items() if k != "config_hash"} for j in p["jobs"]]},
+     "study.json has no 'jobs[0].config_hash'"),
+    (lambda p: {**p, "jobs": ["torch_merge-s0"]}, "study.json 'jobs[0]' is a string, expected an object"),
+    (lambda p: {**p, "jobs": [{**j, "folder": "/etc"} for j in p["jobs"]]}, "study.json 'jobs[0].folder' is not valid"),
+    (lambda p: {**p, "jobs": [{**j, "folder": "../x"} for j in p["jobs"]]}, "study.json 'jobs[0].folder' is not valid"),
+    (lambda p: {**p, "jobs": [{**j, "settings": {"seed": "0"}} for j in p["jobs"]]},
+     "'jobs[0].settings.seed' is a string, expected an integer"),
+    (lambda p: '{"x":' * 100_000 + "1" + "}" * 100_000, "study.json is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("change, message", PLANS, ids=[m[:40] for _, m in PLANS])
+def test_report_refuses_a_damaged_plan_in_one_line(change, message, finished, tmp_path, capsys):
+    study = tmp_path / STUDY
+    shutil.copytree(finished / STUDY, study)
+    plan = study / "study.json"
+    changed = change(json.loads(plan.read_text()))
+    plan.write_text(changed if isinstance(changed, str) else json.dumps(changed))
+    before = snapshot(study)
+    code, out, err = cli(["report", study], capsys)
+    assert code == 2, out + err
+    assert message in err and "study command that ran here rewrites it" in err, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert snapshot(study) == before
+
+
+# ------------------------------------------------------------------- damaged run files: rows, not errors
+def _metrics(change):
+    def apply(run: Path) -> None:
+        m = json.loads((run / "metrics.json").read_text())
+        change(m)
+        (run / "metrics.json").write_text(json.dumps(m))
+    return apply
+
+
+def _captions(change):
+    def apply(run: Path) -> None:
+        c = json.loads((run / "captions.json").read_text())
+        (run / "captions.json").write_text(json.dumps(change(c)))
+    return apply
+
+
+def _link(name: str, target: str):
+    def apply(run: Path) -> None:
+        (run / name).unlink()
+        (run / name).symlink_to(target)
+    return apply
+
+
+def _history(text: str):
+    return lambda run: (run / "history.csv").write_text(text)
+
+
+DAMAGED = [
+    (_metrics(lambda m: m["quality"].update({"BLEU-4": "high"})),
+     "metrics.json 'quality.BLEU-4' is \"high\", expected a finite number"),
+    (_metrics(lambda m: m.update(quality=[1, 2])), "metrics.json 'quality' is a list, expected an object"),
+    (_metrics(lambda m: m.update(status=7)), "metrics.json 'status' is a number, expected a string"),
+    (_metrics(lambda m: m["speed"].pop("train_tokens_per_s")), "metrics.json has no 'speed.train_tokens_per_s'"),
+    (_metrics(lambda m: m.update(versions=["x"])), "metrics.json 'versions' is a list, expected an object"),
+    (_metrics(lambda m: m["quality"].update({"CIDEr": float("nan")})),
+     "metrics.json 'quality.CIDEr' is NaN, expected a finite number"),
+    (_metrics(lambda m: m["params"].update(total=True)), "metrics.json 'params.total' is true/false"),
+    (_metrics(lambda m: m.update(environment={"cpu": "x", "isa": "avx2", "env": {}})),
+     "metrics.json 'environment.isa' is a string, expected a list"),
+    (_history("epoch,step,train_loss,val_loss,val_bleu4,train_time_s\n1,2,1e308,1,0.1,3\n"),
+     "history.csv has a value beyond ±1e+12 (epoch 1)"),
+    (_captions(lambda c: {k: v["generated"] for k, v in c.items()}),
+     "captions.json 'synth_"),
+    (_captions(lambda c: {"/etc/hostname" if i == 0 else k: v for i, (k, v) in enumerate(c.items())}),
+     "captions.json: '/etc/hostname' is not an image id"),
+    (_captions(lambda c: {"../../x.jpg" if i == 0 else k: v for i, (k, v) in enumerate(c.items())}),
+     "captions.json: '../../x.jpg' is not an image id"),
+    (lambda run: (run / "per_image.json").write_text('{"a": {"CIDEr": "1"}}'),
+     "per_image.json 'a.CIDEr' is a string, expected a number"),
+    (_link("metrics.json", "/etc/hostname"), "metrics.json is a symbolic link"),
+    (lambda run: (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                               "hparams": []})),
+     "config.json 'hparams' is a list, expected an object"),
+]
+
+
+@pytest.mark.parametrize("damage, message", DAMAGED, ids=[m[:50] for _, m in DAMAGED])
+def test_report_lists_each_damaged_file_as_an_unreadable_row(damage, message, finished, tmp_path, capsys):
+    study = tmp_path / STUDY
+    shutil.copytree(finished / STUDY, study)
+    damage(study / "torch_merge-s0")
+    code, out, err = cli(["report", study], capsys)
+    assert code == 0, err
+    report = (study / "report.md").read_text()
+    row = next((ln for ln in report.splitlines() if "unreadable" in ln), "")
+    assert "torch_merge (seed 0): unreadable: " + message in row, row
+    assert "Traceback" not in out + err
+
+
+def test_a_run_folder_that_links_elsewhere_is_neither_read_nor_written(finished, data_dir, tmp_path, capsys):
+    """A run folder that is a symbolic link: `report` lists it as unreadable without reading it, `run`
+    refuses before it would delete the link target's checkpoint and write a run into it."""
+    results = tmp_path / "results"
+    shutil.copytree(finished, results)
+    outside = tmp_path / "outside"
+    shutil.copytree(results / STUDY / "torch_merge-s0", outside)
+    (outside / "checkpoint.json").write_text("{}")
+    (outside / "tensorboard").mkdir()
+    (outside / "tensorboard" / "events").write_text("x")
+    shutil.rmtree(results / STUDY / "torch_merge-s0")
+    (results / STUDY / "torch_merge-s0").symlink_to(outside, target_is_directory=True)
+    before = snapshot(outside)
+    code, out, err = cli(["report", results / STUDY], capsys)
+    assert code == 0, err
+    assert "torch_merge (seed 0): unreadable: the run folder is a symbolic link" in \
+        (results / STUDY / "report.md").read_text()
+    code, out, err = cli(["run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--data-dir", data_dir,
+                          "--steps", "3", "--seeds", "2", "--no-meteor", "--results-dir", results, "--study", STUDY],
+                         capsys)
+    assert code == 2 and "torch_merge-s0 is a symbolic link; run folders are real folders" in err, err
+    assert err.strip().count("\n") == 0 and snapshot(outside) == before
+
+
+@pytest.mark.parametrize("what", ["study folder", "study.lock"])
+def test_a_study_folder_or_lock_that_links_elsewhere_is_refused(what, finished, data_dir, tmp_path, capsys):
+    results, outside = tmp_path / "results", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep me")
+    if what == "study folder":
+        results.mkdir()
+        (results / "linked").symlink_to(outside, target_is_directory=True)
+        study, message = "linked", "is a symbolic link; a study folder is a real folder"
+    else:
+        shutil.copytree(finished, results)
+        (results / STUDY / "study.lock").unlink(missing_ok=True)
+        (results / STUDY / "study.lock").symlink_to(outside / "precious")
+        study, message = STUDY, "remove the link and run the command again"
+    code, out, err = cli(["run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--data-dir", data_dir,
+                          "--steps", "2", "--no-meteor", "--results-dir", results, "--study", study], capsys)
+    assert code == 2 and message in err, err
+    assert err.strip().count("\n") == 0
+    assert [p.name for p in outside.iterdir()] == ["precious"] and (outside / "precious").read_text() == "keep me"
+
+
+def test_environment_is_checked_before_any_work(finished, data_dir, tmp_path, capsys, monkeypatch):
+    """No Java (METEOR), no disk space, no write permission: each one line before anything is written."""
+    import benchmarks.rundir as rundir_mod
+
+    argv = ["run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--data-dir", data_dir, "--steps", "2",
+            "--results-dir", tmp_path / "results", "--study", "env"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    code, out, err = cli(argv, capsys)
+    assert code == 2 and "METEOR needs Java" in err and "or pass --no-meteor" in err, err
+    assert not (tmp_path / "results").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(rundir_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 1 << 20))
+    code, out, err = cli(argv + ["--no-meteor"], capsys)
+    assert code == 2 and "the runs to go (1) need about 64 MiB" in err and "1 MiB are free" in err, err
+    assert not list((tmp_path / "results" / "env").glob("*-s0"))
+    monkeypatch.undo()
+    monkeypatch.setattr(rundir_mod.os, "access", lambda p, mode: False)  # as root, chmod alone would not stop us
+    code, out, err = cli(argv + ["--no-meteor"], capsys)
+    assert code == 2 and "is not writable" in err, err
+
+
+def test_list_with_a_dataset_that_is_not_there_says_so(data_dir, capsys):
+    code, out, err = cli(["list", "--dataset", "missing", "--data-dir", data_dir], capsys)
+    assert code == 2 and "missing" in err and "prepare" in err and err.strip().count("\n") == 0, err
+
+
+def test_a_killed_worker_is_reported_as_killed_not_by_its_last_line(tmp_path):
+    from benchmarks.study import Job, _outcome
+
+    run = tmp_path / "r-s0"
+    run.mkdir()
+    (run / "stdout.log").write_text('{"epoch": 1, "step": 5, "val_loss": 2.0}\n')
+    job = Job(1, "r", run, {"label": "r", "config_hash": "0" * 16})
+    job.work_dir = run
+    row = _outcome(job, -9, 1.0, log=lambda *_: None)
+    assert row["error"] == "error: the worker was killed by SIGKILL (out of memory, or kill -9)"
+    assert (run / "error.txt").read_text().strip() == row["error"]
+
+
+def test_a_full_disk_in_a_worker_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    import benchmarks.worker as worker
+
+    (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
+
+    def full(run_dir):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(worker, "run", full)
+    monkeypatch.setattr(sys, "argv", ["worker", str(tmp_path)])
+    assert worker.main() == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"error: cannot write in {tmp_path} (No space left on device)")
+    assert not list(tmp_path.glob("*.tmp"))

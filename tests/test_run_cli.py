@@ -95,12 +95,14 @@ def test_bad_run_input_is_one_line(small_dataset, data_dir, tmp_path, argv, mess
     assert proc.stderr.strip().count("\n") == 0
 
 
-def test_nan_loss_marks_the_run_diverged(small_dataset, data_dir, tmp_path):
-    """Adam moves every weight by ~lr per step whatever the gradient: lr 1e30 overflows at step 2."""
-    proc = run("run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "5", "--lr", "1e30",
+@pytest.mark.parametrize("lr", ["1e30", "1e308"])
+def test_nan_loss_marks_the_run_diverged(small_dataset, data_dir, tmp_path, lr):
+    """Adam moves every weight by ~lr per step whatever the gradient: lr 1e30 overflows the training loss
+    at step 2; lr 1e308 can leave it finite and overflow the validation loss instead: both are diverged."""
+    proc = run("run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "2", "--lr", lr,
                "--no-meteor", "--study", "nan", data_dir=data_dir, cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "DIVERGED (error: diverged: non-finite training loss at step 2" in proc.stdout
+    assert "DIVERGED (error: diverged: non-finite loss at step 2" in proc.stdout
     report = (tmp_path / "results" / "nan" / "report.md").read_text()
     assert "torch_merge: error: diverged" in report
 

@@ -15,6 +15,18 @@ from benchmarks import rundir
 from shared_data.errors import UserError
 
 
+def minimal_metrics() -> dict:
+    """The least a metrics.json holds that the report can table (rundir.METRICS_SCHEMA)."""
+    scores = {"BLEU-4": 0.2, "CIDEr": 0.5}
+    return {"status": "ok", "plugin": "torch_merge", "framework": "torch", "device": "cpu", "versions": {},
+            "quality": scores, "shuffled_control": scores, "beam": scores,
+            "params": {"total": 1, "trainable": 1, "components": {}}, "weights_bytes": 1,
+            "speed": {k: 1.0 for k in ("train_tokens_per_s", "train_captions_per_s", "time_to_first_step_s",
+                                       "decode_greedy_captions_per_s", "decode_beam_captions_per_s",
+                                       "peak_memory_mb")} | {"peak_memory_kind": "rss", "fixed_shapes": False},
+            "training": {"epochs": 1, "train_time_s": 1.0}, "overfitting": {"best_epoch": 1}}
+
+
 def fake_run(d: Path, digest: str, finished: bool = True, label: str = "a", seed: int = 0) -> Path:
     """A run folder as the worker leaves it (only the files rundir itself reads)."""
     d.mkdir(parents=True, exist_ok=True)
@@ -22,7 +34,7 @@ def fake_run(d: Path, digest: str, finished: bool = True, label: str = "a", seed
                                           "settings": {"seed": seed}, "dataset": "x", "extractor": "grid",
                                           "config_hash": digest})
     if finished:
-        rundir.write_json(d / rundir.METRICS, {k: {} for k in rundir.METRICS_KEYS} | {"status": "ok"})
+        rundir.write_json(d / rundir.METRICS, minimal_metrics())
     return d
 
 
@@ -46,7 +58,7 @@ def test_read_run_names_what_is_unreadable(tmp_path):
     (d / rundir.METRICS).write_text('{"status": "ok", "qual')
     assert rundir.read_run(d).state() == "unreadable: metrics.json is not valid JSON"
     (d / rundir.METRICS).write_text('{"status": "ok"}')
-    assert rundir.read_run(d).state().startswith("unreadable: metrics.json lacks plugin")
+    assert rundir.read_run(d).state().startswith("unreadable: metrics.json has no 'plugin'")
     (d / rundir.CONFIG).write_text("[]")
     assert rundir.read_run(d).state() == "unreadable: config.json is not a JSON object"
 
