@@ -237,6 +237,7 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
     lines += _quality(done, ceiling, comparisons)
     lines += _time_to_target(done)
     lines += _size(done, name) + _speed(done, name) + _overfitting(done, name) + _details(done)
+    lines += _diversity(groups, ds)
     if half is None:  # the figures are the whole study's; a half report is its tables
         lines += _figures(study_dir, done, ds, name, comparisons)
         from . import export
@@ -312,6 +313,44 @@ def _details(done: list[dict]) -> list[str]:
             "Shuffled: the same model with test image features permuted across images. Grounded columns parse "
             "captions against the synthetic ground truth (benchmarks/grounding.py): colour accuracy, shape "
             "precision, relation accuracy and the share of hallucinated objects.", ""]
+
+
+def _diversity(groups: dict[str, list[dict]], ds) -> list[str]:
+    """How varied each configuration's test captions are (benchmarks/diversity.py), mean over seeds,
+    with the human references (first of each image) as the ceiling row."""
+    from .diversity import HEADERS, METRICS, diversity, first_references
+
+    if not groups:
+        return []
+    train, objects = None, None
+    if ds is not None:
+        train = {c for caps in ds.splits["train"].texts for c in caps}
+        try:
+            objects = ds.objects()
+        except UserError:
+            objects = None
+
+    def scores(captions: dict[str, str]) -> dict:
+        try:
+            return diversity(captions, train, objects)
+        except (KeyError, TypeError, ValueError):  # a damaged objects.json: everything but the object counts
+            return diversity(captions, train)
+
+    def cells(values: list[dict]) -> list[str]:
+        means = [float(np.mean([v[m] for v in values])) for m in METRICS]
+        return [f"{x:,.0f}" if m == "vocabulary" else _f(x, 2 if m.startswith("objects") or m == "mean_length" else 3)
+                for m, x in zip(METRICS, means, strict=True)]
+
+    rows = [[label, *cells([scores({i: c["generated"] for i, c in r["captions"].items()}) for r in group])]
+            for label, group in groups.items()]
+    first = next(iter(groups.values()))[0]["captions"]
+    rows.append(["human (first reference)", *cells([scores(first_references(first))])])
+    return ["### Diversity (test split, greedy captions)", "",
+            tabulate(rows, headers=["configuration", *HEADERS], tablefmt="github", disable_numparse=True), "",
+            "Vocabulary: distinct words over the split; distinct-1/2: distinct unigrams/bigrams over all of them; "
+            "unique: captions no other image got; novel: captions that are not a training caption word for word "
+            "(n/a without the dataset); objects named: shape nouns per caption, against the objects its image "
+            "has (the embedded dataset's scenes). Mean over seeds.", ""]
 
 
 def _time_to_target(done: list[dict]) -> list[str]:

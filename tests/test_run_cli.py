@@ -41,7 +41,8 @@ def test_study_writes_runs_and_report(study):
             assert (run_dir / f).exists()
         assert any(run_dir.glob("weights.*"))
     report = (study_dir / "report.md").read_text()
-    for section in ("## 1. Quality", "## 2. Size", "## 3. Speed", "## 4. Overfitting"):
+    for section in ("## 1. Quality", "## 2. Size", "## 3. Speed", "## 4. Overfitting", "### Diversity",
+                    "| human (first reference) "):
         assert section in report
     assert "keras_merge" in report and "torch_concat" in report and "human ceiling" in report
     speed = report.split("## 3. Speed")[1].split("## 4.")[0]  # each run's API and the engine under it

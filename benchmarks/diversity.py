@@ -1,0 +1,71 @@
+"""How varied a model's captions are, beside how right: beam search and greedy decoding collapse onto
+a few safe captions, which BLEU does not punish.
+
+For one caption per test image (captions are space-joined tokens, as the harness stores them):
+
+- vocabulary: distinct words used over the whole test split
+- distinct-1 / distinct-2: distinct unigrams (bigrams) over all unigrams (bigrams), pooled over
+  the split (Li et al. 2016)
+- unique: share of the captions that no other test image got
+- novel: share of the captions that are not, word for word, a training caption (needs the dataset)
+- mean length: words per caption
+- objects named / in image (the embedded dataset, whose scenes are known): shape nouns a caption
+  names, and objects its image has, both per image
+
+The human references get the same numbers (each image's first reference) as a ceiling row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+METRICS = ("vocabulary", "distinct_1", "distinct_2", "unique", "novel", "mean_length", "objects_named",
+           "objects_in_image")
+HEADERS = ("vocabulary", "distinct-1", "distinct-2", "unique", "novel", "mean length", "objects named",
+           "objects in image")
+
+
+def _ngrams(tokens: list[str], n: int) -> Iterable[tuple[str, ...]]:
+    return zip(*(tokens[i:] for i in range(n)), strict=False)
+
+
+def distinct(captions: list[list[str]], n: int) -> float:
+    grams = [g for t in captions for g in _ngrams(t, n)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def diversity(captions: dict[str, str], train: set[str] | None = None, objects: dict | None = None) -> dict:
+    """The numbers above for {image id: caption}; novel is NaN without the training captions and the
+    object counts without the scenes (objects.json)."""
+    texts = [captions[i] for i in sorted(captions)]
+    tokens = [t.split() for t in texts]
+    counts: dict[str, int] = {}
+    for t in texts:
+        counts[t] = counts.get(t, 0) + 1
+    n = max(len(texts), 1)
+    out = {
+        "vocabulary": len({w for t in tokens for w in t}),
+        "distinct_1": distinct(tokens, 1),
+        "distinct_2": distinct(tokens, 2),
+        "unique": sum(c == 1 for c in counts.values()) / n,
+        "novel": sum(t not in train for t in texts) / n if train is not None else math.nan,
+        "mean_length": sum(map(len, tokens)) / n,
+        "objects_named": math.nan,
+        "objects_in_image": math.nan,
+    }
+    if objects and all(i in objects for i in captions):
+        from .grounding import caption_counts
+
+        out["objects_named"] = sum(caption_counts(captions[i], objects[i])["shape_total"] for i in captions) / n
+        out["objects_in_image"] = sum(len(_objects(objects[i])) for i in captions) / n
+    return out
+
+
+def _objects(scene: dict | list) -> list:
+    return scene["objects"] if isinstance(scene, dict) else scene
+
+
+def first_references(captions: dict[str, dict]) -> dict[str, str]:
+    """Each image's first human reference: the ceiling row, one caption per image like a model's."""
+    return {i: entry["references"][0] for i, entry in captions.items()}

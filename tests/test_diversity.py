@@ -1,0 +1,40 @@
+"""benchmarks.diversity against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.diversity import distinct, diversity, first_references
+
+
+def _scene(*shapes: str) -> dict:
+    return {"objects": [{"shape": s, "colour": "red", "size": "small", "x": 0.5, "y": 0.5, "radius": 0.1,
+                         "depth": k, "bbox": [0.4, 0.4, 0.6, 0.6]} for k, s in enumerate(shapes)]}
+
+
+CAPTIONS = {"a": "a red circle", "b": "a red circle", "c": "a blue square near a red circle"}
+
+
+def test_diversity_of_three_captions():
+    d = diversity(CAPTIONS, train={"a red circle"}, objects={"a": _scene("circle"), "b": _scene("circle", "star"),
+                                                             "c": _scene("square", "circle", "star")})
+    assert d["vocabulary"] == 6  # a red circle blue square near
+    assert d["distinct_1"] == pytest.approx(6 / 13)
+    # bigrams: (a red) x3, (red circle) x3, (a blue), (blue square), (square near), (near a): 10, 6 distinct
+    assert d["distinct_2"] == pytest.approx(6 / 10)
+    assert d["unique"] == pytest.approx(1 / 3) and d["novel"] == pytest.approx(1 / 3)
+    assert d["mean_length"] == pytest.approx(13 / 3)
+    assert d["objects_named"] == pytest.approx(4 / 3) and d["objects_in_image"] == pytest.approx(6 / 3)
+
+
+def test_without_the_dataset_novelty_and_objects_are_not_known():
+    d = diversity(CAPTIONS)
+    assert math.isnan(d["novel"]) and math.isnan(d["objects_named"]) and d["vocabulary"] == 6
+
+
+def test_edge_cases():
+    assert math.isnan(distinct([["one"]], 2))  # no bigram at all
+    assert distinct([["x", "x", "x"]], 1) == pytest.approx(1 / 3)
+    assert first_references({"i": {"generated": "g", "references": ["r1", "r2"]}}) == {"i": "r1"}
