@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from backends.common import EAGER_FP32, Execution, OptimConfig
-from backends.decoding import beam_search, greedy_attention_search, greedy_search
+from backends.decoding import beam_search, greedy_attention_search, greedy_search, sample_search
 
 # the harness-facing names: what benchmarks/ calls on a runner, and the module-level ones
 METHODS = ("train_step", "eval_loss", "greedy", "beam", "greedy_attention", "has_attention", "parameters",
@@ -151,18 +151,28 @@ class Runner(ABC):
             return greedy_attention_search(step, state, len(global_feats), max_len, self.spec.start_id)
 
     def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
-             alpha: float = 0.0) -> np.ndarray:
+             alpha: float = 0.0, block_trigrams: bool = False) -> np.ndarray:
         """Batched beam search (backends.decoding.beam_search) with `beam` hypotheses per image and GNMT
         length normalisation `alpha`: [B, <= max_len-1] token ids of each image's best hypothesis."""
         with self._decoding():
             state = self._repeat_rows(self._init_state(global_feats, spatial_feats), beam)
+            return beam_search(self._logits_step, state, self._take_rows, len(global_feats), beam, max_len,
+                               self.spec.start_id, self.spec.end_id, self.spec.pad_id, alpha, block_trigrams)
 
-            def step(state, tokens):
-                logits, state = self._step(state, tokens)
-                return self._numpy(logits), state
+    def sample(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, seed: int,
+               n: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               block_trigrams: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """`n` sampled captions per image (backends.decoding.sample_search), image b's in rows b*n ..
+        b*n+n-1: ([B*n, <= max_len-1] token ids, [B*n] each caption's log-probability under the model)."""
+        with self._decoding():
+            state = self._repeat_rows(self._init_state(global_feats, spatial_feats), n)
+            return sample_search(self._logits_step, state, len(global_feats) * n, max_len, self.spec.start_id,
+                                 self.spec.end_id, self.spec.pad_id, np.random.default_rng(seed), temperature,
+                                 top_k, top_p, block_trigrams)
 
-            return beam_search(step, state, self._take_rows, len(global_feats), beam, max_len, self.spec.start_id,
-                               self.spec.end_id, self.spec.pad_id, alpha)
+    def _logits_step(self, state, tokens):
+        logits, state = self._step(state, tokens)
+        return self._numpy(logits), state
 
     # --- files -------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from backends.decoding import beam_search, log_softmax
+from backends.decoding import beam_search, filter_logits, log_softmax, sample_search
 
 START, END, PAD = 1, 2, 0
 
@@ -107,3 +107,84 @@ def test_torch_and_keras_beams_agree(small_dataset):
     np.testing.assert_array_equal(bt, bk)
     assert torch.equal(torch.from_numpy(t.beam(g, None, ds.max_length, beam=1)[:, :5]),
                        torch.from_numpy(t.greedy(g, None, ds.max_length)[:, :5]))
+
+
+# ------------------------------------------------------------------- sampling and trigram blocking
+def test_top_k_one_and_a_cold_temperature_are_greedy():
+    table, step, _ = toy(11)
+    greedy = beam_search(step, np.arange(3), lambda s, r: s[r], 3, 1, 6, START, END, PAD)
+    for kwargs in ({"top_k": 1}, {"temperature": 1e-4}, {"top_p": 1e-9}):
+        out, logprob = sample_search(step, np.arange(3), 3, 6, START, END, PAD, np.random.default_rng(0), **kwargs)
+        np.testing.assert_array_equal(out[:, :greedy.shape[1]], greedy)
+        assert (logprob <= 0).all()
+
+
+def test_samples_follow_the_models_distribution():
+    """First words of 20,000 captions of one image against the model's first-step probabilities."""
+    table, step, _ = toy(5)
+    rows = np.zeros(20_000, np.int64)
+    out, logprob = sample_search(step, rows, len(rows), 2, START, END, PAD, np.random.default_rng(1))
+    freq = np.bincount(out[:, 0], minlength=5) / len(rows)
+    np.testing.assert_allclose(freq, np.exp(log_softmax(table[0, START])), atol=0.015)
+    np.testing.assert_allclose(logprob, log_softmax(table[0, START])[out[:, 0]])
+    again, _ = sample_search(step, rows, len(rows), 2, START, END, PAD, np.random.default_rng(1))
+    np.testing.assert_array_equal(out, again)  # a seed fixes the captions
+
+
+def test_filters_keep_the_likeliest_words():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
+    np.testing.assert_allclose(np.exp(filter_logits(logits, top_k=2)), [[0.625, 0.375, 0, 0]])
+    np.testing.assert_allclose(np.exp(filter_logits(logits, top_p=0.7)), [[0.625, 0.375, 0, 0]])
+    np.testing.assert_allclose(np.exp(filter_logits(logits, top_p=0.85)), [[0.5, 0.3, 0.15, 0]] / np.float64(0.95))
+    np.testing.assert_allclose(np.exp(filter_logits(logits, temperature=2.0)).sum(), 1.0)
+
+
+def test_trigram_blocking_stops_a_loop():
+    """A model that always continues 3 -> 4 -> 3 repeats 'x y x y ...'; blocked, no trigram comes twice."""
+    vocab = 6
+    table = np.full((1, vocab, vocab), -1e9)
+    table[0, START, 3] = 0
+    table[0, 3, 4], table[0, 3, 5] = 0, -3
+    table[0, 4, 3], table[0, 4, END] = 0, -5
+    table[0, 5, END] = 0
+
+    def step(state, tokens):
+        return table[state, tokens], state
+
+    loop = beam_search(step, np.zeros(2, np.int64), lambda s, r: s[r], 1, 2, 9, START, END, PAD)[0]
+    assert list(loop[:4]) == [3, 4, 3, 4]
+    for blocked in (beam_search(step, np.zeros(2, np.int64), lambda s, r: s[r], 1, 2, 9, START, END, PAD,
+                                block_trigrams=True)[0],
+                    sample_search(step, np.zeros(1, np.int64), 1, 9, START, END, PAD, np.random.default_rng(0),
+                                  top_k=1, block_trigrams=True)[0][0]):
+        words = [int(t) for t in blocked if t != PAD]
+        trigrams = list(zip(words, words[1:], words[2:], strict=False))
+        assert len(trigrams) == len(set(trigrams)), words
+
+
+def test_torch_and_keras_sample_the_same_captions(small_dataset):
+    """The same weights in both frameworks and the same seed: the same sampled captions."""
+    pytest.importorskip("torch")
+    from test_parity_merge import copy_torch_to_keras
+
+    from backends.common import OptimConfig
+    from backends.keras.runner import Runner as KRunner
+    from backends.torch.runner import Runner as TRunner
+    from plugins.registry import ModelSpec, get_plugin
+    from shared_data.batches import iterate_batches
+    from shared_data.dataset import load_dataset
+
+    ds = load_dataset(str(small_dataset))
+    f = ds.features("grid")
+    spec = ModelSpec(len(ds.vocab), f.global_.shape[1], None, ds.max_length)
+    t = TRunner(get_plugin("torch_merge"), spec, {**get_plugin("torch_merge").defaults}, 0, OptimConfig())
+    k = KRunner(get_plugin("keras_merge"), spec, {**get_plugin("keras_merge").defaults}, 0, OptimConfig())
+    for b in list(iterate_batches(ds, "train", f, 64, 0, 0))[:20]:
+        t.train_step(b)
+    copy_torch_to_keras(t.model, k.model)
+    g = f.global_[ds.splits["test"].feature_rows[:12]]
+    kwargs = {"seed": 3, "n": 4, "temperature": 0.8, "top_p": 0.9, "block_trigrams": True}
+    (st, lt), (sk, lk) = t.sample(g, None, ds.max_length, **kwargs), k.sample(g, None, ds.max_length, **kwargs)
+    np.testing.assert_array_equal(st, sk)
+    np.testing.assert_allclose(lt, lk, atol=1e-4)
+    assert st.shape[0] == 48 and len({tuple(r) for r in st}) > 12  # four different captions for most images
