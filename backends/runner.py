@@ -170,6 +170,25 @@ class Runner(ABC):
                                  self.spec.end_id, self.spec.pad_id, np.random.default_rng(seed), temperature,
                                  top_k, top_p, block_trigrams)
 
+    def log_prob(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, tokens: np.ndarray) -> np.ndarray:
+        """[B] the model's log-probability of each caption in `tokens` [B, T] (as decoding returns them:
+        words, <end>, then <pad>), summed up to and including its <end>."""
+        from backends.decoding import log_softmax
+
+        with self._decoding():
+            state = self._init_state(global_feats, spatial_feats)
+            prev = np.full(len(tokens), self.spec.start_id, np.int64)
+            total, live = np.zeros(len(tokens)), np.ones(len(tokens), bool)
+            for t in range(tokens.shape[1]):
+                logits, state = self._logits_step(state, prev)
+                word = tokens[:, t].astype(np.int64)
+                total += np.where(live, log_softmax(np.asarray(logits, np.float64))[np.arange(len(word)), word], 0.0)
+                live &= (word != self.spec.end_id) & (word != self.spec.pad_id)
+                if not live.any():
+                    break
+                prev = word
+            return total
+
     def _logits_step(self, state, tokens):
         logits, state = self._step(state, tokens)
         return self._numpy(logits), state

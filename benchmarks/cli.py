@@ -145,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="seed000, or a path to a study .json file")
     _add_study_args(p)
 
+    p = sub.add_parser("caption", help="caption your own images with a finished run",
+                       description="Caption image files or folders of them with a finished run's weights, its "
+                                   "dataset's vocabulary and extractor: greedy, beam search or sampling.")
+    p.add_argument("run_dir", type=Path, help="a finished run, e.g. results/<study>/torch_concat-s0")
+    p.add_argument("images", type=Path, nargs="+", help="image files (jpg, png) or folders of them")
+    p.add_argument("--beam-size", type=int, default=1, help="beam search with this many hypotheses (1: greedy)")
+    p.add_argument("--length-alpha", type=float, default=0.0, help="beam search's GNMT length normalisation")
+    p.add_argument("--sample", type=int, default=0, metavar="N", help="sample N captions per image instead")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling: divide the logits by this")
+    p.add_argument("--top-k", type=int, default=0, help="sampling: only the k likeliest words (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="sampling: the nucleus of probability p")
+    p.add_argument("--seed", type=int, default=0, help="sampling: the draws' seed")
+    p.add_argument("--block-trigrams", action="store_true", help="never repeat a trigram within a caption")
+    p.add_argument("--out", type=Path, default=None, help="write the rows to FILE.csv or FILE.json")
+
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
     p.add_argument("--half", type=int, choices=HALVES, default=None,
@@ -348,13 +363,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .caption import Decoding, caption
+
+    decoding = Decoding(args.beam_size, args.length_alpha, args.sample, args.temperature, args.top_k, args.top_p,
+                        args.seed, args.block_trigrams)
+    rows = caption(args.run_dir, args.images, decoding, args.out)
+    if args.out is None:
+        print(tabulate([(r["image"], r["caption"], r["log_prob"]) for r in rows], headers=["image", "caption",
+                                                                                           "log-prob"]))
+    else:
+        print(f"wrote {len(rows)} captions ({rows[0]['decoding'] if rows else 'none'}) to {args.out}")
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from . import perf
 
     return perf.main(args)
 
 
-COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run,
+COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run": cmd_run, "caption": cmd_caption,
             "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "publish": cmd_publish,
             "calibrate": cmd_calibrate,
             "perf": cmd_perf}

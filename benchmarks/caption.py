@@ -1,0 +1,176 @@
+"""Caption your own images with a finished run: `python -m benchmarks caption RUN_DIR IMAGE_OR_FOLDER...`.
+
+The run's weights, its dataset's vocabulary and the extractor (with the very weights the dataset was
+prepared with) make features for the given images, which are decoded as the options say: greedy,
+beam search, or sampling (n captions per image, temperature, top-k, top-p; backends/decoding.py).
+One row per caption: image, caption, the model's log-probability of it, the decoding settings, the run.
+Every check is made before the first image is read; an image that does not decode is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared_data.errors import UserError
+
+from . import rundir
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+OUT_SUFFIXES = (".csv", ".json")
+BATCH = 64  # images per extraction and decoding batch
+FIELDS = ["image", "caption", "log_prob", "decoding", "run"]
+
+
+@dataclass
+class Decoding:
+    """How captions are decoded; the defaults are greedy."""
+
+    beam_size: int = 1
+    length_alpha: float = 0.0
+    sample: int = 0  # captions per image when sampling; 0: greedy or beam
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    block_trigrams: bool = False
+
+    def check(self) -> None:
+        if self.sample and self.beam_size > 1:
+            raise UserError("--sample and --beam-size are two ways to decode: give one of them")
+        for name, ok in (("--beam-size", 1 <= self.beam_size <= 100), ("--sample", 0 <= self.sample <= 100),
+                         ("--temperature", 0 < self.temperature <= 100), ("--top-k", self.top_k >= 0),
+                         ("--top-p", 0 < self.top_p <= 1), ("--length-alpha", 0 <= self.length_alpha <= 10),
+                         ("--seed", 0 <= self.seed < 2**32)):
+            if not ok:
+                raise UserError(f"{name} {getattr(self, name[2:].replace('-', '_'))}: out of range "
+                                "(beam size 1-100, sample 0-100, temperature (0, 100], top-k >= 0, top-p (0, 1], "
+                                "length alpha 0-10, seed 0-4294967295)")
+
+    def __str__(self) -> str:
+        extra = ", trigram blocking" if self.block_trigrams else ""
+        if self.sample:
+            return (f"sample {self.sample} (temperature {self.temperature:g}, top-k {self.top_k or 'all'}, "
+                    f"top-p {self.top_p:g}, seed {self.seed}{extra})")
+        if self.beam_size > 1:
+            return f"beam {self.beam_size} (length alpha {self.length_alpha:g}{extra})"
+        return "greedy" + extra
+
+
+def find_images(inputs: list[Path]) -> list[Path]:
+    """The image files given, and those in the folders given (recursively), in a stable order."""
+    found: list[Path] = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"{path}: no such file or folder; give image files (jpg, png) or folders of them")
+    if not found:
+        raise UserError(f"no images (.jpg, .jpeg, .png) in {', '.join(map(str, inputs))}")
+    return found
+
+
+def _finished_run(run_dir: Path) -> tuple[rundir.Run, Path]:
+    run = rundir.read_run(run_dir)
+    if not run.finished:
+        raise UserError(f"{run_dir} is not a finished run: {run.state()}; give the folder of a run that finished, "
+                        "such as results/<study>/<label>-s0")
+    weights = run_dir / str(run.metrics.get("weights_file") or "")
+    if not weights.is_file() or weights.is_symlink() or weights.parent != run_dir:
+        raise UserError(f"{run_dir} has no weights file (a published run keeps none): train it again with "
+                        f"the same command, then caption with that run")
+    return run, weights
+
+
+def _load(path: Path, size: int) -> np.ndarray | None:
+    """The image as extraction reads it, or None if it does not decode (a decompression bomb included)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning):
+        return None
+
+
+def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | None = None, log=print) -> list[dict]:
+    """Caption the images; write `out` (.csv or .json) when given; return the rows."""
+    from tqdm import tqdm
+
+    from .extractors import get_extractor
+    from .worker import setup
+
+    decoding.check()
+    if out is not None and Path(out).suffix not in OUT_SUFFIXES:
+        raise UserError(f"--out {out}: write a .csv or a .json file")
+    run_dir = Path(run_dir)
+    run, weights = _finished_run(run_dir)
+    images = find_images(inputs)
+    ctx = setup(run_dir)
+    entry = ctx.ds.manifest["features"][ctx.cfg["extractor"]]
+    spec = get_extractor(ctx.cfg["extractor"])
+    try:
+        extract = spec.build(entry.get("weights", "imagenet")) if spec.needs_weights else spec.build()
+    except (OSError, ImportError) as e:
+        raise UserError(f"the extractor '{spec.name}' of dataset {ctx.ds.name} cannot be built here ({e}); its "
+                        f"weights ({entry.get('weights')}) must be on this machine, as when the dataset was "
+                        "prepared") from None
+    made_with, have = entry.get("weights_sha256"), getattr(extract, "weights_sha256", None)
+    if made_with and have and made_with != have:
+        raise UserError(f"the '{spec.name}' weights here (sha256 {have[:12]}) are not those dataset {ctx.ds.name} "
+                        f"was prepared with ({made_with[:12]}): its features would not match the model's")
+    ctx.runner.load_file(weights)
+    rows, skipped = [], []
+    for start in tqdm(range(0, len(images), BATCH), desc="caption", unit="batch", leave=False):
+        batch = [(p, _load(p, spec.image_size)) for p in images[start:start + BATCH]]
+        skipped += [p for p, im in batch if im is None]
+        batch = [(p, im) for p, im in batch if im is not None]
+        if batch:
+            rows += _decode(ctx, [p for p, _ in batch], extract(np.stack([im for _, im in batch])), decoding, run_dir)
+    if skipped and not rows:
+        raise UserError(f"none of the {len(images)} file(s) is a readable image (jpg, png), e.g. {skipped[0]}")
+    if skipped:
+        log(f"skipped {len(skipped)} file(s) that are not readable images, e.g. {skipped[0]}")
+    if out is not None:
+        rundir.write_text(Path(out), _as_json(rows) if Path(out).suffix == ".json" else _as_csv(rows))
+    return rows
+
+
+def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoding, run_dir: Path) -> list[dict]:
+    g, s = features
+    g = np.asarray(g, np.float32)  # a plugin that reads only the grid ignores it, as in training
+    s = np.asarray(s, np.float32) if ctx.plugin.needs_spatial and s is not None else None
+    max_len, runner = ctx.ds.max_length, ctx.runner
+    if decoding.sample:
+        tokens, logp = runner.sample(g, s, max_len, decoding.seed, decoding.sample, decoding.temperature,
+                                     decoding.top_k, decoding.top_p, decoding.block_trigrams)
+        paths = [p for p in paths for _ in range(decoding.sample)]
+    else:
+        tokens = runner.greedy(g, s, max_len) if decoding.beam_size == 1 and not decoding.block_trigrams else \
+            runner.beam(g, s, max_len, decoding.beam_size, decoding.length_alpha, decoding.block_trigrams)
+        logp = runner.log_prob(g, s, tokens)
+    return [{"image": str(p), "caption": " ".join(ctx.ds.vocab.decode(t)), "log_prob": round(float(lp), 4),
+             "decoding": str(decoding), "run": str(run_dir)} for p, t, lp in zip(paths, tokens, logp, strict=True)]
+
+
+def _as_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _as_json(rows: list[dict]) -> str:
+    return json.dumps(rows, indent=1) + "\n"

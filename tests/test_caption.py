@@ -1,0 +1,103 @@
+"""`python -m benchmarks caption`: a finished run captions image files as it captioned its own test split."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from benchmarks.caption import Decoding, caption
+from benchmarks.cli import main
+
+PLUGINS = ("torch_merge", "keras_merge")
+
+
+@pytest.fixture(scope="module")
+def runs(small_dataset, data_dir, tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("caption")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--plugins", ",".join(PLUGINS), "--dataset",
+                           "synthetic-small", "--steps", "30", "--no-meteor", "--study", "c", "--data-dir",
+                           str(data_dir)], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return cwd / "results" / "c"
+
+
+def _test_images(small_dataset: Path) -> list[Path]:
+    ids = [e["image_id"] for e in json.loads((small_dataset / "captions.json").read_text())["test"]]
+    return [small_dataset / "images" / i for i in ids[:20]]
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_greedy_captions_equal_the_runs_own(plugin, runs, small_dataset):
+    """Same features (the dataset's extractor on the same files), same weights: the run's captions."""
+    run = runs / f"{plugin}-s0"
+    rows = caption(run, _test_images(small_dataset), Decoding())
+    own = json.loads((run / "captions.json").read_text())
+    assert [r["caption"] for r in rows] == [own[Path(r["image"]).name]["generated"] for r in rows]
+    assert all(r["log_prob"] <= 0 and r["decoding"] == "greedy" for r in rows)
+
+
+def test_sampling_and_files(runs, small_dataset, tmp_path, capsys):
+    images = _test_images(small_dataset)[:5]
+    rows = caption(runs / "torch_merge-s0", images, Decoding(sample=3, temperature=0.8, top_p=0.9, seed=1))
+    assert [r["image"] for r in rows] == [str(p) for p in images for _ in range(3)]
+    again = caption(runs / "torch_merge-s0", images, Decoding(sample=3, temperature=0.8, top_p=0.9, seed=1))
+    assert rows == again  # a seed fixes the draws
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for p in images[:2]:
+        Image.open(p).resize((300, 170)).save(folder / (p.stem + ".png"))  # any size, png too
+    (folder / "notes.txt").write_text("not an image: not listed")
+    (folder / "broken.jpg").write_text("not an image: skipped and counted")
+    assert main(["caption", str(runs / "torch_merge-s0"), str(folder), "--beam-size", "3", "--out",
+                 str(tmp_path / "c.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 file(s) that are not readable images" in out and "wrote 2 captions (beam 3" in out
+    assert [r["image"] for r in csv.DictReader(open(tmp_path / "c.csv"))] == \
+        [str(folder / (p.stem + ".png")) for p in sorted(images[:2], key=lambda p: p.stem)]
+
+
+def _published(runs: Path, tmp: Path) -> Path:
+    import shutil
+
+    copy = tmp / "published-s0"
+    shutil.copytree(runs / "torch_merge-s0", copy)
+    for w in copy.glob("weights*"):
+        w.unlink()
+    return copy
+
+
+def _bomb(tmp: Path) -> Path:
+    Image.new("1", (12_000, 12_000)).save(tmp / "bomb.png")  # 144 Mpixel in a few kB
+    return tmp / "bomb.png"
+
+
+CASES = [
+    (lambda runs, tmp, img: [runs / "nothing", img], "is not a finished run"),
+    (lambda runs, tmp, img: [_published(runs, tmp), img], "has no weights file"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", tmp / "nowhere.jpg"], "no such file or folder"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", tmp], "no images (.jpg, .jpeg, .png) in"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", _bomb(tmp)], "none of the 1 file(s) is a readable image"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--sample", "2", "--beam-size", "3"],
+     "--sample and --beam-size are two ways to decode"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--top-p", "0"], "--top-p 0.0: out of range"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--temperature", "-1"], "--temperature -1.0: out of"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--out", tmp / "x.txt"], "write a .csv or a .json"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CASES, ids=[m[:30] for _, m in CASES])
+def test_bad_caption_input_is_one_line(argv, message, runs, small_dataset, tmp_path, capsys):
+    args = argv(runs, tmp_path, _test_images(small_dataset)[0])
+    try:
+        code = main(["caption", *map(str, args)])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
