@@ -104,8 +104,10 @@ def _load(path: Path, size: int) -> np.ndarray | None:
         return None
 
 
-def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | None = None, log=print) -> list[dict]:
-    """Caption the images; write `out` (.csv or .json) when given; return the rows."""
+def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | None = None,
+            attention: Path | None = None, log=print) -> list[dict]:
+    """Caption the images; write `out` (.csv or .json) when given, and for a plugin with attention, one
+    PNG per image in `attention` (each word of its greedy caption with its map); return the rows."""
     from tqdm import tqdm
 
     from .extractors import get_extractor
@@ -118,6 +120,14 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | N
     run, weights = _finished_run(run_dir)
     images = find_images(inputs)
     ctx = setup(run_dir)
+    if attention is not None:
+        if not ctx.runner.has_attention():
+            raise UserError(f"--attention: {ctx.cfg['plugin']} does not attend over the image; the plugins with "
+                            "attention are the show_attend_tell and transformer ones")
+        try:
+            Path(attention).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--attention {attention}: cannot be a folder ({e.strerror or e})") from None
     entry = ctx.ds.manifest["features"][ctx.cfg["extractor"]]
     spec = get_extractor(ctx.cfg["extractor"])
     try:
@@ -137,7 +147,10 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | N
         skipped += [p for p, im in batch if im is None]
         batch = [(p, im) for p, im in batch if im is not None]
         if batch:
-            rows += _decode(ctx, [p for p, _ in batch], extract(np.stack([im for _, im in batch])), decoding, run_dir)
+            features = extract(np.stack([im for _, im in batch]))
+            rows += _decode(ctx, [p for p, _ in batch], features, decoding, run_dir)
+            if attention is not None:
+                _draw_attention(ctx, [p for p, _ in batch], features, Path(attention))
     if skipped and not rows:
         raise UserError(f"none of the {len(images)} file(s) is a readable image (jpg, png), e.g. {skipped[0]}")
     if skipped:
@@ -162,6 +175,20 @@ def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoding, run_dir
         logp = runner.log_prob(g, s, tokens)
     return [{"image": str(p), "caption": " ".join(ctx.ds.vocab.decode(t)), "log_prob": round(float(lp), 4),
              "decoding": str(decoding), "run": str(run_dir)} for p, t, lp in zip(paths, tokens, logp, strict=True)]
+
+
+def _draw_attention(ctx, paths: list[Path], features: tuple, folder: Path) -> None:
+    from PIL import Image
+
+    from .figures import attention_words
+
+    g, s = (np.asarray(f, np.float32) for f in features)
+    tokens, alphas = ctx.runner.greedy_attention(g, s, ctx.ds.max_length)
+    for path, seq, alpha in zip(paths, tokens, alphas, strict=True):
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        attention_words(image, path.name, [ctx.ds.vocab.itos[t] for t in seq], alpha,
+                        folder / f"{path.stem}.png", most=len(seq))
 
 
 def _as_csv(rows: list[dict]) -> str:

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling: the draws' seed")
     p.add_argument("--block-trigrams", action="store_true", help="never repeat a trigram within a caption")
     p.add_argument("--out", type=Path, default=None, help="write the rows to FILE.csv or FILE.json")
+    p.add_argument("--attention", type=Path, default=None, metavar="DIR",
+                   help="plugins with attention: one PNG per image in DIR, each word of its greedy caption "
+                        "with its attention map over the image")
 
     p = sub.add_parser("report", help="rebuild a study's report from its saved runs")
     p.add_argument("study", type=Path, help="results/<study>")
@@ -370,7 +373,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
     decoding = Decoding(args.beam_size, args.length_alpha, args.sample, args.temperature, args.top_k, args.top_p,
                         args.seed, args.block_trigrams)
-    rows = caption(args.run_dir, args.images, decoding, args.out)
+    rows = caption(args.run_dir, args.images, decoding, args.out, args.attention)
     if args.out is None:
         print(tabulate([(r["image"], r["caption"], r["log_prob"]) for r in rows], headers=["image", "caption",
                                                                                            "log-prob"]))
@@ -389,6 +392,9 @@ COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run
             "ablate": cmd_ablate, "study": cmd_study, "report": cmd_report, "publish": cmd_publish,
             "calibrate": cmd_calibrate,
             "perf": cmd_perf}
+
+
+STUDY_COMMANDS = ("run", "ablate", "study")
 
 
 class Terminated(KeyboardInterrupt):
@@ -410,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print("interrupted: finished runs are kept, and the same command resumes the rest", file=sys.stderr)
+        done = "finished runs are kept" if args.command in STUDY_COMMANDS else "what was finished is kept"
+        print(f"interrupted: {done}, and the same command resumes the rest", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -86,3 +86,29 @@ def time_to_target(study_dir: Path, done: list[dict]) -> Path | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def attention_words(image, title: str, words: list[str], alphas, path: Path, most: int = 7) -> bool:
+    """The image, then each of the caption's first words (up to <end>, at most `most`) with its
+    attention map drawn over the image, as Show, Attend and Tell does; False (nothing written) when
+    the maps are not a square grid."""
+    side = int(round(alphas.shape[-1] ** 0.5))
+    if side * side != alphas.shape[-1]:
+        return False
+    n = min(most, next((k + 1 for k, w in enumerate(words) if w == "<end>"), len(words)))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, n + 1, figsize=(2.2 * (n + 1), 2.5))
+    axes[0].imshow(image)
+    axes[0].set_title(title, fontsize=8)
+    for ax, k in zip(axes[1:], range(n), strict=True):
+        ax.imshow(image)
+        ax.imshow(alphas[k].reshape(side, side), cmap="gray", alpha=0.6, extent=(0, image.width, image.height, 0),
+                  interpolation="bilinear")
+        ax.set_title(words[k], fontsize=10)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+

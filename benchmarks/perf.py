@@ -524,6 +524,8 @@ def main(args: argparse.Namespace) -> int:
         ds.features(args.extractor)
         dataset = str(ds.path)
 
+    if args.out.exists() and not args.out.is_dir():  # before minutes of measuring, not after
+        raise UserError(f"--out {args.out}: a file is in the way; give a folder for perf.json and perf.md")
     matmul = _run_child({"kind": "matmul", "matmul_n": defaults["matmul_n"]})
     if "error" in matmul:
         print(f"error: {matmul['error']}\n" + "\n".join(matmul["log_tail"]), file=sys.stderr)

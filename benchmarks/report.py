@@ -25,7 +25,7 @@ from shared_data.errors import UserError
 from . import rundir
 from .answer import answer
 from .comparisons import EFFECTS, METRIC_NAMES, compare, format_p, groups_of, label_of, per_run, seed_of
-from .figures import pyplot
+from .figures import attention_words, pyplot
 from .settings import BUDGET_KEYS, RunSettings, describe
 from .stats import mean_ci
 
@@ -223,6 +223,9 @@ def _seed_text(seeds: list[int]) -> str:
 
 def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: list[rundir.Run],
                   half: int | None = None) -> Path:
+    for png in study_dir.glob("*.png"):  # matplotlib writes through a link: the report's figures are its own
+        if png.is_symlink():
+            png.unlink()
     ds, manifest_hash, ceiling = _dataset(next((r["config"] for r in done + other if "dataset" in r["config"]), {}))
     seeds = {label: sorted(seed_of(r) for r in done + other if label_of(r) == label)
              for label in map(label_of, done + other)}
@@ -732,30 +735,14 @@ def _attention(study_dir: Path, runs: list[dict], ds, name, words: int = 7) -> l
         path = r["dir"] / rundir.ATTENTION
         if not path.exists() or ds is None:
             continue
-        import numpy as np
-
-        data = np.load(path)
-        image_id = str(data["image_ids"][0])
-        alphas, ws = data["alphas"][0], [str(w) for w in data["words"][0]]
-        side = int(round(alphas.shape[-1] ** 0.5))
-        im = _load_image(ds, image_id)
-        if im is None or side * side != alphas.shape[-1]:
+        try:  # allow_pickle stays off: a damaged or foreign file is skipped, never executed
+            with np.load(path) as data:
+                image_id, ws, alphas = str(data["image_ids"][0]), [str(w) for w in data["words"][0]], data["alphas"][0]
+        except (OSError, ValueError, KeyError, IndexError):
             continue
-        n = min(words, next((k + 1 for k, w in enumerate(ws) if w == "<end>"), len(ws)))
-        plt = pyplot()
-        fig, axes = plt.subplots(1, n + 1, figsize=(2.2 * (n + 1), 2.5))
-        axes[0].imshow(im)
-        axes[0].set_title(image_id, fontsize=8)
-        for ax, k in zip(axes[1:], range(n), strict=True):
-            ax.imshow(im)
-            ax.imshow(alphas[k].reshape(side, side), cmap="gray", alpha=0.6, extent=(0, im.width, im.height, 0),
-                      interpolation="bilinear")
-            ax.set_title(ws[k], fontsize=10)
-        for ax in axes:
-            ax.axis("off")
-        fig.tight_layout()
+        im = _load_image(ds, image_id) if rundir.image_id_ok(image_id) else None
         figure = rundir.attention_figure(r["dir"])
-        fig.savefig(study_dir / figure, dpi=80)
-        plt.close(fig)
+        if im is None or not attention_words(im, image_id, ws, alphas, study_dir / figure, words):
+            continue
         lines += [f"![{name(r)} attention]({figure})", ""]
     return (["## Attention (first test image, greedy caption, one map per word)", ""] + lines) if lines else []

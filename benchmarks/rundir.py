@@ -82,11 +82,26 @@ PUBLISHED_RUN_FILES = (CONFIG, HISTORY, CAPTIONS, PER_IMAGE, LOG, METRICS)  # me
 PUBLISHED_STUDY_FILES = (PLAN, REPORT, RESULTS, SUMMARY, *(HALF_REPORT.format(h) for h in HALVES))
 HISTORY_FIELDS = ["epoch", "step", "train_loss", "val_loss", "val_bleu4", "train_time_s"]
 HISTORY_BOUND = 1e12  # no loss, score, step count or second count of a run comes near; a larger value is damage
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
+
+
+def _file_name(name: object) -> bool:
+    """A plain name inside its folder: what run folders and the files a checkpoint names must be."""
+    return isinstance(name, str) and bool(_NAME.match(name)) and len(name) <= 255
+
+
+def _line(text: object) -> bool:
+    """One line of printable text that cannot break a markdown table (labels, statuses, devices)."""
+    return isinstance(text, str) and text.isprintable() and "|" not in text and len(text) <= 200
+
+
+_line.expected = "one line of printable text without '|'"
+
 # What the report and the study read from a run's files, as types (shared_data/schema.py): a file that
 # does not match is "unreadable: <file> <what is wrong>", a row of the report, never a traceback.
 _SCORES = Each(float)  # metric -> value (NaN where a metric has no value on this test set)
 METRICS_SCHEMA = {
-    "status": str, "plugin": str, "framework": str, "device": str, "versions": Each(str),
+    "status": _line, "plugin": _line, "framework": _line, "device": _line, "versions": Each(_line),
     "quality": Each(float, {"BLEU-4": FINITE, "CIDEr": FINITE}), "quality_4refs": Optional(_SCORES),
     "grounding": Optional(_SCORES), "shuffled_control": {"BLEU-4": FINITE, "CIDEr": FINITE},
     "beam": {"BLEU-4": FINITE, "CIDEr": FINITE},
@@ -107,15 +122,15 @@ METRICS_SCHEMA = {
                         "tokens": Optional(float)}),
     "spice_note": Optional(str),
 }
-CONFIG_SCHEMA = {"label": str, "plugin": str, "hparams": dict, "settings": {"seed": Optional(int)}, "dataset": str,
+CONFIG_SCHEMA = {"label": _line, "plugin": _line, "hparams": dict, "settings": {"seed": Optional(int)}, "dataset": str,
                  "extractor": str, "config_hash": str, "order": Optional(int), "note": Optional(str),
                  "expect": Optional(str)}
-PLAN_SCHEMA = {"jobs": [{"folder": lambda f: isinstance(f, str) and bool(_NAME.match(f)), "config_hash": str,
+PLAN_SCHEMA = {"jobs": [{"folder": _file_name, "config_hash": str,
                          **{k: Optional(v) for k, v in CONFIG_SCHEMA.items() if k != "config_hash"}}]}
+CHECKPOINT_SCHEMA = {"config_hash": Optional(str), "file": _file_name, "loop": {"best_file": Optional(_file_name)}}
 CAPTIONS_SCHEMA = Each({"generated": str, "references": Optional([str])})
 PER_IMAGE_SCHEMA = Each(_SCORES)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
 
 
 # -------------------------------------------------------------------------------------- writing
@@ -184,7 +199,7 @@ def read_json(path: Path, spec: object = dict) -> dict:
     return _read_json(Path(path), spec)
 
 
-def _image_id(name: str) -> bool:
+def image_id_ok(name: str) -> bool:
     """Image ids name files under the dataset's image folder: plain relative paths, printable."""
     return name.isprintable() and path_problem(name) is None
 
@@ -195,7 +210,7 @@ def read_captions(run_dir: Path) -> dict:
     captions = _read_json(Path(run_dir) / CAPTIONS, CAPTIONS_SCHEMA)
     shared = None
     for image, entry in captions.items():
-        if not _image_id(image):
+        if not image_id_ok(image):
             raise Unreadable(f"{CAPTIONS}: {image[:60]!r} is not an image id (a path inside the image folder)")
         if "references" not in entry:
             if shared is None:
@@ -264,6 +279,10 @@ def read_run(run_dir: Path) -> Run:
     if run.dir.is_symlink():
         run.problem = LINKED
         return run
+    linked = _linked_file(run.dir)
+    if linked:
+        run.problem = f"{linked} is a symbolic link (a run's files are its own)"
+        return run
     if not (run.dir / CONFIG).exists():
         return run  # not started
     try:
@@ -294,6 +313,14 @@ def next_dir(run_dir: Path) -> Path:
     return run_dir.with_name(run_dir.name + NEXT)
 
 
+def _linked_file(folder: Path) -> str | None:
+    """The name of a symbolic link among a folder's entries, if there is one."""
+    try:
+        return next((p.name for p in folder.iterdir() if p.is_symlink()), None)
+    except OSError:
+        return None
+
+
 def check_real(run_dirs: list[Path]) -> None:
     """Before a study touches its run folders: none of them (nor an attempt or a replaced result
     beside it) may be a symbolic link, which would make the study delete and write another folder."""
@@ -302,6 +329,10 @@ def check_real(run_dirs: list[Path]) -> None:
             if p.is_symlink():
                 raise UserError(f"{p} is a symbolic link; run folders are real folders inside their study "
                                 "folder: remove the link (its target is left alone) and run the command again")
+            linked = _linked_file(p) if p.is_dir() else None
+            if linked:  # stdout.log, a checkpoint: the worker would write through it
+                raise UserError(f"{p / linked} is a symbolic link; a run's files are its own: remove the link "
+                                "(its target is left alone) and run the command again")
 
 
 def attempt_dir(run_dir: Path) -> Path:
@@ -384,7 +415,7 @@ def write_checkpoint(runner, run_dir: Path, config_hash: str | None, loop: objec
 def read_checkpoint(run_dir: Path, config_hash: str | None) -> dict | None:
     """The last epoch's checkpoint of this very configuration, or None (none, or another config's)."""
     try:
-        ckpt = _read_json(run_dir / f"{CHECKPOINT}.json", ("config_hash", "file", "loop"))
+        ckpt = _read_json(run_dir / f"{CHECKPOINT}.json", CHECKPOINT_SCHEMA)
     except Unreadable:
         return None
     if ckpt["config_hash"] != config_hash or not (run_dir / str(ckpt["file"])).exists():
@@ -515,7 +546,12 @@ class StudyFolder:
         if not (self.path / PLAN).exists() and not (self.path / PLAN).is_symlink():
             return None
         try:
-            return _read_json(self.path / PLAN, PLAN_SCHEMA)["jobs"]
+            jobs = _read_json(self.path / PLAN, PLAN_SCHEMA)["jobs"]
+            folders = [j["folder"] for j in jobs]
+            twice = next((f for f in folders if folders.count(f) > 1), None)
+            if twice:
+                raise Unreadable(f"{PLAN} lists {twice} twice")
+            return jobs
         except Unreadable as e:
             raise UserError(f"{self.path}: {e}; the study command that ran here rewrites it "
                             f"(python -m benchmarks study/run/ablate ... --study {self.name})") from None

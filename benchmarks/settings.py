@@ -59,7 +59,7 @@ class RunSettings:
                          "Keras ones; the first step's time then includes the compilation")
     seed: int = knob(0, "first seed", interval="[0, 4294967295]")
     seeds: int = knob(1, "runs per configuration (seeds --seed, --seed+1, ...); quality as mean ± 95% CI",
-                      interval="[1, inf)", per_variant=False, per_run=False)
+                      interval="[1, 1000]", per_variant=False, per_run=False)
     patience: int | None = knob(None, "early stopping: epochs without a better val BLEU-4", interval="[1, inf)")
     beam_size: int = knob(3, "beam width of the test-set beam search", interval="[1, 100]")
     length_alpha: float = knob(0.6, "GNMT length normalisation of the beam search (0 = none)", interval="[0, 10]")

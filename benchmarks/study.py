@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugins.registry import DEFAULT_KERAS_BACKEND, PluginRef
+from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.dataset import DEFAULT_DATASET, dataset_identity, load_dataset, prepare_hint, resolve_dataset_path
 from shared_data.errors import UserError
 
@@ -178,6 +178,7 @@ def parse_overrides(items: list[str], refs: list[PluginRef]) -> dict[str, dict]:
 
 
 EXECUTORS = ("local", "ray")
+MAX_RUNS = 5000  # seed000 is 65 runs (about 6 h on 2 cores): thousands more is a typo, not a plan
 
 
 def check(opts: StudyOptions) -> None:
@@ -200,6 +201,10 @@ def check(opts: StudyOptions) -> None:
         raise UserError("--executor ray needs Ray: pip install 'ray>=2.9' (or use --executor local --jobs N)")
     if not opts.variants:
         raise UserError("the study has no configurations to run")
+    runs = len(opts.variants) * opts.settings.seeds
+    if runs > MAX_RUNS:
+        raise UserError(f"the study asks for {runs:,} runs ({len(opts.variants)} configurations x "
+                        f"{opts.settings.seeds} seeds), more than {MAX_RUNS:,}: split it into several studies")
     if opts.settings.meteor and opts.executor == "local":
         from .metrics import java_missing
 
@@ -220,8 +225,8 @@ def check(opts: StudyOptions) -> None:
     for v in opts.variants:  # the worker runs a Keras plugin on its reference's engine, never on $KERAS_BACKEND's
         engine = v.plugin.keras_backend or DEFAULT_KERAS_BACKEND
         if v.plugin.plugin.framework == "keras" and env and env != engine:
-            raise UserError(f"KERAS_BACKEND={env} is set, but {v.plugin} runs on {engine}: write "
-                            f"{v.plugin.name}@{env} to run it on {env}, or unset KERAS_BACKEND")
+            other = f"write {v.plugin.name}@{env} to run it on {env}, or " if env in KERAS_BACKENDS else ""
+            raise UserError(f"KERAS_BACKEND={env} is set, but {v.plugin} runs on {engine}: {other}unset KERAS_BACKEND")
     by_precision: dict[str, list] = {}
     for v in opts.variants:
         precision = opts.settings.changed(v.settings, f"{v.label}: settings").precision

@@ -186,6 +186,7 @@ def setup(run_dir: Path) -> Context:
 
     settings = RunSettings.from_run(cfg["settings"])
     ds = load_run_dataset(cfg)
+    ds.objects()  # checked now: the grounding scores read it only after training
     plugin = ref.plugin
     # a plugin that reads the pooled vector only gets no grid: its batches would gather it for nothing
     feats = ds.features(cfg["extractor"], spatial=plugin.needs_spatial, global_=plugin.needs_global)
@@ -341,8 +342,9 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
         status = NOT_REACHED
     if status == "diverged" and st.best_file is None:
         scalars.close()
+        unverified = "" if ctx.cfg.get("verify", True) else "; or the features hold NaN: run without --no-verify"
         raise Diverged(f"diverged: non-finite loss at step {st.step}, before any epoch finished "
-                       f"(lower --lr or --clip-norm)")
+                       f"(lower --lr or --clip-norm{unverified})")
     return st, (resumed if ckpt is not None else None), status, steps_per_epoch
 
 

@@ -108,6 +108,8 @@ def path_problem(rel: str) -> str | None:
     """Why `rel` is not a plain relative path (names joined by '/'), in words; None when it is one."""
     if rel.startswith("/"):
         return "is an absolute path"
+    if not rel.isprintable():
+        return "contains a control character (a line break, a tab, a NUL byte)"
     if "\\" in rel or "\0" in rel:
         return "contains a backslash or a NUL byte"
     if any(part in ("", ".", "..") for part in rel.split("/")):
@@ -319,9 +321,9 @@ class Dataset:
             return None
         _check_file(self, "objects.json")
         objects = _read_json(path, self.redo())
-        if not isinstance(objects, dict):
-            raise UserError(f"{path} is {json_type(objects)}, expected an object of image id -> objects; "
-                            f"{self.redo()}")
+        problem = schema_problem(objects, _OBJECTS)
+        if problem:
+            raise UserError(f"{path} {problem}, expected image id -> {{\"objects\": [...]}}; {self.redo()}")
         return objects
 
     @property
@@ -345,8 +347,13 @@ class Dataset:
 
 def resolve_dataset_path(name: str, data_dir: Path | None = None) -> Path:
     p = Path(name)
-    if p.is_absolute() or (p.exists() and (p / "manifest.json").exists()):
-        return p
+    try:
+        if p.is_absolute() or (p.exists() and (p / "manifest.json").exists()):
+            return p
+        (data_dir or default_data_dir()).joinpath(name).exists()  # a name the file system refuses fails here
+    except OSError as e:
+        raise UserError(f"--dataset {name[:40]!r}...: not a dataset name or folder ({e.strerror or e}); "
+                        "python -m benchmarks list shows the prepared ones") from None
     return (data_dir or default_data_dir()) / name
 
 
@@ -537,7 +544,12 @@ _MANIFEST = {
     "vocab": {"size": int},
     "features": Each({"global_dim": int, "spatial_shape": Optional(_shape)}),
     "files": Each(str),
+    "human_ceiling_test": Optional(Each(float)),
 }
+# objects.json (the embedded dataset's scenes), read by the grounding scores after training: checked
+# whenever it is read, and by the worker before training
+_OBJECTS = Each({"objects": [{"shape": str, "colour": str, "size": str, "x": float, "y": float, "radius": float,
+                              "depth": int, "bbox": [float]}]})
 
 
 def _manifest_problem(manifest: dict, path: Path) -> str | None:

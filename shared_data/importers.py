@@ -353,6 +353,8 @@ def load_karpathy(json_file: Path, images_dir: Path) -> Source:
     except json.JSONDecodeError as e:
         raise UserError(f"{json_file}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); re-download the file "
                         f"or fix it there") from None
+    except RecursionError:
+        raise UserError(f"{json_file}: nested far deeper than Karpathy's files; re-download the file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise UserError(f"{json_file}: no top-level \"images\" list; this is not one of Karpathy's "
                         f"dataset_<name>.json files")

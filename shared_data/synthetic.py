@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
@@ -454,13 +455,19 @@ def _write_one(args: tuple[Path, int, int]) -> None:
     os.replace(tmp, path)
 
 
+def _default_signals() -> None:
+    """Pool workers inherit the CLI's SIGTERM handler, and Pool stops them with SIGTERM: without this
+    every normal end of the pool printed a Terminated traceback per worker."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def build_source(image_dir: Path, n_images: int, seed: int = 0, workers: int | None = None) -> Source:
     """Write the JPEGs into image_dir (resumable) and return the captions, splits and objects."""
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(image_dir, seed, i) for i in range(n_images)]
     workers = workers or min(os.cpu_count() or 1, 8)
     if workers > 1:
-        with Pool(workers) as pool:
+        with Pool(workers, initializer=_default_signals) as pool:
             for _ in pool.imap_unordered(_write_one, jobs, chunksize=64):
                 pass
     else:

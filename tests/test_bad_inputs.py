@@ -74,7 +74,10 @@ CASES = [
     (RUN + ["--steps", "0"], "--steps 0: expected a whole number in [1, inf)"),
     (RUN + ["--training", "bogus"], "--training bogus: expected one of sequence, prefix"),
     (RUN + ["--precision", "fp16"], "--precision fp16: expected one of fp32, bf16"),
-    (RUN + ["--seeds", "0"], "--seeds 0: expected a whole number in [1, inf)"),
+    (RUN + ["--seeds", "0"], "--seeds 0: expected a whole number in [1, 1000]"),
+    (RUN + ["--seeds", "1000000000"], "--seeds 1000000000: expected a whole number in [1, 1000]"),
+    (ABLATE + ["--vary", "units=" + ",".join(map(str, range(1, 1200))), "--seeds", "5"],
+     "the study asks for 5,995 runs (1199 configurations x 5 seeds), more than 5,000"),
     (RUN + ["--seed", "-1"], "--seed -1: expected a whole number in [0, 4294967295]"),
     (RUN + ["--beam-size", "0"], "--beam-size 0: expected a whole number in [1, 100]"),
     (RUN + ["--length-alpha", "-1"], "--length-alpha -1: expected a finite number in [0, 10]"),
@@ -302,6 +305,7 @@ PLANS = [
     (lambda p: {**p, "jobs": [{**j, "settings": {"seed": "0"}} for j in p["jobs"]]},
      "'jobs[0].settings.seed' is a string, expected an integer"),
     (lambda p: '{"x":' * 100_000 + "1" + "}" * 100_000, "study.json is not valid JSON"),
+    (lambda p: {**p, "jobs": [p["jobs"][0]] * 2}, "study.json lists torch_merge-s0 twice"),
 ]
 
 
@@ -351,7 +355,7 @@ DAMAGED = [
     (_metrics(lambda m: m["quality"].update({"BLEU-4": "high"})),
      "metrics.json 'quality.BLEU-4' is \"high\", expected a finite number"),
     (_metrics(lambda m: m.update(quality=[1, 2])), "metrics.json 'quality' is a list, expected an object"),
-    (_metrics(lambda m: m.update(status=7)), "metrics.json 'status' is a number, expected a string"),
+    (_metrics(lambda m: m.update(status=7)), "metrics.json 'status' is 7, expected one line of printable text"),
     (_metrics(lambda m: m["speed"].pop("train_tokens_per_s")), "metrics.json has no 'speed.train_tokens_per_s'"),
     (_metrics(lambda m: m.update(versions=["x"])), "metrics.json 'versions' is a list, expected an object"),
     (_metrics(lambda m: m["quality"].update({"CIDEr": float("nan")})),
@@ -370,6 +374,14 @@ DAMAGED = [
     (lambda run: (run / "per_image.json").write_text('{"a": {"CIDEr": "1"}}'),
      "per_image.json 'a.CIDEr' is a string, expected a number"),
     (_link("metrics.json", "/etc/hostname"), "metrics.json is a symbolic link"),
+    (_link("history.csv", "/etc/hostname"), "history.csv is a symbolic link"),
+    (_link("stdout.log", "/etc/hostname"), "stdout.log is a symbolic link"),
+    (_metrics(lambda m: m.update(status="ok\n| PHANTOM |")), "metrics.json 'status' is \"ok\\n| PHANTOM |\", "
+     "expected one line of printable text"),
+    (_metrics(lambda m: m.update(device="cpu | 2")), "metrics.json 'device' is \"cpu | 2\""),
+    (lambda run: (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                               "label": "y\n| PHANTOM |"})),
+     "config.json 'label' is \"y\\n| PHANTOM |\""),
     (lambda run: (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
                                                                "hparams": []})),
      "config.json 'hparams' is a list, expected an object"),
@@ -455,9 +467,11 @@ def test_environment_is_checked_before_any_work(finished, data_dir, tmp_path, ca
     assert code == 2 and "is not writable" in err, err
 
 
-def test_list_with_a_dataset_that_is_not_there_says_so(data_dir, capsys):
+def test_list_with_a_dataset_that_is_not_there_says_so(data_dir, tmp_path, capsys):
     code, out, err = cli(["list", "--dataset", "missing", "--data-dir", data_dir], capsys)
     assert code == 2 and "missing" in err and "prepare" in err and err.strip().count("\n") == 0, err
+    code, out, err = cli(["export", tmp_path / "e", "--dataset", "d" * 300, "--data-dir", data_dir], capsys)
+    assert code == 2 and "not a dataset name or folder (File name too long)" in err, err
 
 
 def test_a_killed_worker_is_reported_as_killed_not_by_its_last_line(tmp_path):
@@ -487,3 +501,26 @@ def test_a_full_disk_in_a_worker_is_one_line_and_leaves_no_temporary_file(tmp_pa
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"error: cannot write in {tmp_path} (No space left on device)")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_files_planted_as_links_are_never_written_through(finished, data_dir, tmp_path, capsys):
+    """A run's stdout.log or a report figure that links to an outside file: the study refuses before the
+    worker would write the log into it; the report replaces the link with its own figure."""
+    results, outside = tmp_path / "results", tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    shutil.copytree(finished, results)
+    (results / STUDY / "curves.png").unlink(missing_ok=True)
+    (results / STUDY / "curves.png").symlink_to(outside)
+    code, out, err = cli(["report", results / STUDY], capsys)
+    assert code == 0 and outside.read_text() == "keep me", err
+    assert not (results / STUDY / "curves.png").is_symlink()
+    run = results / STUDY / "torch_merge-s1"
+    (run / "metrics.json").unlink()
+    (run / "stdout.log").unlink()
+    (run / "stdout.log").symlink_to(outside)
+    code, out, err = cli(["run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--data-dir", data_dir,
+                          "--steps", "2", "--seeds", "2", "--no-meteor", "--results-dir", results, "--study", STUDY],
+                         capsys)
+    assert code == 2 and "torch_merge-s1/stdout.log is a symbolic link; a run's files are its own" in err, err
+    assert err.strip().count("\n") == 0 and outside.read_text() == "keep me"
+

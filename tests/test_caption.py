@@ -14,7 +14,7 @@ from PIL import Image
 from benchmarks.caption import Decoding, caption
 from benchmarks.cli import main
 
-PLUGINS = ("torch_merge", "keras_merge")
+PLUGINS = ("torch_merge", "keras_merge", "torch_show_attend_tell")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _test_images(small_dataset: Path) -> list[Path]:
     return [small_dataset / "images" / i for i in ids[:20]]
 
 
-@pytest.mark.parametrize("plugin", PLUGINS)
+@pytest.mark.parametrize("plugin", PLUGINS[:2])
 def test_greedy_captions_equal_the_runs_own(plugin, runs, small_dataset):
     """Same features (the dataset's extractor on the same files), same weights: the run's captions."""
     run = runs / f"{plugin}-s0"
@@ -62,6 +62,13 @@ def test_sampling_and_files(runs, small_dataset, tmp_path, capsys):
         [str(folder / (p.stem + ".png")) for p in sorted(images[:2], key=lambda p: p.stem)]
 
 
+def test_attention_maps_for_each_image(runs, small_dataset, tmp_path):
+    images = _test_images(small_dataset)[:3]
+    rows = caption(runs / "torch_show_attend_tell-s0", images, Decoding(), attention=tmp_path / "att")
+    assert sorted(p.name for p in (tmp_path / "att").iterdir()) == sorted(p.stem + ".png" for p in images)
+    assert len(rows) == 3 and all(Image.open(tmp_path / "att" / (p.stem + ".png")).width > 100 for p in images)
+
+
 def _published(runs: Path, tmp: Path) -> Path:
     import shutil
 
@@ -88,6 +95,8 @@ CASES = [
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--top-p", "0"], "--top-p 0.0: out of range"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--temperature", "-1"], "--temperature -1.0: out of"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--out", tmp / "x.txt"], "write a .csv or a .json"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--attention", tmp / "att"],
+     "--attention: torch_merge does not attend over the image"),
 ]
 
 
