@@ -512,6 +512,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(f"--beams {args.beams}: each beam size {e}") from None
 
+    if args.out.exists() and not args.out.is_dir():  # before minutes of measuring, not after
+        raise UserError(f"--out {args.out}: a file is in the way; give a folder for perf.json and perf.md")
     refs = (every_engine() if args.plugins == "all"  # Keras plugins on each engine installed
             else [PluginRef.parse(p) for p in args.plugins.split(",") if p])  # unknown: one line now, with the list
     plugins = [str(r) for r in refs]
@@ -524,8 +526,6 @@ def main(args: argparse.Namespace) -> int:
         ds.features(args.extractor)
         dataset = str(ds.path)
 
-    if args.out.exists() and not args.out.is_dir():  # before minutes of measuring, not after
-        raise UserError(f"--out {args.out}: a file is in the way; give a folder for perf.json and perf.md")
     matmul = _run_child({"kind": "matmul", "matmul_n": defaults["matmul_n"]})
     if "error" in matmul:
         print(f"error: {matmul['error']}\n" + "\n".join(matmul["log_tail"]), file=sys.stderr)

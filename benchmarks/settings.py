@@ -216,9 +216,11 @@ def parse_target(text: str) -> tuple[str, float]:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not eq or metric not in TARGETS or not math.isfinite(value):
+    if not eq or metric not in TARGETS:
         raise UserError(f"--target {text}: write METRIC=VALUE with METRIC one of {', '.join(TARGETS)}, "
                         "e.g. --target val_bleu4=0.25")
+    if not math.isfinite(value):
+        raise UserError(f"--target {text}: the value must be a finite number, e.g. --target {metric}=0.25")
     return metric, value
 
 

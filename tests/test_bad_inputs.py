@@ -130,6 +130,8 @@ CASES = [
     (["run", "--plugins", "torch_merge", "--target", "val_loss=2", "--epochs", "2", "--target", "bleu=1"],
      "--target bleu=1: write METRIC=VALUE"),
     (["run", "--plugins", "torch_merge", "--target", "val_bleu4=0.3"], "give a cap too"),
+    (["run", "--plugins", "torch_merge", "--target", "val_loss=nan", "--epochs", "2"],
+     "--target val_loss=nan: the value must be a finite number"),
     (["study", "{file:expect=better}"], "row 'v': expect 'better': use one of higher, lower"),
     (["publish", "{tmp}/nowhere"], "is not a study folder"),
     (["publish", "{tmp}"], "is not a study folder (no readable study.json)"),

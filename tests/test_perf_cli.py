@@ -220,6 +220,7 @@ def test_engine_table_puts_each_architecture_on_one_line_with_its_factors():
     ("--warmup", "-1", "--warmup -1: expected a whole number in [0, inf)"),
     ("--beams", "0", "--beams 0: each beam size expected a whole number in [1, 100]"),
     ("--images", "-5", "--images -5: expected a whole number"),
+    ("--out", __file__, "a file is in the way; give a folder for perf.json and perf.md"),
 ])
 def test_perf_bounds_are_one_line_on_every_python(flag, value, message, capsys):
     """Integer bounds print as intervals; int.is_integer only exists from Python 3.12, which once made
