@@ -397,6 +397,12 @@ COMMANDS = {"prepare": cmd_prepare, "list": cmd_list, "export": cmd_export, "run
 STUDY_COMMANDS = ("run", "ablate", "study")
 
 
+def one_line(text: str) -> str:
+    """A message as one printable line: a file name or caption from disk may hold a line break or a
+    NUL byte, which would split the error or end up raw in a terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (timeout, docker stop, Slurm, systemd): stopped as Ctrl-C stops, with SIGTERM's exit code."""
 
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         done = "finished runs are kept" if args.command in STUDY_COMMANDS else "what was finished is kept"

@@ -121,6 +121,7 @@ CASES = [
     (["study", "{file:not json}"], "not a study file"),
     (["study", "seed000", "--set", "torch_concat.units=8"], "--set does not apply to study files"),
     (["study", "seed999"], "no study 'seed999'"),
+    (["study", "bad\nname\x00"], "no study 'bad\\nname\\x00'"),  # printed escaped: still one line
     (["report", "{tmp}/nowhere"], "is not a study folder"),
     (["report", "{tmp}"], "holds no runs"),
     (["calibrate", "{tmp}/nowhere"], "is not a study folder"),
