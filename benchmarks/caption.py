@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,12 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | N
     run_dir = Path(run_dir)
     run, weights = _finished_run(run_dir)
     images = find_images(inputs)
-    ctx = setup(run_dir)
+    keras_backend = os.environ.get("KERAS_BACKEND")
+    ctx = setup(run_dir)  # sets KERAS_BACKEND for Keras's import, which has happened by now: put it back
+    if keras_backend is None:
+        os.environ.pop("KERAS_BACKEND", None)
+    else:
+        os.environ["KERAS_BACKEND"] = keras_backend
     if attention is not None:
         if not ctx.runner.has_attention():
             raise UserError(f"--attention: {ctx.cfg['plugin']} does not attend over the image; the plugins with "

@@ -97,6 +97,16 @@ def _line(text: object) -> bool:
 
 _line.expected = "one line of printable text without '|'"
 
+def _target(target: object) -> bool:
+    """A --target record: a met target carries the time, epochs and tokens the report tables."""
+    met = {"train_time_s": float, "epochs": float, "tokens": float}
+    return (not problem(target, {"target": str, "reached": bool})
+            and (not target["reached"] or not problem(target, met)))
+
+
+_target.expected = "{target, reached} and, when reached, train_time_s, epochs and tokens"
+
+
 # What the report and the study read from a run's files, as types (shared_data/schema.py): a file that
 # does not match is "unreadable: <file> <what is wrong>", a row of the report, never a traceback.
 _SCORES = Each(float)  # metric -> value (NaN where a metric has no value on this test set)
@@ -118,8 +128,7 @@ METRICS_SCHEMA = {
     "environment": Optional({"cpu": str, "isa": [str], "env": Each(str), "host": Optional(str),
                              "boot": Optional(str)}),
     "data": Optional({"weights_sha256": Optional(str), "features_sha256": Optional(str)}),
-    "target": Optional({"target": str, "reached": bool, "train_time_s": float, "epochs": Optional(float),
-                        "tokens": Optional(float)}),
+    "target": Optional(_target),
     "spice_note": Optional(str),
 }
 CONFIG_SCHEMA = {"label": _line, "plugin": _line, "hparams": dict, "settings": {"seed": Optional(int)}, "dataset": str,
