@@ -79,15 +79,18 @@ def test_finished_hypotheses_stop_growing():
             assert (row[list(row).index(END) + 1:] == PAD).all()
 
 
-def test_torch_and_keras_beams_agree(small_dataset):
-    """The same weights in both frameworks give the same beam-search captions."""
-    torch = pytest.importorskip("torch")
+@pytest.fixture(scope="module")
+def twins(small_dataset):
+    """torch_merge after 20 training steps (so that its distributions are not flat) and keras_merge with
+    the same weights, the dataset and 12 test images' features."""
+    pytest.importorskip("torch")
     from test_parity_merge import copy_torch_to_keras
 
     from backends.common import OptimConfig
     from backends.keras.runner import Runner as KRunner
     from backends.torch.runner import Runner as TRunner
     from plugins.registry import ModelSpec, get_plugin
+    from shared_data.batches import iterate_batches
     from shared_data.dataset import load_dataset
 
     ds = load_dataset(str(small_dataset))
@@ -95,13 +98,17 @@ def test_torch_and_keras_beams_agree(small_dataset):
     spec = ModelSpec(len(ds.vocab), f.global_.shape[1], None, ds.max_length)
     t = TRunner(get_plugin("torch_merge"), spec, {**get_plugin("torch_merge").defaults}, 0, OptimConfig())
     k = KRunner(get_plugin("keras_merge"), spec, {**get_plugin("keras_merge").defaults}, 0, OptimConfig())
-    # a few steps of training so that the distributions are not flat
-    from shared_data.batches import iterate_batches
-
     for b in list(iterate_batches(ds, "train", f, 64, 0, 0))[:20]:
         t.train_step(b)
     copy_torch_to_keras(t.model, k.model)
-    g = f.global_[ds.splits["test"].feature_rows[:12]]
+    return t, k, ds, f.global_[ds.splits["test"].feature_rows[:12]]
+
+
+def test_torch_and_keras_beams_agree(twins):
+    """The same weights in both frameworks give the same beam-search captions."""
+    import torch
+
+    t, k, ds, g = twins
     bt = t.beam(g, None, ds.max_length, beam=3, alpha=0.6)
     bk = k.beam(g, None, ds.max_length, beam=3, alpha=0.6)
     np.testing.assert_array_equal(bt, bk)
@@ -162,27 +169,9 @@ def test_trigram_blocking_stops_a_loop():
         assert len(trigrams) == len(set(trigrams)), words
 
 
-def test_torch_and_keras_sample_the_same_captions(small_dataset):
+def test_torch_and_keras_sample_the_same_captions(twins):
     """The same weights in both frameworks and the same seed: the same sampled captions."""
-    pytest.importorskip("torch")
-    from test_parity_merge import copy_torch_to_keras
-
-    from backends.common import OptimConfig
-    from backends.keras.runner import Runner as KRunner
-    from backends.torch.runner import Runner as TRunner
-    from plugins.registry import ModelSpec, get_plugin
-    from shared_data.batches import iterate_batches
-    from shared_data.dataset import load_dataset
-
-    ds = load_dataset(str(small_dataset))
-    f = ds.features("grid")
-    spec = ModelSpec(len(ds.vocab), f.global_.shape[1], None, ds.max_length)
-    t = TRunner(get_plugin("torch_merge"), spec, {**get_plugin("torch_merge").defaults}, 0, OptimConfig())
-    k = KRunner(get_plugin("keras_merge"), spec, {**get_plugin("keras_merge").defaults}, 0, OptimConfig())
-    for b in list(iterate_batches(ds, "train", f, 64, 0, 0))[:20]:
-        t.train_step(b)
-    copy_torch_to_keras(t.model, k.model)
-    g = f.global_[ds.splits["test"].feature_rows[:12]]
+    t, k, ds, g = twins
     kwargs = {"seed": 3, "n": 4, "temperature": 0.8, "top_p": 0.9, "block_trigrams": True}
     (st, lt), (sk, lk) = t.sample(g, None, ds.max_length, **kwargs), k.sample(g, None, ds.max_length, **kwargs)
     np.testing.assert_array_equal(st, sk)
