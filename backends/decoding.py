@@ -24,8 +24,67 @@ a trigram the caption already has, the usual cure for "a red circle and a red ci
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+
+METHODS = ("greedy", "beam", "sample")
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """One way to decode a batch of images with a backend's Runner: greedy, beam search (diverse with
+    groups > 1) or sampling, returning `n` captions per image (image b's in rows b*n .. b*n+n-1)."""
+
+    method: str = "greedy"
+    beam: int = 1
+    alpha: float = 0.0
+    groups: int = 1
+    diversity: float = 0.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    block_trigrams: bool = False
+    n: int = 1
+    seed: int = 0
+
+    @classmethod
+    def of(cls, settings, n: int | None = None) -> Decoder:
+        """The decoding a RunSettings asks for (benchmarks.settings), with `n` captions per image
+        (default: its captions_per_image)."""
+        s = settings
+        return cls(s.decoding, s.beam_size if s.decoding == "beam" else 1, s.length_alpha, s.groups, s.diversity,
+                   s.temperature, s.top_k, s.top_p, s.block_trigrams,
+                   1 if s.decoding == "greedy" else s.captions_per_image if n is None else n, s.seed)
+
+    def rows_per_image(self) -> int:
+        """How many copies of each image's features the search holds (for sizing batches by memory)."""
+        return self.beam if self.method == "beam" else self.n
+
+    def __call__(self, runner, global_feats, spatial_feats, max_len: int, offset: int = 0) -> np.ndarray:
+        """[B * n, <= max_len-1] token ids. Sampling draws from a generator seeded with (seed, offset),
+        offset being the batch's first image within its split: each batch draws its own numbers, and
+        a sampled caption depends on the seed and on the batch it was drawn in."""
+        if self.method == "sample":
+            return runner.sample(global_feats, spatial_feats, max_len, [self.seed, offset], self.n, self.temperature,
+                                 self.top_k, self.top_p, self.block_trigrams)[0]
+        if self.method == "beam" or self.block_trigrams:
+            return runner.beam(global_feats, spatial_feats, max_len, self.beam, self.alpha, self.block_trigrams,
+                               self.groups, self.diversity, self.n)
+        return runner.greedy(global_feats, spatial_feats, max_len)
+
+    def __str__(self) -> str:
+        extra = ", trigram blocking" if self.block_trigrams else ""
+        if self.method == "sample":
+            return (f"sample {self.n} (temperature {self.temperature:g}, top-k {self.top_k or 'all'}, "
+                    f"top-p {self.top_p:g}, seed {self.seed}{extra})")
+        if self.method == "beam":
+            groups = f", {self.groups} groups, diversity {self.diversity:g}" if self.groups > 1 else ""
+            return f"beam {self.beam} (length alpha {self.alpha:g}{groups}{extra})"
+        return "greedy" + extra
+
+
+GREEDY = Decoder()
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -133,14 +192,24 @@ def sample_search(step: Callable, state, batch: int, max_len: int, start_id: int
 
 def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int, max_len: int,
                 start_id: int, end_id: int, pad_id: int = 0, alpha: float = 0.0,
-                block_trigrams: bool = False) -> np.ndarray:
+                block_trigrams: bool = False, groups: int = 1, diversity: float = 0.0,
+                top: int = 1) -> np.ndarray:
     """step(state, tokens[B*beam]) -> (logits [B*beam, V] numpy, state); reorder(state, rows) -> state.
 
     `state` must already hold every image `beam` times (rows b*beam .. b*beam+beam-1).
-    Returns [batch, steps] token ids of each image's best hypothesis.
+    Returns [batch * top, steps] token ids: each image's `top` best hypotheses, best first.
+
+    Diverse beam search (Vijayakumar et al. 2018): the beam splits into `groups` of beam/groups
+    hypotheses; at each step the groups choose in turn, each word's log-probability lowered by
+    `diversity` times the number of earlier groups that chose it for the same image at this step
+    (Hamming diversity). The penalty steers the choice only; a hypothesis keeps the model's own
+    log-probability as its score. One `step` call per time step still advances every group.
     """
+    if beam % groups:
+        raise ValueError(f"beam {beam} does not split into {groups} groups")
+    width = beam // groups
     scores = np.full((batch, beam), -np.inf)
-    scores[:, 0] = 0.0  # all beams start identical: keep one, or the top-k fills with copies
+    scores[:, ::width] = 0.0  # a group's hypotheses start identical: keep one, or its top-k fills with copies
     tokens = np.full(batch * beam, start_id, np.int64)
     seqs = np.zeros((batch * beam, 0), np.int64)
     finished = np.zeros(batch * beam, bool)
@@ -155,13 +224,22 @@ def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int,
         logp[finished[rows]] = -np.inf
         logp[finished[rows], pad_id] = 0.0
         vocab = logp.shape[1]
-        cand = (scores[live].reshape(-1, 1) + logp).reshape(n, beam * vocab)
-        top = np.argpartition(-cand, beam - 1, axis=1)[:, :beam]
-        order = np.argsort(-np.take_along_axis(cand, top, 1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, 1)
-        scores[live] = np.take_along_axis(cand, top, 1)
-        src = (np.arange(n)[:, None] * beam + top // vocab).reshape(-1)  # parent rows within `state`
-        new = (top % vocab).reshape(-1)
+        logp = logp.reshape(n, beam, vocab)
+        chosen = np.zeros((n, vocab))  # how many earlier groups chose each word at this step
+        src, new = np.empty((n, beam), np.int64), np.empty((n, beam), np.int64)
+        for g in range(groups):
+            slots = slice(g * width, (g + 1) * width)
+            cand = (scores[live, slots][:, :, None] + logp[:, slots]).reshape(n, width * vocab)
+            ranked = cand - np.tile(diversity * chosen, width) if g and diversity else cand
+            top_k = np.argpartition(-ranked, width - 1, axis=1)[:, :width]
+            order = np.argsort(-np.take_along_axis(ranked, top_k, 1), axis=1, kind="stable")
+            top_k = np.take_along_axis(top_k, order, 1)
+            scores[live, slots] = np.take_along_axis(cand, top_k, 1)
+            src[:, slots] = np.arange(n)[:, None] * beam + g * width + top_k // vocab  # parents within `state`
+            new[:, slots] = top_k % vocab
+            words = new[:, slots]
+            np.add.at(chosen, (np.repeat(np.arange(n), width), words.reshape(-1)), (words != pad_id).reshape(-1))
+        src, new = src.reshape(-1), new.reshape(-1)
         state = reorder(state, src)
         column = np.full(batch * beam, pad_id, np.int64)  # images already done extend with <pad>
         column[rows] = new
@@ -178,5 +256,7 @@ def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int,
             live = live[keep]
     lengths = (seqs != pad_id).sum(1).reshape(batch, beam)
     ranked = scores / (((5.0 + lengths) / 6.0) ** alpha) if alpha else scores
-    best = ranked.argmax(1)
-    return seqs.reshape(batch, beam, -1)[np.arange(batch), best]
+    if top == 1:
+        return seqs.reshape(batch, beam, -1)[np.arange(batch), ranked.argmax(1)]
+    best = np.argsort(-ranked, axis=1, kind="stable")[:, :top]
+    return seqs.reshape(batch, beam, -1)[np.arange(batch)[:, None], best].reshape(batch * top, -1)

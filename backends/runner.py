@@ -151,15 +151,18 @@ class Runner(ABC):
             return greedy_attention_search(step, state, len(global_feats), max_len, self.spec.start_id)
 
     def beam(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, beam: int,
-             alpha: float = 0.0, block_trigrams: bool = False) -> np.ndarray:
+             alpha: float = 0.0, block_trigrams: bool = False, groups: int = 1, diversity: float = 0.0,
+             top: int = 1) -> np.ndarray:
         """Batched beam search (backends.decoding.beam_search) with `beam` hypotheses per image and GNMT
-        length normalisation `alpha`: [B, <= max_len-1] token ids of each image's best hypothesis."""
+        length normalisation `alpha`, diverse with `groups` > 1: [B * top, <= max_len-1] token ids of
+        each image's `top` best hypotheses (image b's in rows b*top .. b*top+top-1)."""
         with self._decoding():
             state = self._repeat_rows(self._init_state(global_feats, spatial_feats), beam)
             return beam_search(self._logits_step, state, self._take_rows, len(global_feats), beam, max_len,
-                               self.spec.start_id, self.spec.end_id, self.spec.pad_id, alpha, block_trigrams)
+                               self.spec.start_id, self.spec.end_id, self.spec.pad_id, alpha, block_trigrams,
+                               groups, diversity, top)
 
-    def sample(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, seed: int,
+    def sample(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, seed: int | list[int],
                n: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                block_trigrams: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`n` sampled captions per image (backends.decoding.sample_search), image b's in rows b*n ..

@@ -14,11 +14,11 @@ import io
 import json
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from backends.decoding import GREEDY, Decoder
 from shared_data.errors import UserError
 
 from . import rundir
@@ -29,39 +29,24 @@ BATCH = 64  # images per extraction and decoding batch
 FIELDS = ["image", "caption", "log_prob", "decoding", "run"]
 
 
-@dataclass
-class Decoding:
-    """How captions are decoded; the defaults are greedy."""
+# the decoding knobs `caption` shares with RunSettings (flags, defaults, intervals and messages from there)
+KNOBS = ("length_alpha", "groups", "diversity", "temperature", "top_k", "top_p", "block_trigrams")
 
-    beam_size: int = 1
-    length_alpha: float = 0.0
-    sample: int = 0  # captions per image when sampling; 0: greedy or beam
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    block_trigrams: bool = False
 
-    def check(self) -> None:
-        if self.sample and self.beam_size > 1:
-            raise UserError("--sample and --beam-size are two ways to decode: give one of them")
-        for name, ok in (("--beam-size", 1 <= self.beam_size <= 100), ("--sample", 0 <= self.sample <= 100),
-                         ("--temperature", 0 < self.temperature <= 100), ("--top-k", self.top_k >= 0),
-                         ("--top-p", 0 < self.top_p <= 1), ("--length-alpha", 0 <= self.length_alpha <= 10),
-                         ("--seed", 0 <= self.seed < 2**32)):
-            if not ok:
-                raise UserError(f"{name} {getattr(self, name[2:].replace('-', '_'))}: out of range "
-                                "(beam size 1-100, sample 0-100, temperature (0, 100], top-k >= 0, top-p (0, 1], "
-                                "length alpha 0-10, seed 0-4294967295)")
+def decoder(beam_size: int = 1, sample: int = 0, seed: int = 0, **knobs) -> Decoder:
+    """The decoding `caption`'s flags ask for: greedy, beam search with `beam_size` > 1 (diverse with
+    groups > 1: then the `groups` best hypotheses of each image), or `sample` captions per image;
+    every value checked as RunSettings checks it."""
+    from .settings import RunSettings
 
-    def __str__(self) -> str:
-        extra = ", trigram blocking" if self.block_trigrams else ""
-        if self.sample:
-            return (f"sample {self.sample} (temperature {self.temperature:g}, top-k {self.top_k or 'all'}, "
-                    f"top-p {self.top_p:g}, seed {self.seed}{extra})")
-        if self.beam_size > 1:
-            return f"beam {self.beam_size} (length alpha {self.length_alpha:g}{extra})"
-        return "greedy" + extra
+    if sample and beam_size != 1:
+        raise UserError("--sample and --beam-size are two ways to decode: give one of them")
+    if not 0 <= sample <= 100:
+        raise UserError(f"--sample {sample}: give 1 to 100 captions per image")
+    knobs = {k: v for k, v in knobs.items() if v is not None}
+    method = "sample" if sample else "beam" if beam_size != 1 else "greedy"
+    n = sample if sample else int(knobs.get("groups", 1)) if method == "beam" else 1
+    return Decoder.of(RunSettings(decoding=method, beam_size=beam_size, seed=seed, captions_per_image=n, **knobs))
 
 
 def find_images(inputs: list[Path]) -> list[Path]:
@@ -105,7 +90,7 @@ def _load(path: Path, size: int) -> np.ndarray | None:
         return None
 
 
-def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | None = None,
+def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: Path | None = None,
             attention: Path | None = None, log=print) -> list[dict]:
     """Caption the images; write `out` (.csv or .json) when given, and for a plugin with attention, one
     PNG per image in `attention` (each word of its greedy caption with its map); return the rows."""
@@ -114,7 +99,6 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | N
     from .extractors import get_extractor
     from .worker import setup
 
-    decoding.check()
     if out is not None and Path(out).suffix not in OUT_SUFFIXES:
         raise UserError(f"--out {out}: write a .csv or a .json file")
     run_dir = Path(run_dir)
@@ -166,21 +150,16 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoding, out: Path | N
     return rows
 
 
-def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoding, run_dir: Path) -> list[dict]:
+def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoder, run_dir: Path) -> list[dict]:
     g, s = features
     g = np.asarray(g, np.float32)  # a plugin that reads only the grid ignores it, as in training
     s = np.asarray(s, np.float32) if ctx.plugin.needs_spatial and s is not None else None
-    max_len, runner = ctx.ds.max_length, ctx.runner
-    if decoding.sample:
-        tokens, logp = runner.sample(g, s, max_len, decoding.seed, decoding.sample, decoding.temperature,
-                                     decoding.top_k, decoding.top_p, decoding.block_trigrams)
-        paths = [p for p in paths for _ in range(decoding.sample)]
-    else:
-        tokens = runner.greedy(g, s, max_len) if decoding.beam_size == 1 and not decoding.block_trigrams else \
-            runner.beam(g, s, max_len, decoding.beam_size, decoding.length_alpha, decoding.block_trigrams)
-        logp = runner.log_prob(g, s, tokens)
+    tokens = decoding(ctx.runner, g, s, ctx.ds.max_length)
+    n = decoding.n
+    logp = ctx.runner.log_prob(np.repeat(g, n, 0), None if s is None else np.repeat(s, n, 0), tokens)
     return [{"image": str(p), "caption": " ".join(ctx.ds.vocab.decode(t)), "log_prob": round(float(lp), 4),
-             "decoding": str(decoding), "run": str(run_dir)} for p, t, lp in zip(paths, tokens, logp, strict=True)]
+             "decoding": str(decoding), "run": str(run_dir)}
+            for p, t, lp in zip([p for p in paths for _ in range(n)], tokens, logp, strict=True)]
 
 
 def _draw_attention(ctx, paths: list[Path], features: tuple, folder: Path) -> None:

@@ -71,6 +71,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from shared_data.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES
 
+    from . import settings
+    from .caption import KNOBS as caption_knobs
     from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
     from .prepare import DATASETS
     from .settings import variant_keys
@@ -151,13 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, help="a finished run, e.g. results/<study>/torch_concat-s0")
     p.add_argument("images", type=Path, nargs="+", help="image files (jpg, png) or folders of them")
     p.add_argument("--beam-size", type=int, default=1, help="beam search with this many hypotheses (1: greedy)")
-    p.add_argument("--length-alpha", type=float, default=0.0, help="beam search's GNMT length normalisation")
     p.add_argument("--sample", type=int, default=0, metavar="N", help="sample N captions per image instead")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling: divide the logits by this")
-    p.add_argument("--top-k", type=int, default=0, help="sampling: only the k likeliest words (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="sampling: the nucleus of probability p")
     p.add_argument("--seed", type=int, default=0, help="sampling: the draws' seed")
-    p.add_argument("--block-trigrams", action="store_true", help="never repeat a trigram within a caption")
+    settings.add_arguments(p, caption_knobs)
     p.add_argument("--out", type=Path, default=None, help="write the rows to FILE.csv or FILE.json")
     p.add_argument("--attention", type=Path, default=None, metavar="DIR",
                    help="plugins with attention: one PNG per image in DIR, each word of its greedy caption "
@@ -369,10 +367,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_caption(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from .caption import Decoding, caption
+    from .caption import KNOBS, caption, decoder
 
-    decoding = Decoding(args.beam_size, args.length_alpha, args.sample, args.temperature, args.top_k, args.top_p,
-                        args.seed, args.block_trigrams)
+    decoding = decoder(args.beam_size, args.sample, args.seed, **{k: getattr(args, k) for k in KNOBS})
     rows = caption(args.run_dir, args.images, decoding, args.out, args.attention)
     if args.out is None:
         print(tabulate([(r["image"], r["caption"], r["log_prob"]) for r in rows], headers=["image", "caption",

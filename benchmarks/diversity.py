@@ -12,6 +12,12 @@ For one caption per test image (captions are space-joined tokens, as the harness
 - objects named / in image (the embedded dataset, whose scenes are known): shape nouns a caption
   names, and objects its image has, both per image
 
+For several captions per image (sampling, diverse beam search; the references themselves):
+
+- mBLEU-4: each caption's BLEU-4 against the same image's other captions, statistics summed over the
+  split as corpus BLEU is (Shetty et al. 2017): how alike one image's captions are, lower is more
+  varied. (Self-CIDEr, which needs a kernel matrix and its eigenvalues per image, is not computed.)
+
 The human references get the same numbers (each image's first reference) as a ceiling row.
 """
 
@@ -69,3 +75,14 @@ def _objects(scene: dict | list) -> list:
 def first_references(captions: dict[str, dict]) -> dict[str, str]:
     """Each image's first human reference: the ceiling row, one caption per image like a model's."""
     return {i: entry["references"][0] for i, entry in captions.items()}
+
+
+def mbleu4(captions: dict[str, list[str]]) -> float:
+    """mBLEU-4 of {image id: its captions}; NaN when no image has two."""
+    import numpy as np
+
+    from .stats import bleu_stats, corpus_bleu
+
+    rows = [bleu_stats(caps[:k] + caps[k + 1:], cap) for caps in captions.values() if len(caps) > 1
+            for k, cap in enumerate(caps)]
+    return corpus_bleu(np.sum(rows, 0)) if rows else math.nan

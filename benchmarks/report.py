@@ -321,7 +321,7 @@ def _details(done: list[dict]) -> list[str]:
 def _diversity(groups: dict[str, list[dict]], ds) -> list[str]:
     """How varied each configuration's test captions are (benchmarks/diversity.py), mean over seeds,
     with the human references (first of each image) as the ceiling row."""
-    from .diversity import HEADERS, METRICS, diversity, first_references
+    from .diversity import HEADERS, METRICS, diversity, first_references, mbleu4
 
     if not groups:
         return []
@@ -344,16 +344,27 @@ def _diversity(groups: dict[str, list[dict]], ds) -> list[str]:
         return [f"{x:,.0f}" if m == "vocabulary" else _f(x, 2 if m.startswith("objects") or m == "mean_length" else 3)
                 for m, x in zip(METRICS, means, strict=True)]
 
-    rows = [[label, *cells([scores({i: c["generated"] for i, c in r["captions"].items()}) for r in group])]
-            for label, group in groups.items()]
+    def several(group: list[dict]) -> str:  # mBLEU-4 where the runs kept several captions per image
+        values = [mbleu4({i: c["all"] for i, c in r["captions"].items() if "all" in c}) for r in group]
+        values = [v for v in values if not math.isnan(v)]
+        return _f(float(np.mean(values)), 3) if values else "—"
+
+    rows = [[label, *cells([scores({i: c["generated"] for i, c in r["captions"].items()}) for r in group]),
+             several(group)] for label, group in groups.items()]
     first = next(iter(groups.values()))[0]["captions"]
-    rows.append(["human (first reference)", *cells([scores(first_references(first))])])
-    return ["### Diversity (test split, greedy captions)", "",
-            tabulate(rows, headers=["configuration", *HEADERS], tablefmt="github", disable_numparse=True), "",
+    refs = {i: c["references"] for i, c in first.items() if c.get("references")}
+    rows.append(["human (first reference)", *cells([scores(first_references(first))]), _f(mbleu4(refs), 3)])
+    methods = sorted({(r["metrics"].get("decoding") or {}).get("method", "greedy") for g in groups.values()
+                      for r in g})
+    return [f"### Diversity (test split, {'; '.join(methods)} captions)", "",
+            tabulate(rows, headers=["configuration", *HEADERS, "mBLEU-4"], tablefmt="github",
+                     disable_numparse=True), "",
             "Vocabulary: distinct words over the split; distinct-1/2: distinct unigrams/bigrams over all of them; "
             "unique: captions no other image got; novel: captions that are not a training caption word for word "
             "(n/a without the dataset); objects named: shape nouns per caption, against the objects its image "
-            "has (the embedded dataset's scenes). Mean over seeds.", ""]
+            "has (the embedded dataset's scenes); mBLEU-4: with several captions per image "
+            "(--captions-per-image), each one's BLEU-4 against the image's others, lower is more varied (the "
+            "human row: each reference against the other four). Mean over seeds.", ""]
 
 
 def _time_to_target(done: list[dict]) -> list[str]:

@@ -130,6 +130,7 @@ METRICS_SCHEMA = {
     "data": Optional({"weights_sha256": Optional(str), "features_sha256": Optional(str)}),
     "target": Optional(_target),
     "spice_note": Optional(str),
+    "decoding": Optional({"method": _line, "captions_per_image": int}),
 }
 CONFIG_SCHEMA = {"label": _line, "plugin": _line, "hparams": dict, "settings": {"seed": Optional(int)}, "dataset": str,
                  "extractor": str, "config_hash": str, "order": Optional(int), "note": Optional(str),
@@ -137,7 +138,7 @@ CONFIG_SCHEMA = {"label": _line, "plugin": _line, "hparams": dict, "settings": {
 PLAN_SCHEMA = {"jobs": [{"folder": _file_name, "config_hash": str,
                          **{k: Optional(v) for k, v in CONFIG_SCHEMA.items() if k != "config_hash"}}]}
 CHECKPOINT_SCHEMA = {"config_hash": Optional(str), "file": _file_name, "loop": {"best_file": Optional(_file_name)}}
-CAPTIONS_SCHEMA = Each({"generated": str, "references": Optional([str])})
+CAPTIONS_SCHEMA = Each({"generated": str, "references": Optional([str]), "all": Optional([str])})
 PER_IMAGE_SCHEMA = Each(_SCORES)
 
 

@@ -24,16 +24,20 @@ DEFAULT_EPOCHS = 3  # the budget when none is given
 TRAINING_MODES = ("sequence", "prefix")
 BUDGET_KEYS = ("epochs", "steps", "time_budget", "target")
 TARGETS = {"val_bleu4": "higher", "val_loss": "lower"}  # --target metric -> the direction that meets it
+DECODINGS = ("greedy", "beam", "sample")
 
 
 def knob(default, help: str, *, choices: tuple | None = None, interval: str | None = None, flag: str | None = None,
-         per_variant: bool = True, per_run: bool = True, metavar: str | None = None):
+         per_variant: bool = True, per_run: bool = True, metavar: str | None = None, if_changed: bool = False):
     """A RunSettings field. per_variant: a study variant or `--vary` may change it (budgets and seeds are
     the study's: identical for every row). per_run: it is part of a run's configuration (and hash);
-    `seeds` is not, it only says how many runs there are."""
+    `seeds` is not, it only says how many runs there are. if_changed: a knob added after runs were
+    published, in a run's configuration only when it differs from its default, so that every run
+    made before it keeps its hash."""
     return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "metavar": metavar,
                                             "interval": Interval.parse(interval) if interval else None,
-                                            "per_variant": per_variant, "per_run": per_run})
+                                            "per_variant": per_variant, "per_run": per_run,
+                                            "if_changed": if_changed})
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,22 @@ class RunSettings:
     patience: int | None = knob(None, "early stopping: epochs without a better val BLEU-4", interval="[1, inf)")
     beam_size: int = knob(3, "beam width of the test-set beam search", interval="[1, 100]")
     length_alpha: float = knob(0.6, "GNMT length normalisation of the beam search (0 = none)", interval="[0, 10]")
+    decoding: str = knob("greedy", "how the test split is decoded for the headline scores (the beam column is "
+                         "always beam search; validation is always greedy)", choices=DECODINGS, if_changed=True)
+    groups: int = knob(1, "diverse beam search: the beam splits into this many groups (1: plain beam search)",
+                       interval="[1, 100]", if_changed=True)
+    diversity: float = knob(0.5, "diverse beam search: a word's penalty per earlier group that chose it at the "
+                            "same step", interval="[0, 1000]", if_changed=True)
+    temperature: float = knob(1.0, "sampling: divide the logits by this", interval="(0, 100]", if_changed=True)
+    top_k: int = knob(0, "sampling: only the k likeliest words (0: all)", interval="[0, 100000]", if_changed=True)
+    top_p: float = knob(1.0, "sampling: only the nucleus, the fewest likeliest words whose probability reaches p",
+                        interval="(0, 1]", if_changed=True)
+    block_trigrams: bool = knob(False, "beam search and sampling: never repeat a trigram within a caption",
+                                if_changed=True)
+    captions_per_image: int = knob(1, "sampling or beam search: captions per test image (greedy decoding has "
+                                   "one); the first is scored, all of them give mBLEU-4 (how alike one "
+                                   "image's captions are)",
+                                   interval="[1, 100]", if_changed=True)
     meteor: bool = knob(True, "skip METEOR (saves the Java start-up)", flag="--no-meteor", per_variant=False)
 
     def __post_init__(self):
@@ -73,6 +93,12 @@ class RunSettings:
         if last not in knob_named("seed").interval:
             raise UserError(f"--seed {self.seed} --seeds {self.seeds}: the last seed, {last}, is past "
                             f"{knob_named('seed').interval}; start lower")
+        if self.beam_size % self.groups:
+            raise UserError(f"--groups {self.groups}: the beam ({self.beam_size}) must split into equal groups; "
+                            "give a --beam-size divisible by it")
+        if self.decoding == "beam" and self.captions_per_image > self.beam_size:
+            raise UserError(f"--captions-per-image {self.captions_per_image}: beam search keeps {self.beam_size} "
+                            "hypotheses an image; give a --beam-size at least as large")
         if self.target is not None:
             parse_target(self.target)
             if not (self.epochs or self.time_budget or self.steps):
@@ -98,7 +124,8 @@ class RunSettings:
 
     def for_run(self, seed: int) -> dict:
         """A run's settings block (config.json): every per-run knob, with the run's own seed."""
-        return {k.name: (seed if k.name == "seed" else getattr(self, k.name)) for k in knobs() if k.per_run}
+        return {k.name: (seed if k.name == "seed" else getattr(self, k.name)) for k in knobs()
+                if k.per_run and not (k.if_changed and getattr(self, k.name) == k.default)}
 
     @classmethod
     def from_run(cls, block: dict) -> RunSettings:
@@ -134,6 +161,7 @@ class Knob:
     per_variant: bool
     per_run: bool
     metavar: str | None = None
+    if_changed: bool = False
 
     def check(self, value, where: str):
         try:
@@ -161,7 +189,7 @@ def knobs() -> list[Knob]:
             m = f.metadata
             _KNOBS.append(Knob(f.name, kind, optional, f.default, m["help"],
                                m["flag"] or "--" + f.name.replace("_", "-"), m["choices"], m["interval"],
-                               m["per_variant"], m["per_run"], m["metavar"]))
+                               m["per_variant"], m["per_run"], m["metavar"], m["if_changed"]))
     return _KNOBS
 
 

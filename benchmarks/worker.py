@@ -9,6 +9,7 @@ Writes metrics.json last (atomically): a run folder without it did not finish.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import json
@@ -22,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from backends.decoding import GREEDY, Decoder
 
 WARMUP_STEPS = 5  # excluded from throughput: graph building, allocator warm-up, caches
 PROGRESS = "@progress "  # lines the study turns into a progress bar instead of logging them
@@ -54,17 +57,19 @@ class _Progress:
 
 
 def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None = None,
-                  permutation: np.ndarray | None = None, beam: int = 1,
-                  alpha: float = 0.0, phase: str | None = None) -> tuple[dict, dict, float]:
-    """Greedy (beam 1) or beam-search captions for a split's images: (hypotheses, references, captions/s)."""
+                  permutation: np.ndarray | None = None, decoder: Decoder = GREEDY,
+                  phase: str | None = None) -> tuple[dict, dict, float, dict]:
+    """A split's images decoded: (first caption per image, references, captions/s, every caption per
+    image when the decoder gives several)."""
     from shared_data.batches import prefetch
 
     sp = ds.splits[split]
-    batch = decode_batch_images(feats, beam)
+    batch = decode_batch_images(feats, decoder.rows_per_image())
     rows = sp.feature_rows[:limit] if limit else sp.feature_rows
     src = rows[permutation] if permutation is not None else rows  # shuffled-feature control
     ids = sp.image_ids[: len(rows)]
     hyps: dict[str, str] = {}
+    every: dict[str, list[str]] = {}
     progress = _Progress(phase or f"decode {split}", len(rows))
     t0 = time.perf_counter()
 
@@ -75,13 +80,16 @@ def _decode_split(runner, ds, split: str, feats, max_len: int, limit: int | None
 
     for start, g, s in prefetch(read()):
         progress(start)
-        out = runner.greedy(g, s, max_len) if beam == 1 else runner.beam(g, s, max_len, beam, alpha)
-        for i, seq in zip(ids[start:start + batch], out, strict=True):
-            hyps[i] = " ".join(ds.vocab.decode(seq))
+        out = decoder(runner, g, s, max_len, start)
+        for k, i in enumerate(ids[start:start + batch]):
+            texts = [" ".join(ds.vocab.decode(seq)) for seq in out[k * decoder.n:(k + 1) * decoder.n]]
+            hyps[i] = texts[0]
+            if decoder.n > 1:
+                every[i] = texts
     runner.sync()
-    rate = len(rows) / (time.perf_counter() - t0)
+    rate = len(rows) * decoder.n / (time.perf_counter() - t0)
     refs = {i: list(caps) for i, caps in zip(ids, sp.texts, strict=False)}
-    return hyps, refs, rate
+    return hyps, refs, rate, every
 
 
 @dataclass
@@ -307,7 +315,7 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
             print(f"diverged: non-finite validation loss after epoch {st.epoch}", flush=True)
             status = "diverged"
             break
-        hyps, refs, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
+        hyps, refs, _, _ = _decode_split(runner, ds, "val", feats, ds.max_length)
         val_bleu4 = coco_scores(refs, hyps, meteor=False)[0]["BLEU-4"]
         st.val_eval_s += time.perf_counter() - t_val
         row = {"epoch": st.epoch, "step": st.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -362,18 +370,25 @@ def evaluate(ctx: Context, st: LoopState, status: str) -> dict:
     shutil.copyfile(run_dir / st.best_file, weights_file)  # a copy: the checkpoint still points at the original
 
     t_eval = time.perf_counter()
-    hyps, refs, greedy_rate = _decode_split(runner, ds, "test", feats, ds.max_length)
-    beam_hyps, _, beam_rate = _decode_split(runner, ds, "test", feats, ds.max_length, beam=s.beam_size,
-                                            alpha=s.length_alpha, phase=f"decode test (beam {s.beam_size})")
+    # the headline decoding (greedy unless the settings say otherwise); the image gap and the train
+    # split's BLEU-4 decode the same way, so that each compares like with like
+    headline = Decoder.of(s)
+    hyps, refs, greedy_rate, every = _decode_split(runner, ds, "test", feats, ds.max_length, decoder=headline,
+                                                   phase=f"decode test ({headline})")
+    beam = Decoder("beam", s.beam_size, s.length_alpha)
+    beam_hyps, _, beam_rate, _ = _decode_split(runner, ds, "test", feats, ds.max_length, decoder=beam,
+                                               phase=f"decode test ({beam})")
     # no speed figure is measured after this point: METEOR's JVM loads its tables (~5 s) meanwhile
     meteor = start_meteor() if s.meteor else False
     beam_quality, _ = coco_scores(refs, beam_hyps, meteor=False)
+    one = dataclasses.replace(headline, n=1)
     perm = np.random.default_rng(s.seed).permutation(len(ds.splits["test"].image_ids))
-    sh_hyps, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm,
-                                  phase="decode test (shuffled features)")
+    sh_hyps, _, _, _ = _decode_split(runner, ds, "test", feats, ds.max_length, permutation=perm, decoder=one,
+                                     phase="decode test (shuffled features)")
     shuffled, _ = coco_scores(refs, sh_hyps, meteor=False)
     n_train_eval = min(1000, len(ds.splits["train"].image_ids))
-    tr_hyps, tr_refs, _ = _decode_split(runner, ds, "train", feats, ds.max_length, limit=n_train_eval)
+    tr_hyps, tr_refs, _, _ = _decode_split(runner, ds, "train", feats, ds.max_length, limit=n_train_eval,
+                                           decoder=one)
     train_bleu4 = coco_scores(tr_refs, tr_hyps, meteor=False)[0]["BLEU-4"]
     if feats.spatial is not None and runner.has_attention():
         _save_attention(runner, ds, feats, run_dir)
@@ -387,6 +402,7 @@ def evaluate(ctx: Context, st: LoopState, status: str) -> dict:
             "greedy_rate": greedy_rate,
             "beam_rate": beam_rate, "beam_quality": beam_quality, "shuffled": shuffled, "train_bleu4": train_bleu4,
             "grounding": grounded_scores(hyps, objects) if objects else None, "weights_file": weights_file,
+            "decoding": str(headline), "every": every,
             "eval_s": time.perf_counter() - t_eval}
 
 
@@ -420,6 +436,7 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
         "beam": {"size": s.beam_size, "length_alpha": s.length_alpha, "BLEU-4": ev["beam_quality"]["BLEU-4"],
                  "CIDEr": ev["beam_quality"]["CIDEr"]},
         "grounding": ev["grounding"],
+        "decoding": {"method": ev["decoding"], "captions_per_image": Decoder.of(s).n},
         "target": None if s.target is None else {"target": s.target, "reached": st.reached is not None,
                                                  **(st.reached or {})},
         "params": runner.parameters(),
@@ -454,8 +471,10 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
     for tag, value in (("test/BLEU-4", q["BLEU-4"]), ("test/CIDEr", q["CIDEr"])):
         ctx.scalars.add(tag, value, st.step)
     ctx.scalars.close()
+    every = ev["every"]  # several captions per image: all of them, for mBLEU-4
     rundir.write_json(ctx.run_dir / rundir.CAPTIONS,
-                      {i: {"generated": ev["hyps"][i], "references": ev["refs"][i]} for i in ev["hyps"]})
+                      {i: {"generated": ev["hyps"][i], "references": ev["refs"][i],
+                           **({"all": every[i]} if every else {})} for i in ev["hyps"]})
     rundir.write_json(ctx.run_dir / rundir.PER_IMAGE, ev["per_image"])
     rundir.write_json(ctx.run_dir / rundir.METRICS, metrics)
     rundir.remove_checkpoint(ctx.run_dir)  # finished: metrics.json is the record now

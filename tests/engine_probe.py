@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 STEPS = 5
+DECODE_LEN = 8  # captions of up to 7 words in the contract checks: enough to exercise every decoding path
 # small and dropout off: the comparison is about arithmetic, and every engine traces each model
 SMALL = {"keras_merge": dict(units=32), "keras_concat": dict(units=32),
          "keras_rnn": dict(embed_dim=32, hidden_dim=48), "keras_lstm": dict(embed_dim=32, hidden_dim=48),
@@ -67,7 +68,7 @@ def check_runner(dataset: Path, scratch: Path) -> None:
     feats = ds.features("grid")
     for name in SMALL:
         (scratch / name).mkdir()
-        check_plugin(ds, feats, ModelSpec.of(ds, feats), name, scratch / name)
+        check_plugin(ds, feats, ModelSpec.of(ds, feats), name, scratch / name, max_len=DECODE_LEN)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.caption import Decoding, caption
+from benchmarks.caption import caption, decoder
 from benchmarks.cli import main
 
 PLUGINS = ("torch_merge", "keras_merge", "torch_show_attend_tell")
@@ -36,7 +36,7 @@ def _test_images(small_dataset: Path) -> list[Path]:
 def test_greedy_captions_equal_the_runs_own(plugin, runs, small_dataset):
     """Same features (the dataset's extractor on the same files), same weights: the run's captions."""
     run = runs / f"{plugin}-s0"
-    rows = caption(run, _test_images(small_dataset), Decoding())
+    rows = caption(run, _test_images(small_dataset), decoder())
     own = json.loads((run / "captions.json").read_text())
     assert [r["caption"] for r in rows] == [own[Path(r["image"]).name]["generated"] for r in rows]
     assert all(r["log_prob"] <= 0 and r["decoding"] == "greedy" for r in rows)
@@ -44,10 +44,15 @@ def test_greedy_captions_equal_the_runs_own(plugin, runs, small_dataset):
 
 def test_sampling_and_files(runs, small_dataset, tmp_path, capsys):
     images = _test_images(small_dataset)[:5]
-    rows = caption(runs / "torch_merge-s0", images, Decoding(sample=3, temperature=0.8, top_p=0.9, seed=1))
+    rows = caption(runs / "torch_merge-s0", images, decoder(sample=3, temperature=0.8, top_p=0.9, seed=1))
     assert [r["image"] for r in rows] == [str(p) for p in images for _ in range(3)]
-    again = caption(runs / "torch_merge-s0", images, Decoding(sample=3, temperature=0.8, top_p=0.9, seed=1))
+    again = caption(runs / "torch_merge-s0", images, decoder(sample=3, temperature=0.8, top_p=0.9, seed=1))
     assert rows == again  # a seed fixes the draws
+    diverse = caption(runs / "torch_merge-s0", images, decoder(beam_size=6, groups=3, diversity=2.0))
+    assert [r["image"] for r in diverse] == [str(p) for p in images for _ in range(3)]
+    assert all(r["decoding"] == "beam 6 (length alpha 0.6, 3 groups, diversity 2)" for r in diverse)
+    # the penalty keeps one image's three captions apart
+    assert all(len({r["caption"] for r in diverse[k * 3:k * 3 + 3]}) > 1 for k in range(len(images)))
     folder = tmp_path / "mine"
     folder.mkdir()
     for p in images[:2]:
@@ -64,7 +69,7 @@ def test_sampling_and_files(runs, small_dataset, tmp_path, capsys):
 
 def test_attention_maps_for_each_image(runs, small_dataset, tmp_path):
     images = _test_images(small_dataset)[:3]
-    rows = caption(runs / "torch_show_attend_tell-s0", images, Decoding(), attention=tmp_path / "att")
+    rows = caption(runs / "torch_show_attend_tell-s0", images, decoder(), attention=tmp_path / "att")
     assert sorted(p.name for p in (tmp_path / "att").iterdir()) == sorted(p.stem + ".png" for p in images)
     assert len(rows) == 3 and all(Image.open(tmp_path / "att" / (p.stem + ".png")).width > 100 for p in images)
 
@@ -92,8 +97,10 @@ CASES = [
     (lambda runs, tmp, img: [runs / "torch_merge-s0", _bomb(tmp)], "none of the 1 file(s) is a readable image"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--sample", "2", "--beam-size", "3"],
      "--sample and --beam-size are two ways to decode"),
-    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--top-p", "0"], "--top-p 0.0: out of range"),
-    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--temperature", "-1"], "--temperature -1.0: out of"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--top-p", "0"], "--top-p 0: expected a finite number in (0, 1]"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--temperature", "-1"], "--temperature -1: expected"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--beam-size", "3", "--groups", "2"],
+     "--groups 2: the beam (3) must split into equal groups"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--out", tmp / "x.txt"], "write a .csv or a .json"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--attention", tmp / "att"],
      "--attention: torch_merge does not attend over the image"),

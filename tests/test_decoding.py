@@ -177,3 +177,50 @@ def test_torch_and_keras_sample_the_same_captions(twins):
     np.testing.assert_array_equal(st, sk)
     np.testing.assert_allclose(lt, lk, atol=1e-4)
     assert st.shape[0] == 48 and len({tuple(r) for r in st}) > 12  # four different captions for most images
+
+
+# ------------------------------------------------------------------- diverse beam search
+def _words(row) -> list[int]:
+    return [int(t) for t in row if t != PAD]
+
+
+def test_one_group_is_plain_beam_search_and_top_ranks_hypotheses():
+    table, step, reorder = toy(5, vocab=6)
+    state = np.repeat(np.arange(3), 4)
+    plain = beam_search(step, state, reorder, 3, 4, 7, START, END, PAD, alpha=0.6)
+    grouped = beam_search(step, state, reorder, 3, 4, 7, START, END, PAD, alpha=0.6, groups=1, diversity=5.0)
+    np.testing.assert_array_equal(plain, grouped)
+    top = beam_search(step, state, reorder, 3, 4, 7, START, END, PAD, alpha=0.6, top=2)
+    assert top.shape[0] == 6
+    np.testing.assert_array_equal(top[::2, :plain.shape[1]], plain)  # each image's first row is its best
+
+
+def test_groups_without_a_penalty_repeat_each_other():
+    """With diversity 0 every group is the same narrow beam: groups of width 1 are each greedy."""
+    table, step, reorder = toy(7, vocab=6)
+    greedy = beam_search(step, np.arange(3), reorder, 3, 1, 7, START, END, PAD)
+    out = beam_search(step, np.repeat(np.arange(3), 3), reorder, 3, 3, 7, START, END, PAD, groups=3, top=3)
+    for b in range(3):
+        for r in range(3):
+            assert _words(out[b * 3 + r]) == _words(greedy[b])
+
+
+def test_a_strong_penalty_makes_groups_start_differently():
+    """Hamming diversity: at step one, each group pays `diversity` per earlier group that chose a word,
+    so with a large penalty the groups' first words are all different."""
+    table, step, reorder = toy(9, vocab=6)
+    out = beam_search(step, np.repeat(np.arange(3), 3), reorder, 3, 3, 7, START, END, PAD, groups=3,
+                      diversity=100.0, top=3)
+    for b in range(3):
+        firsts = {int(out[b * 3 + r, 0]) for r in range(3)}
+        assert len(firsts) == 3, out[b * 3:b * 3 + 3]
+    with pytest.raises(ValueError, match="groups"):
+        beam_search(step, np.repeat(np.arange(3), 4), reorder, 3, 4, 7, START, END, PAD, groups=3)
+
+
+def test_torch_and_keras_diverse_beams_agree(twins):
+    t, k, ds, g = twins
+    kwargs = {"beam": 6, "alpha": 0.6, "groups": 3, "diversity": 0.5, "top": 3}
+    bt, bk = t.beam(g, None, ds.max_length, **kwargs), k.beam(g, None, ds.max_length, **kwargs)
+    np.testing.assert_array_equal(bt, bk)
+    assert bt.shape[0] == 36

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.diversity import distinct, diversity, first_references
+from benchmarks.diversity import distinct, diversity, first_references, mbleu4
 
 
 def _scene(*shapes: str) -> dict:
@@ -38,3 +38,11 @@ def test_edge_cases():
     assert math.isnan(distinct([["one"]], 2))  # no bigram at all
     assert distinct([["x", "x", "x"]], 1) == pytest.approx(1 / 3)
     assert first_references({"i": {"generated": "g", "references": ["r1", "r2"]}}) == {"i": "r1"}
+
+
+def test_mbleu4_of_one_images_captions():
+    # each against the other: 1-grams 4/5, 2-grams 3/4, 3-grams 2/3, 4-grams 1/2, equal lengths
+    assert mbleu4({"i": ["a b c d e", "a b c d f"]}) == pytest.approx((0.8 * 0.75 * (2 / 3) * 0.5) ** 0.25, rel=1e-6)
+    assert mbleu4({"i": ["a red circle here", "a red circle here"]}) == pytest.approx(1.0)  # collapsed
+    assert mbleu4({"i": ["a b c d", "e f g h"]}) < 1e-6  # nothing shared
+    assert math.isnan(mbleu4({"i": ["only one"]}))

@@ -121,6 +121,34 @@ def test_prefix_training_runs_end_to_end(small_dataset, data_dir, tmp_path):
     assert "prefix expansion" in (tmp_path / "results" / "prefix" / "report.md").read_text()
 
 
+def test_decoding_is_an_ablation_axis(small_dataset, data_dir, tmp_path):
+    """`--vary decoding=...`: each row's headline captions decoded its way; several captions per image
+    give the report's mBLEU-4; the base's configuration (and hash) carries none of the new knobs."""
+    proc = run("ablate", "torch_merge", "--vary", "decoding=beam,sample", "--captions-per-image", "3",
+               "--beam-size", "3", "--temperature", "0.7", "--dataset", "synthetic-small", "--steps", "20",
+               "--no-meteor", "--study", "dec", data_dir=data_dir, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = tmp_path / "results" / "dec"
+    runs = {p.name: p for p in folder.iterdir() if p.is_dir()}
+    assert len(runs) == 3, sorted(runs)
+    methods = {}
+    for p in runs.values():
+        cfg = json.loads((p / "config.json").read_text())
+        m = json.loads((p / "metrics.json").read_text())
+        methods[cfg["settings"].get("decoding", "greedy")] = (m, json.loads((p / "captions.json").read_text()))
+    assert sorted(methods) == ["beam", "greedy", "sample"]
+    greedy, beam, sample = methods["greedy"], methods["beam"], methods["sample"]
+    assert greedy[0]["decoding"] == {"method": "greedy", "captions_per_image": 1}
+    assert beam[0]["decoding"]["method"] == "beam 3 (length alpha 0.6)"
+    assert sample[0]["decoding"]["method"].startswith("sample 3 (temperature 0.7")
+    # plain beam search is what the beam column measures anyway
+    assert beam[0]["quality"]["BLEU-4"] == pytest.approx(beam[0]["beam"]["BLEU-4"])
+    assert all(len(c["all"]) == 3 and c["generated"] == c["all"][0] for c in sample[1].values())
+    assert all("all" not in c for c in greedy[1].values())
+    report = (folder / "report.md").read_text()
+    assert "mBLEU-4" in report and "captions-per-image" in report
+
+
 def _held(study: str, tmp_path, data_dir, hold: str = "torch_concat"):
     """A study of torch_merge then torch_concat whose second run waits after training (the worker's
     test hold) until signalled: the test, not the machine's speed, decides when the signal comes."""
