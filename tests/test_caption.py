@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,12 @@ from PIL import Image
 
 from benchmarks.caption import caption, decoder
 from benchmarks.cli import main
-
-PLUGINS = ("torch_merge", "keras_merge", "torch_show_attend_tell")
+from tests.conftest import CAPTION_PLUGINS as PLUGINS
 
 
 @pytest.fixture(scope="module")
-def runs(small_dataset, data_dir, tmp_path_factory) -> Path:
-    cwd = tmp_path_factory.mktemp("caption")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--plugins", ",".join(PLUGINS), "--dataset",
-                           "synthetic-small", "--steps", "30", "--no-meteor", "--study", "c", "--data-dir",
-                           str(data_dir)], cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return cwd / "results" / "c"
+def runs(caption_runs) -> Path:
+    return caption_runs
 
 
 def _test_images(small_dataset: Path) -> list[Path]:
@@ -97,7 +89,8 @@ CASES = [
     (lambda runs, tmp, img: [runs / "torch_merge-s0", _bomb(tmp)], "none of the 1 file(s) is a readable image"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--sample", "2", "--beam-size", "3"],
      "--sample and --beam-size are two ways to decode"),
-    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--top-p", "0"], "--top-p 0: expected a finite number in (0, 1]"),
+    (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--top-p", "0"],
+     "--top-p 0: expected a finite number in (0, 1]"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--temperature", "-1"], "--temperature -1: expected"),
     (lambda runs, tmp, img: [runs / "torch_merge-s0", img, "--beam-size", "3", "--groups", "2"],
      "--groups 2: the beam (3) must split into equal groups"),

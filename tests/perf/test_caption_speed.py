@@ -1,9 +1,10 @@
 """`caption`'s speed (pytest-benchmark): images captioned per second, feature extraction included,
 and batched sampling and diverse beam search against a loop over one image at a time.
 
-By default the runs are trained here for a few steps on the small embedded dataset and 40 test
-images are captioned (the quick mode CI runs: each call once, untimed). For the figures, point it at
-finished runs on the full embedded dataset and caption its 1,000 test images:
+By default the session's caption runs (tests/conftest.py: 30 steps on the small embedded dataset,
+torch_merge standing in for torch_concat) caption 40 test images (the quick mode CI runs: each call
+once, untimed). For the figures, point it at finished runs on the full embedded dataset and
+caption its 1,000 test images:
 
     CAPBENCH_CAPTION_RUNS=results/<study> CAPBENCH_CAPTION_IMAGES=1000 \
         python -m pytest -q -s tests/perf/test_caption_speed.py --benchmark-enable
@@ -17,30 +18,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-PLUGINS = ("torch_concat", "torch_show_attend_tell")
+RUNS = os.environ.get("CAPBENCH_CAPTION_RUNS")
+# the figures: seed 000's model and the attention model; the quick mode reuses the session's runs
+PLUGINS = ("torch_concat" if RUNS else "torch_merge", "torch_show_attend_tell")
 IMAGES = int(os.environ.get("CAPBENCH_CAPTION_IMAGES", "40"))
 LOOP_IMAGES = 20  # the one-image loop's share: its rate does not depend on how many
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis:UserWarning")
 
 
 @pytest.fixture(scope="module")
-def runs(small_dataset, data_dir, tmp_path_factory) -> Path:
-    if os.environ.get("CAPBENCH_CAPTION_RUNS"):
-        return Path(os.environ["CAPBENCH_CAPTION_RUNS"])
-    cwd = tmp_path_factory.mktemp("caption-speed")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--plugins", ",".join(PLUGINS), "--dataset",
-                           "synthetic-small", "--steps", "20", "--no-meteor", "--study", "c", "--data-dir",
-                           str(data_dir)], cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return cwd / "results" / "c"
+def runs(request) -> Path:
+    if RUNS:
+        return Path(RUNS)
+    return request.getfixturevalue("caption_runs")
 
 
 def _context(run_dir: Path):
