@@ -163,30 +163,39 @@ def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, 
 
 def sample_search(step: Callable, state, batch: int, max_len: int, start_id: int, end_id: int, pad_id: int,
                   rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  block_trigrams: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """step(state, tokens[B]) -> (logits [B, V] numpy, state), B = batch rows (an image n times for n
-    captions each). Returns ([batch, steps] token ids, pads after <end>; [batch] the model's own
-    log-probability of each caption, before temperature and filtering)."""
+                  block_trigrams: bool = False, reorder: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """step(state, tokens[B]) -> (logits [B, V] numpy, state), B = the rows still sampling (an image n
+    times for n captions each); reorder(state, rows) -> state, to drop finished rows from the batch (as a
+    one-image loop would stop). Returns ([batch, steps] token ids, pads after <end>; [batch] the model's
+    own log-probability of each caption, before temperature and filtering)."""
     tokens = np.full(batch, start_id, np.int64)
     done = np.zeros(batch, bool)
     logprob = np.zeros(batch)
     out: list[np.ndarray] = []
+    live = np.arange(batch)  # the rows `state` holds, in this order
     for _ in range(max_len - 1):
-        logits, state = step(state, tokens)
+        logits, state = step(state, tokens[live])
         logits = np.asarray(logits, np.float64)
-        blocked = repeated_trigrams(np.stack(out, 1), logits.shape[1]) if block_trigrams and out else None
+        draws = rng.random(batch)  # one number per row, finished or not: the draws never depend on pruning
+        blocked = repeated_trigrams(np.stack(out, 1)[live], logits.shape[1]) if block_trigrams and out else None
         logp = filter_logits(logits, temperature, top_k, top_p, blocked)
         # inverse-CDF draw, one number in (0, 1] per row: the first word whose cumulative probability
         # reaches it, never a word of probability 0
         cdf = np.cumsum(np.exp(logp), 1)
-        drawn = np.minimum((cdf < (1.0 - rng.random(batch))[:, None] * cdf[:, -1:]).sum(1), logp.shape[1] - 1)
-        drawn = np.where(done, pad_id, drawn).astype(np.int64)
-        logprob += np.where(done, 0.0, log_softmax(logits)[np.arange(batch), drawn])
-        out.append(drawn)
-        done |= drawn == end_id
-        tokens = drawn
+        drawn = np.minimum((cdf < (1.0 - draws[live])[:, None] * cdf[:, -1:]).sum(1), logp.shape[1] - 1)
+        finished = done[live]
+        drawn = np.where(finished, pad_id, drawn).astype(np.int64)
+        logprob[live] += np.where(finished, 0.0, log_softmax(logits)[np.arange(len(live)), drawn])
+        column = np.full(batch, pad_id, np.int64)
+        column[live] = drawn
+        out.append(column)
+        done[live] |= drawn == end_id
+        tokens = column
         if done.all():
             break
+        if reorder is not None and done[live].any():
+            keep = np.flatnonzero(~done[live])
+            state, live = reorder(state, keep), live[keep]
     return np.stack(out, 1), logprob
 
 

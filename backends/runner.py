@@ -50,6 +50,9 @@ class Runner(ABC):
 
     FRAMEWORK: ClassVar[str]  # "torch", "keras": the plugin registry's framework prefix
     FIXED_SHAPES: ClassVar[bool]  # see the module docstring
+    # where --training prefix pads a prefix: "post" for models that do not mask (leading pads would
+    # run through their recurrence); the Keras recipe's "pre" where models mask leading pads away
+    PREFIX_PADDING: ClassVar[str] = "post"
 
     model: Any
     spec: Any  # a ModelSpec from the plugin registry, duck-typed: backends/ sits below the plugin layer
@@ -171,7 +174,7 @@ class Runner(ABC):
             state = self._repeat_rows(self._init_state(global_feats, spatial_feats), n)
             return sample_search(self._logits_step, state, len(global_feats) * n, max_len, self.spec.start_id,
                                  self.spec.end_id, self.spec.pad_id, np.random.default_rng(seed), temperature,
-                                 top_k, top_p, block_trigrams)
+                                 top_k, top_p, block_trigrams, self._take_rows)
 
     def log_prob(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, tokens: np.ndarray) -> np.ndarray:
         """[B] the model's log-probability of each caption in `tokens` [B, T] (as decoding returns them:

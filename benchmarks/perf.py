@@ -226,14 +226,13 @@ def run_plugin(job: dict) -> dict:
     ref = PluginRef.parse(job["plugin"])
     if ref.keras_backend:
         os.environ["KERAS_BACKEND"] = ref.keras_backend  # before keras is first imported
-    import importlib
-
+    import backends
     from backends.common import Execution, OptimConfig
     from shared_data.batches import CaptionTable, iterate_batches, iterate_prefix_batches, num_batches
     from shared_data.dataset import load_dataset
 
     plugin = ref.plugin
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    backend = backends.load(plugin.framework)
     hp = dict(plugin.defaults)
     bs, seed = job["batch_size"], job["seed"]
     out = {"plugin": job["plugin"], "framework": plugin.framework, "family": plugin.family,
@@ -253,8 +252,7 @@ def run_plugin(job: dict) -> dict:
         feats = ds.features(job["extractor"], spatial=plugin.needs_spatial, global_=plugin.needs_global)
         spec = ModelSpec.of(ds, feats)
         table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
-        # as in benchmarks/worker.py: the Keras recipe pre-pads (its models mask); PyTorch models do not mask
-        padding = "pre" if plugin.framework == "keras" else "post"
+        padding = backend.Runner.PREFIX_PADDING
         sequence = _cycle(lambda e: iterate_batches(ds, "train", feats, bs, seed, e, table=table,
                                                     pad_to_max=backend.FIXED_SHAPES))
         if job.get("features") == "both":  # the same batches from features loaded into memory, side by side
@@ -426,10 +424,12 @@ def engine_rows(results: list[dict]) -> list[list]:
     of the torch.nn plugin and of its Keras twin on each engine, and the factors between them: torch.nn ÷
     Keras@torch is the API on one engine, Keras on one engine ÷ Keras on another the engine under one API.
     After table_rows, which adds the MFU. Architectures without a Keras twin (merge_packed) are left out."""
+    from plugins.registry import architecture
+
     cells: dict[tuple[str, str], dict[str, dict]] = {}
     for r in results:
         if "error" not in r:
-            arch = r["plugin"].split("@")[0].split("_", 1)[1]
+            arch = architecture(r["plugin"].split("@")[0])
             cells.setdefault((arch, r["shapes"]), {})[api_engine(r["framework"], r["versions"])] = r
 
     rows = []
@@ -485,7 +485,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from plugins.registry import PluginRef, available_names, every_engine
+    from plugins.registry import PluginRef, every_engine, framework_of
+    from plugins.registry import twin as twin_of
     from shared_data.dataset import load_dataset
     from shared_data.errors import UserError
     from shared_data.values import Interval, coerce
@@ -539,8 +540,9 @@ def main(args: argparse.Namespace) -> int:
                 "extractor": args.extractor, "batch_size": args.batch_size, "steps": steps, "warmup": warmup,
                 "images": images, "beams": beams, "alpha": args.length_alpha, "seed": args.seed,
                 "precision": args.precision, "compile": args.compile, "features": args.features})
-            twin = "torch_" + PluginRef.parse(plugin).name.split("_", 1)[1]
-            if r.get("flops_per_token", 0) is None and shape == "flickr8k" and twin in available_names():
+            name = PluginRef.parse(plugin).name
+            twin = name if framework_of(name) == "torch" else twin_of(name)
+            if r.get("flops_per_token", 0) is None and shape == "flickr8k" and twin:
                 if twin not in twin_counts:
                     twin_counts[twin] = _run_child({"kind": "twin_flops", "plugin": twin, "seed": args.seed})
                 counted = twin_counts[twin]

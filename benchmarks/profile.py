@@ -44,19 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     if ref.keras_backend:
         os.environ["KERAS_BACKEND"] = ref.keras_backend  # before keras is first imported
 
-    import importlib
 
     import numpy as np
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    import backends
     from backends.common import Execution, OptimConfig
     from plugins.registry import ModelSpec
 
     from .perf import FLICKR8K, flickr8k_batches
 
     plugin = ref.plugin
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    backend = backends.load(plugin.framework)
     f = FLICKR8K
     spec = ModelSpec(f["vocab_size"], f["global_dim"], f["spatial_shape"] if plugin.needs_spatial else None,
                      f["max_length"])

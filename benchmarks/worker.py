@@ -190,7 +190,7 @@ def setup(run_dir: Path) -> Context:
     if ref.plugin.framework == "keras":  # before keras is first imported: the reference, not the environment
         os.environ["KERAS_BACKEND"] = ref.keras_backend or DEFAULT_KERAS_BACKEND
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import importlib
+    import backends
 
     settings = RunSettings.from_run(cfg["settings"])
     ds = load_run_dataset(cfg)
@@ -199,7 +199,7 @@ def setup(run_dir: Path) -> Context:
     # a plugin that reads the pooled vector only gets no grid: its batches would gather it for nothing
     feats = ds.features(cfg["extractor"], spatial=plugin.needs_spatial, global_=plugin.needs_global)
     t_import = time.perf_counter()
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")  # the framework's import
+    backend = backends.load(plugin.framework)  # the framework's import
     import_s = time.perf_counter() - t_import
     if cfg.get("threads"):  # set by the study when runs share the machine
         backend.Runner.set_threads(int(cfg["threads"]))
@@ -217,9 +217,7 @@ def _train_batches(ctx: Context):
     ds, feats, s, fixed = ctx.ds, ctx.feats, ctx.settings, ctx.backend.Runner.FIXED_SHAPES
     table = CaptionTable(ds.splits["train"], ds.vocab, ds.max_length)
     if s.training == "prefix":
-        # the Keras recipe pre-pads (its models mask, so leading pads are skipped); PyTorch models
-        # do not mask, and leading pads would run through the recurrence: post-pad there
-        padding = "pre" if ctx.plugin.framework == "keras" else "post"
+        padding = ctx.backend.Runner.PREFIX_PADDING
         return table, lambda epoch: iterate_prefix_batches(ds, "train", feats, s.batch_size, s.seed, epoch,
                                                           padding=padding, pad_to_max=fixed, table=table)
     return table, lambda epoch: iterate_batches(ds, "train", feats, s.batch_size, s.seed, epoch, table=table,

@@ -50,6 +50,38 @@ class ModelSpec:
         return cls(len(ds.vocab), feats.global_.shape[1], spatial, ds.max_length)
 
 
+READS = ("global", "spatial")  # what a model reads: the pooled vector, or the spatial grid only
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture, declared once for both frameworks (plugins/families/): its hyperparameters'
+    defaults, the values they accept (choices, intervals such as "[1, inf)"), what differs per
+    framework ({"torch": {"defaults": ..., "choices": ...}}), what it reads, and the small sizes that
+    tests build it at. A plugin file registers `family=` one of these, with its own overrides."""
+
+    name: str
+    defaults: dict
+    choices: dict = field(default_factory=dict)
+    bounds: dict = field(default_factory=dict)
+    per_framework: dict = field(default_factory=dict)
+    reads: str = "global"
+    test_sizes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.reads not in READS:
+            raise ValueError(f"family {self.name}: reads must be one of {READS}, got {self.reads!r}")
+        unknown = set(self.test_sizes) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"family {self.name}: test_sizes names unknown hyperparameters {sorted(unknown)}")
+
+    def for_framework(self, framework: str) -> tuple[dict, dict, dict]:
+        """(defaults, choices, bounds) of this family's plugins in `framework`."""
+        extra = self.per_framework.get(framework, {})
+        return ({**self.defaults, **extra.get("defaults", {})}, {**self.choices, **extra.get("choices", {})},
+                {**self.bounds, **extra.get("bounds", {})})
+
+
 @dataclass(frozen=True)
 class Plugin:
     name: str
@@ -63,6 +95,7 @@ class Plugin:
     choices: dict = field(default_factory=dict)  # hyperparameter -> the values it accepts
     bounds: dict = field(default_factory=dict)  # hyperparameter -> its interval, e.g. "[1, inf)"
     needs_global: bool = True  # False: the pooled vector is never read (it is then not loaded either)
+    test_sizes: dict = field(default_factory=dict)  # small hyperparameters for fast tests (timm's test sizes)
 
     def build(self, spec: ModelSpec, **overrides):
         return self.build_fn(spec, **{**self.defaults, **self.check_hparams(overrides)})
@@ -92,23 +125,57 @@ _REGISTRY: dict[str, Plugin] = {}
 _loaded: set[str] = set()
 
 
-def register(name: str, *, family: str, defaults: dict | None = None, description: str = "",
-             needs_spatial: bool = False, choices: dict | None = None, bounds: dict | None = None,
-             needs_global: bool = True) -> Callable:
-    """Decorator for a builder `fn(spec: ModelSpec, **hparams) -> model`. `choices` and `bounds` declare
+def framework_of(name: str) -> str:
+    """'torch_concat' -> 'torch': a plugin's name starts with its framework."""
+    return name.split("_", 1)[0]
+
+
+def architecture(name: str) -> str:
+    """'torch_concat' -> 'concat': what a plugin's name says after its framework (twins share it)."""
+    return name.partition("_")[2]
+
+
+def twin(name: str) -> str | None:
+    """The same architecture in the other framework (torch_concat -> keras_concat), if it is registered."""
+    framework, _, rest = name.partition("_")
+    others = [f"{f}_{rest}" for f in FRAMEWORKS if f != framework]
+    return next((n for n in others if n in available_names()), None)
+
+
+def _make_plugin(name: str, build_fn: Callable, module: str, family: Family | str, defaults: dict | None,
+                 description: str, needs_spatial: bool | None, choices: dict | None, bounds: dict | None,
+                 needs_global: bool | None) -> Plugin:
+    """A Plugin from a `register` call: a Family's declaration for the plugin's framework, then the
+    call's own overrides."""
+    framework = framework_of(name)
+    if isinstance(family, Family):
+        base_defaults, base_choices, base_bounds = family.for_framework(framework)
+        reads_spatial, sizes, family_name = family.reads == "spatial", family.test_sizes, family.name
+    else:
+        base_defaults, base_choices, base_bounds, reads_spatial, sizes, family_name = {}, {}, {}, False, {}, family
+    return Plugin(name, framework, family_name, build_fn, {**base_defaults, **(defaults or {})}, description,
+                  reads_spatial if needs_spatial is None else needs_spatial, module,
+                  {**base_choices, **(choices or {})}, {**base_bounds, **(bounds or {})},
+                  (not reads_spatial) if needs_global is None else needs_global, dict(sizes))
+
+
+def register(name: str, *, family: Family | str, defaults: dict | None = None, description: str = "",
+             needs_spatial: bool | None = None, choices: dict | None = None, bounds: dict | None = None,
+             needs_global: bool | None = None) -> Callable:
+    """Decorator for a builder `fn(spec: ModelSpec, **hparams) -> model`. `family` is a Family
+    (plugins/families/) whose declaration the plugin takes, `defaults`/`choices`/`bounds` overriding
+    it; or a name, with everything given here (third-party plugins). `choices` and `bounds` declare
     what a hyperparameter accepts ({"fusion": ("add", "concat")}, {"units": "[1, inf)"}), so that a bad
     value is refused before any run starts."""
-    framework = name.split("_", 1)[0]
-    if framework not in FRAMEWORKS:
+    if framework_of(name) not in FRAMEWORKS:
         raise ValueError(f"plugin name {name!r} must start with one of {FRAMEWORKS} and '_'")
 
     def wrap(fn: Callable) -> Callable:
         if name in _REGISTRY and _REGISTRY[name].module != fn.__module__:
             warnings.warn(f"plugin {name} from {fn.__module__} replaces the one from {_REGISTRY[name].module}",
                           stacklevel=2)
-        _REGISTRY[name] = Plugin(name, framework, family, fn, dict(defaults or {}), description,
-                                 needs_spatial, fn.__module__, dict(choices or {}), dict(bounds or {}),
-                                 needs_global)
+        _REGISTRY[name] = _make_plugin(name, fn, fn.__module__, family, defaults, description, needs_spatial,
+                                       choices, bounds, needs_global)
         return fn
 
     return wrap
@@ -172,7 +239,7 @@ def get_plugin(name: str) -> Plugin:
     """Resolve one plugin. A built-in one is read from its module's source, so that the harness
     process, which only checks names and hyperparameters, imports no framework: the module (and its
     framework) is imported when the plugin is first built, in the run's own process."""
-    framework = name.split("_", 1)[0]
+    framework = framework_of(name)
     if name not in _REGISTRY:
         _load_entry_point(name)
     if name not in _REGISTRY and framework in FRAMEWORKS:
@@ -209,6 +276,9 @@ def _plugins_in_source(module: str, framework: str) -> dict[str, Plugin | None]:
         tree = ast.parse(f.read())
     env: dict = {}
     for node in tree.body:  # module-level NAME = <static value>, in order
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("plugins.families"):
+            declared = importlib.import_module(node.module)  # framework-free by design
+            env.update({a.asname or a.name: getattr(declared, a.name) for a in node.names})
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 env[node.targets[0].id] = _static_value(node.value, env)
@@ -232,10 +302,9 @@ def _plugins_in_source(module: str, framework: str) -> dict[str, Plugin | None]:
                 kw = {k.arg: _static_value(k.value, env) for k in deco.keywords}
             except ValueError:
                 continue  # listed by name, resolved by importing its module
-            found[name] = Plugin(name, framework, kw["family"], _lazy_builder(module, name),
-                                 dict(kw.get("defaults") or {}), kw.get("description", ""),
-                                 kw.get("needs_spatial", False), module, dict(kw.get("choices") or {}),
-                                 dict(kw.get("bounds") or {}), kw.get("needs_global", True))
+            found[name] = _make_plugin(name, _lazy_builder(module, name), module, kw["family"], kw.get("defaults"),
+                                       kw.get("description", ""), kw.get("needs_spatial"), kw.get("choices"),
+                                       kw.get("bounds"), kw.get("needs_global"))
     return found
 
 
@@ -259,8 +328,7 @@ def _static_value(node: ast.AST, env: dict):
 
 def _lazy_builder(module: str, name: str) -> Callable:
     def build(spec: ModelSpec, **hparams):
-        framework = name.split("_", 1)[0]
-        with native_logs_silenced() if framework == "keras" else contextlib.nullcontext():
+        with native_logs_silenced() if framework_of(name) == "keras" else contextlib.nullcontext():
             importlib.import_module(module)  # registers the real builder
         return _REGISTRY[name].build_fn(spec, **hparams)
 

@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from plugins.registry import available_names, framework_of, get_plugin
+
 STEPS = 5
 DECODE_LEN = 8  # captions of up to 7 words in the contract checks: enough to exercise every decoding path
-# small and dropout off: the comparison is about arithmetic, and every engine traces each model
-SMALL = {"keras_merge": dict(units=32), "keras_concat": dict(units=32),
-         "keras_rnn": dict(embed_dim=32, hidden_dim=48), "keras_lstm": dict(embed_dim=32, hidden_dim=48),
-         "keras_attention_lstm": dict(embed_dim=32, hidden_dim=48),
-         "keras_show_attend_tell": dict(embed_dim=32, attention_dim=24, decoder_dim=48),
-         "keras_transformer": dict(d_model=32, nhead=2, num_layers=2, dim_feedforward=64)}
+# every Keras plugin, at its family's small test sizes, and dropout off: the comparison is about
+# arithmetic, and every engine traces each model
+SMALL = {n: get_plugin(n).test_sizes for n in available_names() if framework_of(n) == "keras"}
 
 
 def probe(dataset: Path, weights_dir: Path) -> dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
-"""docs/adding-a-plugin.md builds: its two files, as the page writes them, register plugins that pass
-the harness's contract checks (tests/test_every_plugin.py) in both frameworks, as twins."""
+"""docs/adding-a-plugin.md builds: its three files (a family declaration and a plugin per framework),
+as the page writes them, register plugins that pass the harness's contract checks
+(tests/test_every_plugin.py) in both frameworks, as twins."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def load(path: str) -> None:
 
 
 def test_the_guide_has_a_file_per_framework():
-    assert sorted(guide_files()) == ["plugins/keras/gru.py", "plugins/torch/gru.py"]
+    assert list(guide_files()) == ["plugins/families/gru.py", "plugins/torch/gru.py", "plugins/keras/gru.py"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def gru_plugins():
 
 
 def test_the_guides_plugins_pass_the_contract_checks(gru_plugins, small_dataset, tmp_path):
-    from plugins.registry import ModelSpec, get_plugin
+    from plugins.registry import ModelSpec, get_plugin, twin
     from shared_data.dataset import load_dataset
     from tests.test_every_plugin import check_plugin
 
@@ -60,6 +61,8 @@ def test_the_guides_plugins_pass_the_contract_checks(gru_plugins, small_dataset,
         (tmp_path / name).mkdir()
         check_plugin(ds, feats, spec, name, tmp_path / name)
     # twins: Keras' GRU (reset_after) has PyTorch's two bias vectors, so the same parameter count
+    assert get_plugin("torch_gru").test_sizes == {"embed_dim": 16, "hidden_dim": 24}
+    assert twin("torch_gru") == "keras_gru"
     t = get_plugin("torch_gru").build(spec, embed_dim=16, hidden_dim=24)
     k = get_plugin("keras_gru").build(spec, embed_dim=16, hidden_dim=24)
     assert sum(p.numel() for p in t.parameters()) == k.count_params()

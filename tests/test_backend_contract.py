@@ -7,23 +7,23 @@ plugins/, and shared_data/ imports no framework and none of the other layers."""
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import backends
 from backends import runner as contract
 from backends.common import OptimConfig
+from plugins.registry import FRAMEWORKS
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("torch", "keras")
 
 
 def _backend(framework: str):
     pytest.importorskip(framework)
-    return importlib.import_module(f"backends.{framework}.runner")
+    return backends.load(framework)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

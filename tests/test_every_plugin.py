@@ -1,5 +1,6 @@
 """Every registered plugin, through its framework's runner, the way the harness drives it (timm-style:
-a new plugin is tested the moment it is registered). On one small batch: a finite training loss
+a new plugin is tested the moment it is registered). Its model fits its framework's Protocol
+(plugins/contract.py). On one small batch: a finite training loss
 that includes nothing but numbers, greedy and beam captions of the right shape that stop at <end>,
 parameter counts, and a weights file that loads back into a fresh model."""
 
@@ -9,14 +10,17 @@ import numpy as np
 import pytest
 
 from backends.common import OptimConfig
-from plugins.registry import ModelSpec, available_names, get_plugin
+from plugins.contract import CONTRACTS, Attends
+from plugins.registry import FRAMEWORKS, ModelSpec, available_names, framework_of, get_plugin
 from shared_data.batches import iterate_batches
 from shared_data.dataset import load_dataset
 
-BUILTIN = [n for n in available_names() if n.split("_", 1)[0] in ("torch", "keras")]
-# small sizes keep the suite fast; every architecture keeps its shape
-SMALL = {"units": 32, "embed_dim": 32, "attention_dim": 32, "decoder_dim": 32, "hidden_dim": 32, "d_model": 32,
-         "dim_feedforward": 64}
+BUILTIN = [n for n in available_names() if framework_of(n) in FRAMEWORKS]
+
+
+def small(name: str, **hp) -> dict:
+    """The plugin's small test sizes (its family declares them), plus `hp`: fast, every shape kept."""
+    return {**get_plugin(name).test_sizes, **hp}
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +39,13 @@ def test_plugin_trains_decodes_and_saves(data, name, tmp_path):
 def check_plugin(ds, feats, spec, name, tmp_path, max_len: int | None = None) -> None:
     """The checks above; tests/engine_probe.py runs them on Keras' other engines too, with a shorter
     `max_len` for decoding (on JAX every prefix length of the Transformer is a program to compile)."""
-    import importlib
+    import backends
 
     plugin = get_plugin(name)
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
-    hp = {k: v for k, v in SMALL.items() if k in plugin.defaults}
+    backend = backends.load(plugin.framework)
+    hp = small(name)
     runner = backend.Runner(plugin, spec, hp, seed=0, optim=OptimConfig(lr=3e-3))
+    assert isinstance(runner.model, CONTRACTS[plugin.framework]), f"{name}: see plugins/contract.py"
     batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0,
                                    pad_to_max=backend.FIXED_SHAPES))[:3]
     losses = [runner.train_step(b) for b in batches]
@@ -59,6 +64,7 @@ def check_plugin(ds, feats, spec, name, tmp_path, max_len: int | None = None) ->
             if len(ends):
                 assert (row[ends[0] + 1:] == spec.pad_id).all()
     if runner.has_attention():
+        assert isinstance(runner.model, Attends)
         tokens, alphas = runner.greedy_attention(g, s, max_len)
         assert alphas.shape == (*tokens.shape, spec.spatial_shape[0])
         np.testing.assert_allclose(alphas.sum(-1), 1.0, atol=1e-5)

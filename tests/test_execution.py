@@ -7,19 +7,19 @@ Through the CLI, the setting reaches the run, its config hash and its report; `a
 
 from __future__ import annotations
 
-import importlib
 import json
 
 import keras
 import numpy as np
 import pytest
 
+import backends
 from backends.common import Execution, OptimConfig
 from benchmarks import preflight
 from plugins.registry import ModelSpec, get_plugin
 from shared_data.batches import iterate_batches
 from shared_data.dataset import load_dataset
-from tests.test_every_plugin import BUILTIN, SMALL
+from tests.test_every_plugin import BUILTIN, small
 from tests.test_run_cli import run
 
 
@@ -33,8 +33,8 @@ def data(small_dataset):
 def _train(data, name, execution, steps=3, **hp):
     ds, feats, spec = data
     plugin = get_plugin(name)
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
-    hp = {**{k: v for k, v in SMALL.items() if k in plugin.defaults}, **hp}
+    backend = backends.load(plugin.framework)
+    hp = small(plugin.name, **hp)
     runner = backend.Runner(plugin, spec, hp, seed=0, optim=OptimConfig(lr=3e-3), execution=execution)
     batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0,
                                    pad_to_max=backend.FIXED_SHAPES))[:steps]
@@ -141,7 +141,7 @@ def test_keras_trains_on_batches_cut_to_their_longest_caption_with_the_same_loss
     ds, feats, spec = data
     batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0, pad_to_max=True))[:3]
     assert all(int(b.lengths.max()) < b.tokens.shape[1] for b in batches)  # there is something to cut
-    hp = {k: v for k, v in SMALL.items() if k in get_plugin(name).defaults}
+    hp = small(name)
     models, losses = [], []
     for cut in (True, False):
         keras.utils.set_random_seed(0)
@@ -169,7 +169,7 @@ def test_keras_models_that_unroll_their_time_loop_keep_the_padded_length(data):
     ds, feats, spec = data
     batch = next(iter(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0, pad_to_max=True)))
     for name in ("keras_show_attend_tell", "keras_attention_lstm"):
-        hp = {k: v for k, v in SMALL.items() if k in get_plugin(name).defaults}
+        hp = small(name)
         model = get_plugin(name).build(spec, **hp)
         T.compile_model(model, OptimConfig())
         assert T.cut_to_longest(model, batch) is batch, name
@@ -190,7 +190,7 @@ def test_compiled_torch_time_loops_train_on_max_length_with_the_same_losses(data
     ds, feats, spec = data
     batches = list(iterate_batches(ds, "train", feats, batch_size=16, seed=0, epoch=0))[:3]
     assert all(b.tokens.shape[1] < ds.max_length for b in batches)  # there is something to pad
-    hp = {**{k: v for k, v in SMALL.items() if k in get_plugin(name).defaults}, "dropout": 0.0}
+    hp = small(name, dropout=0.0)
     losses = []
     for width in (None, ds.max_length):
         runner = torch_runner.Runner(get_plugin(name), spec, hp, seed=0, optim=OptimConfig(lr=3e-3))
@@ -202,7 +202,7 @@ def test_compiled_torch_time_loops_train_on_max_length_with_the_same_losses(data
     monkeypatch.setattr(T, "train_step", lambda model, opt, batch, *a: seen.append(batch.tokens.shape[1]) or 0.0)
     for plugin, compile_, width in ((name, True, ds.max_length), (name, False, batches[0].tokens.shape[1]),
                                     ("torch_merge", True, batches[0].tokens.shape[1])):
-        hp = {k: v for k, v in SMALL.items() if k in get_plugin(plugin).defaults}
+        hp = small(plugin)
         runner = torch_runner.Runner(get_plugin(plugin), spec, hp, seed=0, optim=OptimConfig(),
                                      execution=Execution(compile=compile_))
         runner.train_step(batches[0])  # the stand-in step records the width; nothing compiles

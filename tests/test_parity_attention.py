@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import backends
 from plugins.registry import ModelSpec, get_plugin
 from shared_data.batches import iterate_batches
 from shared_data.dataset import load_dataset
@@ -200,10 +201,9 @@ def test_five_optimizer_steps_give_the_same_losses(data):
 def test_remat_recomputes_without_changing_the_run(data, framework):
     """remat=True (keras.remat / torch.utils.checkpoint around the attention scores) trades memory for
     compute: the same losses and weights after three steps, dropout included (to the bit in PyTorch)."""
-    import importlib
 
     ds, feats, spec = data
-    backend = importlib.import_module(f"backends.{framework}.runner")
+    backend = backends.load(framework)
     plugin = get_plugin(f"{framework}_show_attend_tell")
     batches = list(iterate_batches(ds, "train", feats, batch_size=8, seed=0, epoch=0,
                                    pad_to_max=backend.FIXED_SHAPES))[:3]

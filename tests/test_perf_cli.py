@@ -187,9 +187,10 @@ def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
 
 def test_engine_table_puts_each_architecture_on_one_line_with_its_factors():
     from benchmarks.perf import ENGINE_HEADERS, engine_rows
+    from plugins.registry import framework_of
 
     def result(plugin, engine, tokens_per_s, shapes="flickr8k"):
-        framework = plugin.split("_", 1)[0]
+        framework = framework_of(plugin)
         return {"plugin": plugin, "framework": framework, "shapes": shapes,
                 "versions": {"keras_backend": engine} if framework == "keras" else {"torch": "x"},
                 "training": {"sequence": {"tokens_per_s": tokens_per_s, "first_step_s": 1.25}},

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
+import backends
 from backends.common import OptimConfig
 from benchmarks.prepare import PrepareOptions, prepare
 from plugins.registry import ModelSpec, get_plugin
@@ -91,10 +92,9 @@ def test_streamed_batches_equal_loaded_batches(ds):
 
 @pytest.mark.parametrize("name", ["torch_show_attend_tell", "keras_show_attend_tell", "torch_concat", "keras_merge"])
 def test_streamed_training_gives_the_same_losses_to_the_last_bit(ds, name):
-    import importlib
 
     plugin = get_plugin(name)
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    backend = backends.load(plugin.framework)
     hp = {k: v for k, v in SMALL.items() if k in plugin.defaults}
     losses = []
     for feats in (ds.features("grid"), ds.features("grid").in_memory()):
@@ -113,10 +113,9 @@ def test_a_model_that_declares_needs_global_false_never_reads_it(ds, name):
     """needs_global=False hands the model ZeroRows instead of the pooled vector, never read from the
     file: true only if the model's loss and captions do not depend on it (the merge models, which
     read it, are the control that shows this test can fail)."""
-    import importlib
 
     plugin = get_plugin(name)
-    backend = importlib.import_module(f"backends.{plugin.framework}.runner")
+    backend = backends.load(plugin.framework)
     hp = {k: v for k, v in SMALL.items() if k in plugin.defaults}
     feats = ds.features("grid")
     blind = ds.features("grid", spatial=plugin.needs_spatial, global_=plugin.needs_global)

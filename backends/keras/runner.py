@@ -59,6 +59,7 @@ class Runner(contract.Runner):
     # graph compilers retrace for every new input shape: feed fixed-length (max_length) batches, which
     # hold the same tokens as everyone else's and whose extra pads the loss masks out
     FIXED_SHAPES = True
+    PREFIX_PADDING = "pre"  # the Keras recipe's: its models mask, so leading pads are skipped
 
     def __init__(self, plugin, spec, hparams: dict, seed: int, optim: OptimConfig,
                  execution: Execution = EAGER_FP32):

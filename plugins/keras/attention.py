@@ -31,6 +31,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from plugins.families.show_attend_tell import SHOW_ATTEND_TELL
 from plugins.registry import ModelSpec, register
 
 
@@ -148,14 +149,9 @@ class ShowAttendTell(keras.Model):
         return logits, state
 
 
-SHOW_ATTEND_TELL = dict(embed_dim=512, attention_dim=512, decoder_dim=512, dropout=0.5, alpha_c=1.0, remat=False)
-CHOICES = {}  # nothing here takes a fixed set of values
-BOUNDS = dict(embed_dim="[1, inf)", attention_dim="[1, inf)", decoder_dim="[1, inf)", dropout="[0, 1)",
-              alpha_c="[0, inf)")
 
 
-@register("keras_show_attend_tell", family="show_attend_tell", defaults=SHOW_ATTEND_TELL, needs_spatial=True,
-          needs_global=False, choices=CHOICES, bounds=BOUNDS,
+@register("keras_show_attend_tell", family=SHOW_ATTEND_TELL,
           description="seeds 001/002: sgrvinod's Show, Attend and Tell decoder in Keras (soft attention, gate)")
 def keras_show_attend_tell(spec: ModelSpec, **hp) -> ShowAttendTell:
     return ShowAttendTell(spec, **hp)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from plugins.families.merge import MERGE
 from plugins.registry import ModelSpec, register
 
 
@@ -87,21 +88,16 @@ class MergeCaptioner(keras.Model):
         return self.head(img, text[:, 0]), (img, h, c)
 
 
-MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="mask", hidden_layers=1,
-             init="framework")
-CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
-CHOICES = dict(fusion=("add", "concat"), dropout_placement=("early", "late"), masking=("mask", "none"),
-               init=("framework", "shared"))
-BOUNDS = dict(units="[1, inf)", dropout="[0, 1)", hidden_layers="[0, inf)")
+CONCAT = dict(fusion="concat", dropout_placement="late")  # seed 000's PyTorch model, against MERGE's defaults
 
 
-@register("keras_merge", family="merge", defaults=MERGE, choices=CHOICES, bounds=BOUNDS,
+@register("keras_merge", family=MERGE,
           description="seed 000's Keras model: add fusion, early dropout, mask_zero")
 def keras_merge(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
 
-@register("keras_concat", family="merge", defaults=CONCAT, choices=CHOICES, bounds=BOUNDS,
+@register("keras_concat", family=MERGE, defaults=CONCAT,
           description="seed 000's PyTorch model in Keras: concat fusion, late dropout")
 def keras_concat(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)

@@ -29,6 +29,7 @@ import math
 import keras
 from keras import layers, ops
 
+from plugins.families.recurrent import ATTENTION_LSTM, RECURRENT
 from plugins.registry import ModelSpec, register
 
 
@@ -143,26 +144,21 @@ class AttentionLSTMCaptioner(keras.Model):
         return logits, state
 
 
-RECURRENT = dict(embed_dim=256, hidden_dim=512, dropout=0.0, masking="mask")
-ATTENTION = dict(embed_dim=256, hidden_dim=512, dropout=0.0)
-CHOICES = dict(masking=("mask", "none"))
-BOUNDS = dict(embed_dim="[1, inf)", hidden_dim="[1, inf)", dropout="[0, 1)")
 
 
-@register("keras_rnn", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
+@register("keras_rnn", family=RECURRENT,
           description="seed 004: vanilla tanh SimpleRNN, h0 = affine(pooled image), mask_zero")
 def keras_rnn(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="rnn", **hp)
 
 
-@register("keras_lstm", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
+@register("keras_lstm", family=RECURRENT,
           description="seed 004: LSTM, h0 = affine(pooled image), c0 = 0, mask_zero")
 def keras_lstm(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="lstm", **hp)
 
 
-@register("keras_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True,
-          needs_global=False, choices=CHOICES, bounds=BOUNDS,
+@register("keras_attention_lstm", family=ATTENTION_LSTM,
           description="seed 004: LSTM with scaled dot-product attention over the spatial grid fed into its input")
 def keras_attention_lstm(spec: ModelSpec, **hp) -> AttentionLSTMCaptioner:
     return AttentionLSTMCaptioner(spec, **hp)

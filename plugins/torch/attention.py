@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from plugins.families.show_attend_tell import SHOW_ATTEND_TELL
 from plugins.registry import ModelSpec, register
 
 
@@ -142,15 +143,9 @@ class ShowAttendTell(nn.Module):
         return logits, state
 
 
-SHOW_ATTEND_TELL = dict(embed_dim=512, attention_dim=512, decoder_dim=512, dropout=0.5, alpha_c=1.0,
-                        lstm_bias="two", remat=False)
-CHOICES = dict(lstm_bias=("two", "one"))
-BOUNDS = dict(embed_dim="[1, inf)", attention_dim="[1, inf)", decoder_dim="[1, inf)", dropout="[0, 1)",
-              alpha_c="[0, inf)")
 
 
-@register("torch_show_attend_tell", family="show_attend_tell", defaults=SHOW_ATTEND_TELL, needs_spatial=True,
-          needs_global=False, choices=CHOICES, bounds=BOUNDS,
+@register("torch_show_attend_tell", family=SHOW_ATTEND_TELL,
           description="seeds 001/002: sgrvinod's Show, Attend and Tell decoder (soft attention, gate, alpha_c)")
 def torch_show_attend_tell(spec: ModelSpec, **hp) -> ShowAttendTell:
     return ShowAttendTell(spec, **hp)

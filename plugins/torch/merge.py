@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from backends.torch.common import real_positions
+from plugins.families.merge import MERGE
 from plugins.registry import ModelSpec, register
 
 
@@ -127,28 +128,22 @@ def keras_initialisers(model: MergeCaptioner) -> None:
     lstm.bias_ih_l0[u:2 * u] = 1.0  # unit_forget_bias; b_hh stays 0, so the gate's total bias is 1
 
 
-MERGE = dict(units=256, fusion="add", dropout=0.4, dropout_placement="early", masking="none", hidden_layers=1,
-             lstm_bias="two", init="framework")
-CONCAT = dict(MERGE, fusion="concat", dropout_placement="late")
-CHOICES = dict(fusion=("add", "concat"), dropout_placement=("early", "late"), masking=("none", "packed"),
-               lstm_bias=("two", "one"), init=("framework", "shared"))
-BOUNDS = dict(units="[1, inf)", dropout="[0, 1)", hidden_layers="[0, inf)")
+CONCAT = dict(fusion="concat", dropout_placement="late")  # seed 000's PyTorch model, against MERGE's defaults
 
 
-@register("torch_merge", family="merge", defaults=MERGE, choices=CHOICES, bounds=BOUNDS,
+@register("torch_merge", family=MERGE,
           description="seed 000 Option 1: the Keras merge model in PyTorch (add, early dropout)")
 def torch_merge(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
 
-@register("torch_merge_packed", family="merge", defaults=dict(MERGE, masking="packed"), choices=CHOICES,
-          bounds=BOUNDS,
+@register("torch_merge_packed", family=MERGE, defaults=dict(masking="packed"),
           description="seed 000 Option 4: torch_merge with packed sequences")
 def torch_merge_packed(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
 
-@register("torch_concat", family="merge", defaults=CONCAT, choices=CHOICES, bounds=BOUNDS,
+@register("torch_concat", family=MERGE, defaults=CONCAT,
           description="seed 000's PyTorch model: concat fusion (512), late dropout")
 def torch_concat(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)

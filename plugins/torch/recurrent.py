@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from backends.torch.common import real_positions
+from plugins.families.recurrent import ATTENTION_LSTM, RECURRENT
 from plugins.registry import ModelSpec, register
 
 
@@ -159,26 +160,21 @@ class AttentionLSTMCaptioner(nn.Module):
         return logits, state
 
 
-RECURRENT = dict(embed_dim=256, hidden_dim=512, dropout=0.0, masking="packed", lstm_bias="two")
-ATTENTION = dict(embed_dim=256, hidden_dim=512, dropout=0.0, lstm_bias="two")
-CHOICES = dict(masking=("packed", "none"), lstm_bias=("two", "one"))
-BOUNDS = dict(embed_dim="[1, inf)", hidden_dim="[1, inf)", dropout="[0, 1)")
 
 
-@register("torch_rnn", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
+@register("torch_rnn", family=RECURRENT,
           description="seed 004: vanilla tanh RNN, h0 = affine(pooled image), packed sequences")
 def torch_rnn(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="rnn", **hp)
 
 
-@register("torch_lstm", family="recurrent", defaults=RECURRENT, choices=CHOICES, bounds=BOUNDS,
+@register("torch_lstm", family=RECURRENT,
           description="seed 004: LSTM, h0 = affine(pooled image), c0 = 0, packed sequences")
 def torch_lstm(spec: ModelSpec, **hp) -> RecurrentCaptioner:
     return RecurrentCaptioner(spec, cell="lstm", **hp)
 
 
-@register("torch_attention_lstm", family="recurrent", defaults=ATTENTION, needs_spatial=True,
-          needs_global=False, choices=CHOICES, bounds=BOUNDS,
+@register("torch_attention_lstm", family=ATTENTION_LSTM,
           description="seed 004: LSTM with scaled dot-product attention over the spatial grid fed into its input")
 def torch_attention_lstm(spec: ModelSpec, **hp) -> AttentionLSTMCaptioner:
     return AttentionLSTMCaptioner(spec, **hp)

@@ -59,6 +59,7 @@ import math
 import torch
 from torch import nn
 
+from plugins.families.transformer import TRANSFORMER
 from plugins.registry import ModelSpec, register
 
 
@@ -167,15 +168,7 @@ class TransformerCaptioner(nn.Module):
         return self.out(h[:, -1]), (memory, prefix), alpha
 
 
-TRANSFORMER = dict(d_model=128, nhead=8, num_layers=2, dim_feedforward=512, dropout=0.1, activation="relu",
-                   norm_first=False, embed_dim=0, eos_weight=1.0, eos_min_len=15)
-CHOICES = dict(activation=("relu", "gelu"))
-BOUNDS = dict(d_model="[1, inf)", nhead="[1, inf)", num_layers="[1, inf)", dim_feedforward="[1, inf)",
-              dropout="[0, 1)", embed_dim="[0, inf)", eos_weight="[0, inf)", eos_min_len="[0, inf)")
-
-
-@register("torch_transformer", family="transformer", defaults=TRANSFORMER, needs_spatial=True,
-          needs_global=False, choices=CHOICES, bounds=BOUNDS,
+@register("torch_transformer", family=TRANSFORMER,
           description="seed 003: Transformer decoder over the spatial grid, EOS suppression before 15 words")
 def torch_transformer(spec: ModelSpec, **hp) -> TransformerCaptioner:
     return TransformerCaptioner(spec, **hp)

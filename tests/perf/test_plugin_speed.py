@@ -19,20 +19,20 @@ A new plugin is benchmarked the moment it is registered (the list comes from the
 from __future__ import annotations
 
 import gc
-import importlib
 
 import pytest
 
+import backends
 from backends.common import OptimConfig
 from benchmarks.perf import FLICKR8K, flickr8k_batches
-from plugins.registry import ModelSpec, available_names, get_plugin
+from plugins.registry import FRAMEWORKS, ModelSpec, available_names, framework_of, get_plugin
 
 # PyTorch plugins first: TensorFlow keeps the memory it has used in its own pool (about 3.4 GB after
 # keras_show_attend_tell's training step here) and reuses it, so Keras last lowers the peak (measured
 # on the whole quick mode: 4.8 GB with PyTorch first, 6.7 GB with Keras first); alone (tox -e perf),
 # TensorFlow is not even imported while PyTorch is timed
-PLUGINS = sorted((n for n in available_names() if n.split("_", 1)[0] in ("torch", "keras")),
-                 key=lambda n: (n.split("_", 1)[0] != "torch", n))
+PLUGINS = sorted((n for n in available_names() if framework_of(n) in FRAMEWORKS),
+                 key=lambda n: (framework_of(n) != "torch", n))
 MAX_LENGTH = 35  # tokens including <start> and <end>, as the issue fixes it
 BATCH_SIZE = 64  # captions per training step
 IMAGES = 16  # images per decoding call: enough to batch, few enough to keep the quick mode cheap
@@ -48,7 +48,7 @@ class PluginCase:
 
     def __init__(self, name: str):
         self.plugin = get_plugin(name)
-        self.backend = importlib.import_module(f"backends.{self.plugin.framework}.runner")
+        self.backend = backends.load(self.plugin.framework)
         spatial = FLICKR8K["spatial_shape"] if self.plugin.needs_spatial else None
         self.spec = ModelSpec(FLICKR8K["vocab_size"], FLICKR8K["global_dim"], spatial, MAX_LENGTH)
         self.runner = self.backend.Runner(self.plugin, self.spec, {}, 0, OptimConfig())
