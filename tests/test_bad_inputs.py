@@ -61,6 +61,11 @@ ABLATE = ["ablate", "torch_merge"]
 CASES = [
     (RUN + ["--clip-norm", "-1"], "--clip-norm -1: expected a finite number in (0, inf)"),
     (RUN + ["--clip-norm", "0"], "--clip-norm 0: expected a finite number in (0, inf)"),
+    (RUN + ["--decoding", "nucleus"], "--decoding nucleus: expected one of greedy, beam, sample"),
+    (RUN + ["--top-p", "0"], "--top-p 0: expected a finite number in (0, 1]"),
+    (RUN + ["--groups", "2"], "--groups 2: the beam (3) must split into equal groups"),
+    (RUN + ["--decoding", "beam", "--captions-per-image", "4"],
+     "--captions-per-image 4: beam search keeps 3 hypotheses an image"),
     (RUN + ["--lr", "nan"], "--lr nan: expected a finite number in (0, inf)"),
     (RUN + ["--lr", "fast"], "--lr fast: expected a finite number"),
     (RUN + ["--adam-eps", "2"], "--adam-eps 2: expected a finite number in (0, 1)"),
