@@ -46,6 +46,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from shared_data import files
 from shared_data.dataset import path_problem
 from shared_data.errors import UserError
 from shared_data.schema import FINITE, Each, Optional, problem
@@ -144,28 +145,19 @@ PER_IMAGE_SCHEMA = Each(_SCORES)
 
 
 # -------------------------------------------------------------------------------------- writing
+RESULTS_FIX = "check the folder's permissions or choose another --results-dir"
+
+
 def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.unlink(missing_ok=True)  # a leftover, or a planted link the write would follow
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise UserError(f"cannot write {path} ({e.strerror or e}); "
-                        + ("free some disk space and run the command again" if e.errno == errno.ENOSPC
-                           else "check the folder's permissions or choose another --results-dir")) from None
+    files.write_atomic(path, write, RESULTS_FIX)
 
 
 def write_json(path: Path, data: object) -> None:
-    _write_atomic(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=1, default=float)))
+    files.write_json(path, data, RESULTS_FIX)
 
 
 def write_text(path: Path, text: str) -> None:
-    _write_atomic(Path(path), lambda tmp: tmp.write_text(text))
+    files.write_text(path, text, RESULTS_FIX)
 
 
 def write_history(run_dir: Path, rows: list[dict]) -> None:
