@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from backends.decoding import GREEDY, Decoder
+from benchmarks.store import rundir
 from shared_data.errors import UserError
-
-from . import rundir
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OUT_SUFFIXES = (".csv", ".json")
@@ -37,7 +36,7 @@ def decoder(beam_size: int = 1, sample: int = 0, seed: int = 0, **knobs) -> Deco
     """The decoding `caption`'s flags ask for: greedy, beam search with `beam_size` > 1 (diverse with
     groups > 1: then the `groups` best hypotheses of each image), or `sample` captions per image;
     every value checked as RunSettings checks it."""
-    from .settings import RunSettings
+    from benchmarks.run.settings import RunSettings
 
     if sample and beam_size != 1:
         raise UserError("--sample and --beam-size are two ways to decode: give one of them")
@@ -96,8 +95,8 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: 
     PNG per image in `attention` (each word of its greedy caption with its map); return the rows."""
     from tqdm import tqdm
 
-    from .extractors import get_extractor
-    from .worker import setup
+    from benchmarks.data.extractors import get_extractor
+    from benchmarks.run.worker import setup
 
     if out is not None and Path(out).suffix not in OUT_SUFFIXES:
         raise UserError(f"--out {out}: write a .csv or a .json file")
@@ -165,7 +164,7 @@ def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoder, run_dir:
 def _draw_attention(ctx, paths: list[Path], features: tuple, folder: Path) -> None:
     from PIL import Image
 
-    from .figures import attention_words
+    from benchmarks.report.figures import attention_words
 
     g, s = (np.asarray(f, np.float32) for f in features)
     tokens, alphas = ctx.runner.greedy_attention(g, s, ctx.ds.max_length)

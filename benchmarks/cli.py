@@ -10,10 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmarks.store.rundir import HALVES
 from shared_data.dataset import DATA_DIR_ENV, DEFAULT_DATASET
 from shared_data.errors import UserError
-
-from .rundir import HALVES
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -27,9 +26,9 @@ def _add_verify_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_study_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by run, ablate and study: the run settings (benchmarks/settings.py), then where
+    """Flags shared by run, ablate and study: the run settings (benchmarks/run/settings.py), then where
     and how the runs go."""
-    from . import settings
+    from benchmarks.run import settings
 
     settings.add_arguments(p)
     p.add_argument("--study", default=None, help="study name, a plain folder name under --results-dir "
@@ -69,13 +68,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmarks.caption import KNOBS as caption_knobs
+    from benchmarks.data.extractors import DEFAULT_EXTRACTOR, EXTRACTORS
+    from benchmarks.data.prepare import DATASETS
+    from benchmarks.run import settings
+    from benchmarks.run.settings import variant_keys
     from shared_data.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES
-
-    from . import settings
-    from .caption import KNOBS as caption_knobs
-    from .extractors import DEFAULT_EXTRACTOR, EXTRACTORS
-    from .prepare import DATASETS
-    from .settings import variant_keys
 
     parser = _Parser(
         prog="python -m benchmarks",
@@ -142,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p)
 
     p = sub.add_parser("study", help="a ready-made study from a study file (seed000: seed 000's hypotheses)",
-                       description="Run a shipped study (benchmarks/studies/NAME.json) or a study file of your own: "
+                       description="Run a shipped study (benchmarks/run/studies/NAME.json) or a study file of your own: "
                                    "a base configuration and variants, each with the hypothesis it tests.")
     p.add_argument("name", help="seed000, or a path to a study .json file")
     _add_study_args(p)
@@ -182,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", type=int, default=3, help="seeds per side (default 3)")
     p.add_argument("--splits", type=int, default=500, help="random disjoint splits (default 500)")
 
-    from . import perf  # argparse only: perf imports no framework in this process
+    from benchmarks.perf import measure as perf  # argparse only: perf imports no framework in this process
 
     p = sub.add_parser("perf", help="speed-ups over the recipes' ways (training, decoding) and MFU",
                        description=(perf.__doc__ or "").strip().split("\n")[0])
@@ -191,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import PrepareOptions, prepare
+    from benchmarks.data.prepare import PrepareOptions, prepare
 
     prepare(PrepareOptions(dataset=args.dataset, size=args.size, extractor=args.extractor,
                            weights=args.weights, images=args.images, captions=args.captions,
@@ -205,9 +203,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from benchmarks.data.extractors import EXTRACTORS
     from shared_data.dataset import default_data_dir, load_dataset
-
-    from .extractors import EXTRACTORS
 
     print("Feature extractors")
     print(tabulate([(s.name, s.framework, s.image_size, s.description) for s in EXTRACTORS.values()],
@@ -278,9 +275,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.run.study import parse_overrides, plugin_variants
     from plugins.registry import parse_plugin_list
-
-    from .study import parse_overrides, plugin_variants
 
     refs = parse_plugin_list(args.plugins)
     variants = plugin_variants(refs, parse_overrides(args.overrides, refs))
@@ -289,8 +285,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _study_options(args: argparse.Namespace, variants, default_name: str, defaults: dict | None = None,
                    aa_control: bool = False):
-    from .settings import from_args
-    from .study import StudyOptions, with_aa_control
+    from benchmarks.run.settings import from_args
+    from benchmarks.run.study import StudyOptions, with_aa_control
 
     settings = from_args(args, defaults=defaults)
     if args.aa_control or aa_control:
@@ -302,8 +298,8 @@ def _study_options(args: argparse.Namespace, variants, default_name: str, defaul
 
 
 def _finish_study(opts) -> int:
-    from .report import summary
-    from .study import run_study
+    from benchmarks.report.document import summary
+    from benchmarks.run.study import run_study
 
     result = run_study(opts)
     expected = len(opts.variants) * opts.settings.seeds
@@ -319,7 +315,7 @@ def _finish_study(opts) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import load_study_file
+    from benchmarks.run.study import load_study_file
 
     study = load_study_file(args.name)
     if args.overrides:
@@ -328,11 +324,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from benchmarks.run.ablate import variants
+    from benchmarks.run.settings import from_args
+    from benchmarks.run.study import parse_overrides
     from plugins.registry import PluginRef
-
-    from .ablate import variants
-    from .settings import from_args
-    from .study import parse_overrides
 
     ref = PluginRef.parse(args.plugin)
     base = parse_overrides(args.overrides, [ref])
@@ -342,7 +337,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from benchmarks.report.document import write_report
 
     if not args.study.is_dir():
         raise UserError(f"{args.study} is not a study folder; studies live in results/<study>")
@@ -351,14 +346,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from .publish import publish
+    from benchmarks.store.publish import publish
 
     publish(args.study, args.to)
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .report import aa_calibration
+    from benchmarks.report.document import aa_calibration
 
     print(aa_calibration(args.study, args.label, args.group, args.splits))
     return 0
@@ -367,7 +362,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_caption(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from .caption import KNOBS, caption, decoder
+    from benchmarks.caption import KNOBS, caption, decoder
 
     decoding = decoder(args.beam_size, args.sample, args.seed, **{k: getattr(args, k) for k in KNOBS})
     rows = caption(args.run_dir, args.images, decoding, args.out, args.attention)
@@ -380,7 +375,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from . import perf
+    from benchmarks.perf import measure as perf
 
     return perf.main(args)
 

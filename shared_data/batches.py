@@ -110,7 +110,7 @@ class CaptionTable:
 
     def images_per_batch(self, batch_size: int) -> int:
         """Images a prefix batch holds: as many as give `batch_size` captions on average, the same samples a
-        step whoever expands them (iterate_prefix_batches, perf's epoch count, benchmarks/recipe.py)."""
+        step whoever expands them (iterate_prefix_batches, perf's epoch count, benchmarks/perf/recipe.py)."""
         return max(1, round(batch_size * len(self.per_image) / len(self)))
 
 

@@ -431,9 +431,9 @@ def _text(value: object, placeholder: str) -> str:
 
 
 def _known_extractors() -> list[str] | None:
-    """The extractor names of benchmarks.extractors when that registry is loaded (the CLI always
+    """The extractor names of benchmarks.data.extractors when that registry is loaded (the CLI always
     loads it). shared_data never imports benchmarks: without the registry, messages stay generic."""
-    registry = getattr(sys.modules.get("benchmarks.extractors"), "EXTRACTORS", None)
+    registry = getattr(sys.modules.get("benchmarks.data.extractors"), "EXTRACTORS", None)
     return list(registry) if isinstance(registry, dict) else None
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks.ablate import variants
+from benchmarks.run.ablate import variants
 from shared_data.errors import UserError
 
 

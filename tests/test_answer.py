@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.answer import answer, sentence
-from benchmarks.comparisons import Comparison
+from benchmarks.report.answer import answer, sentence
+from benchmarks.scoring.comparisons import Comparison
 
 
 def result(diff: float, half: float, p: float | None, mde: float = 0.01, seeds=(5, 5), var_seeds=1e-5,
@@ -59,7 +59,7 @@ def test_an_inconclusive_difference_says_what_would_settle_it():
     text = sentence(c, GROUPS)
     assert "**inconclusive**" in text and "could detect effects of 0.009 BLEU-4 and 0.040 CIDEr-D" in text
     n = int(re.search(r"would need (\d+) seeds per configuration", text).group(1))
-    from benchmarks.stats import seeds_needed
+    from benchmarks.scoring.stats import seeds_needed
 
     assert n == min(seeds_needed(0.004, 1e-5 / 0.4, 1e-6), seeds_needed(0.01, 1e-5 / 0.4, 1e-6))
     assert f"about {2 * n * 2 / 60:.1f} hours" in text

@@ -250,7 +250,7 @@ def test_keras_backend_in_the_environment_never_decides_a_run_silently(finished,
     """$KERAS_BACKEND is not in a run's configuration: a plain keras_merge runs on TensorFlow, so an
     environment that says otherwise is refused before anything runs (it would file a Keras@torch result
     under keras_merge's configuration)."""
-    from benchmarks.study import StudyOptions, Variant, check
+    from benchmarks.run.study import StudyOptions, Variant, check
     from plugins.registry import PluginRef
 
     before = snapshot(finished)
@@ -456,7 +456,7 @@ def test_a_study_folder_or_lock_that_links_elsewhere_is_refused(what, finished, 
 
 def test_environment_is_checked_before_any_work(finished, data_dir, tmp_path, capsys, monkeypatch):
     """No Java (METEOR), no disk space, no write permission: each one line before anything is written."""
-    import benchmarks.rundir as rundir_mod
+    import benchmarks.store.rundir as rundir_mod
 
     argv = ["run", "--plugins", "torch_merge", "--dataset", "synthetic-small", "--data-dir", data_dir, "--steps", "2",
             "--results-dir", tmp_path / "results", "--study", "env"]
@@ -483,7 +483,7 @@ def test_list_with_a_dataset_that_is_not_there_says_so(data_dir, tmp_path, capsy
 
 
 def test_a_killed_worker_is_reported_as_killed_not_by_its_last_line(tmp_path):
-    from benchmarks.study import Job, _outcome
+    from benchmarks.run.study import Job, _outcome
 
     run = tmp_path / "r-s0"
     run.mkdir()
@@ -496,7 +496,7 @@ def test_a_killed_worker_is_reported_as_killed_not_by_its_last_line(tmp_path):
 
 
 def test_a_full_disk_in_a_worker_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
-    import benchmarks.worker as worker
+    import benchmarks.run.worker as worker
 
     (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
 

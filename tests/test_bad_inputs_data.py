@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import benchmarks.extractors as extractors
-import benchmarks.prepare as prepare_mod
+import benchmarks.data.extractors as extractors
+import benchmarks.data.prepare as prepare_mod
 from benchmarks.cli import main
-from benchmarks.prepare import PrepareOptions, prepare
+from benchmarks.data.prepare import PrepareOptions, prepare
 from shared_data import dataset as dataset_mod
 from shared_data.dataset import MAX_CAPTION_WORDS, MAX_LENGTH, load_dataset, sha256_file
 
@@ -178,7 +178,7 @@ def read_only_build(env: Env) -> list:
 
 def read_only_dataset(env: Env) -> list:
     """Adding an extractor to a finished dataset whose folder cannot be written."""
-    import benchmarks.extractors as ex
+    import benchmarks.data.extractors as ex
 
     spec = ex.ExtractorSpec("grid2", "numpy", 128, "shared_data.grid:extract", "a copy of grid", needs_weights=False)
     env.monkeypatch.setitem(ex.EXTRACTORS, "grid2", spec)

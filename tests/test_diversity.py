@@ -1,4 +1,4 @@
-"""benchmarks.diversity against numbers worked out by hand."""
+"""benchmarks.scoring.diversity against numbers worked out by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.diversity import distinct, diversity, first_references, mbleu4
+from benchmarks.scoring.diversity import distinct, diversity, first_references, mbleu4
 
 
 def _scene(*shapes: str) -> dict:

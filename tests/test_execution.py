@@ -15,7 +15,7 @@ import pytest
 
 import backends
 from backends.common import Execution, OptimConfig
-from benchmarks import preflight
+from benchmarks.run import preflight
 from plugins.registry import ModelSpec, get_plugin
 from shared_data.batches import iterate_batches
 from shared_data.dataset import load_dataset

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.grounding import grounded_scores, per_image_grounding
+from benchmarks.scoring.grounding import grounded_scores, per_image_grounding
 from shared_data import synthetic
 from shared_data.text import tokenize
 

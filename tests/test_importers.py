@@ -512,7 +512,7 @@ def test_imported_datasets_are_tokenised_and_scored_as_the_coco_evaluation_does(
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    from benchmarks.prepare import PrepareOptions, prepare
+    from benchmarks.data.prepare import PrepareOptions, prepare
     from shared_data.dataset import load_dataset
 
     raw = {f"{k}.jpg": [f"A man's dog in a t-shirt runs {k} times .", "The dog, wearing a T-shirt, runs!",

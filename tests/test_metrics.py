@@ -1,4 +1,4 @@
-"""benchmarks.metrics against the reference implementations and against BLEU computed by hand."""
+"""benchmarks.scoring.metrics against the reference implementations and against BLEU computed by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.metrics import coco_scores, human_ceiling, nltk_bleu4
+from benchmarks.scoring.metrics import coco_scores, human_ceiling, nltk_bleu4
 from shared_data import synthetic
 from shared_data.text import tokenize
 

@@ -1,4 +1,4 @@
-"""`python -m benchmarks perf` (benchmarks/perf.py): what its figures rest on.
+"""`python -m benchmarks perf` (benchmarks/perf/measure.py): what its figures rest on.
 
 Proven here: batched beam search gives the very captions one-image-at-a-time search gives (so the
 decoding speed-up compares equal work); the merge family's FLOP formula, the numerator of MFU, agrees
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import perf
+from benchmarks.perf import measure as perf
 from shared_data.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def test_features_both_times_memory_beside_disk(small_dataset, data_dir, tmp_pat
 
 
 def test_missing_dataset_is_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--dataset", "nope", "--data-dir",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf.measure", "--dataset", "nope", "--data-dir",
                            str(tmp_path), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2
@@ -168,7 +168,7 @@ def test_missing_dataset_is_one_line_error(tmp_path):
 
 
 def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
-    """benchmarks/profile.py: torch.profiler over real train steps at Flickr8k shapes, operators by self
+    """benchmarks/perf/profile.py: torch.profiler over real train steps at Flickr8k shapes, operators by self
     time; a Keras plugin off the torch engine is one line, exit 2, before anything is built."""
     run = [sys.executable, "-m", "benchmarks.profile"]
     proc = subprocess.run([*run, "torch_rnn", "--steps", "1", "--top", "4"], cwd=ROOT, capture_output=True,
@@ -186,7 +186,7 @@ def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
 
 
 def test_engine_table_puts_each_architecture_on_one_line_with_its_factors():
-    from benchmarks.perf import ENGINE_HEADERS, engine_rows
+    from benchmarks.perf.measure import ENGINE_HEADERS, engine_rows
     from plugins.registry import framework_of
 
     def result(plugin, engine, tokens_per_s, shapes="flickr8k"):

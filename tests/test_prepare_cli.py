@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.cli import main
-from benchmarks.prepare import PrepareOptions, prepare
+from benchmarks.data.prepare import PrepareOptions, prepare
 from shared_data import features as features_mod
 from shared_data.dataset import load_dataset
 
@@ -166,14 +166,14 @@ def test_interrupted_prepare_leaves_no_dataset_and_resumes(tmp_path, small_datas
 
 
 def test_default_extractor_is_synthnet_on_the_embedded_dataset_only():
-    from benchmarks.extractors import default_extractor
+    from benchmarks.data.extractors import default_extractor
 
     assert default_extractor("synthetic") == "synthnet"
     assert default_extractor("flickr8k") == default_extractor("karpathy") == "grid"
 
 
 def test_adding_an_extractor_keeps_the_rest(tmp_path, small_dataset, monkeypatch):
-    import benchmarks.extractors as ex
+    import benchmarks.data.extractors as ex
 
     shutil.copytree(small_dataset, tmp_path / "synthetic-small")
     fake = ex.ExtractorSpec("grid2", "numpy", 128, "shared_data.grid:extract", "a copy of grid",

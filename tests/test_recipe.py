@@ -1,4 +1,4 @@
-"""benchmarks/recipe.py: the Kaggle notebook's own training, the denominator of "N times the recipe".
+"""benchmarks/perf/recipe.py: the Kaggle notebook's own training, the denominator of "N times the recipe".
 
 It must be the recipe's model (keras_merge's layers and parameter count), fed the samples perf's prefix
 mode feeds (the same images a batch, the same prefixes and next words), and time real fit() steps."""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import recipe
+from benchmarks.perf import recipe
 from plugins.registry import ModelSpec, get_plugin
 from shared_data.batches import CaptionTable, iterate_prefix_batches
 from shared_data.dataset import load_dataset

@@ -53,7 +53,7 @@ def test_study_writes_runs_and_report(study):
         m = json.loads((study_dir / f"{name}-s0" / "metrics.json").read_text())
         assert m["speed"]["batch_width"] == "longest in batch", name
     assert "max length" not in speed
-    from benchmarks.metrics import spice_missing
+    from benchmarks.scoring.metrics import spice_missing
 
     assert ("SPICE left out" in report) == (spice_missing() is not None)
     assert (study_dir / "curves.png").stat().st_size > 0 and (study_dir / "samples.png").stat().st_size > 0

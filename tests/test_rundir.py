@@ -1,4 +1,4 @@
-"""The run folder's owner (benchmarks/rundir.py): atomic writes, what replaces what, stale runs, the lock."""
+"""The run folder's owner (benchmarks/store/rundir.py): atomic writes, what replaces what, stale runs, the lock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import rundir
+from benchmarks.store import rundir
 from shared_data.errors import UserError
 
 

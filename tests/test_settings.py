@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import settings as S
 from benchmarks.cli import build_parser
-from benchmarks.study import config_hash
+from benchmarks.run import settings as S
+from benchmarks.run.study import config_hash
 from shared_data.errors import UserError
 
 
@@ -21,7 +21,7 @@ def test_every_knob_is_a_flag_of_the_study_commands(command):
 
 
 def test_perf_takes_exactly_its_subset():
-    from benchmarks.perf import SETTINGS
+    from benchmarks.perf.measure import SETTINGS
 
     flags = _flags("perf")
     assert all(k.flag in flags for k in S.knobs() if k.name in SETTINGS)

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.metrics import coco_scores
-from benchmarks.stats import (
+from benchmarks.scoring.metrics import coco_scores
+from benchmarks.scoring.stats import (
     aa_false_positive_rate,
     bleu_stats,
     corpus_bleu,
@@ -174,7 +174,7 @@ def test_aa_splits_of_one_configuration_rarely_differ():
 def test_a_paired_test_gains_power_where_seeds_move_both_sides_and_keeps_its_level_where_not():
     """Runs of the same seed share batches and initial draws: where that moves both configurations alike,
     pairing removes it from the difference. Without such a shared effect, pairing keeps the level."""
-    from benchmarks.stats import paired_seed_level_test
+    from benchmarks.scoring.stats import paired_seed_level_test
 
     rng = np.random.default_rng(11)
     shared_images = rng.normal(0, 0.3, 200)

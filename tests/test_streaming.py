@@ -14,7 +14,7 @@ import pytest
 
 import backends
 from backends.common import OptimConfig
-from benchmarks.prepare import PrepareOptions, prepare
+from benchmarks.data.prepare import PrepareOptions, prepare
 from plugins.registry import ModelSpec, get_plugin
 from shared_data import features as features_mod
 from shared_data.batches import iterate_batches, iterate_prefix_batches, prefetch
@@ -201,7 +201,7 @@ def test_prefetch_keeps_order_raises_where_the_producer_failed_and_stops_when_cl
 
 
 def test_decoding_batches_are_sized_by_memory(ds):
-    from benchmarks.worker import DECODE_BYTES, DECODE_COPIES, DECODE_MAX_IMAGES, decode_batch_images
+    from benchmarks.run.worker import DECODE_BYTES, DECODE_COPIES, DECODE_MAX_IMAGES, decode_batch_images
 
     small = ds.features("grid")
     assert decode_batch_images(small, beam=3) == DECODE_MAX_IMAGES  # the embedded shapes: as before

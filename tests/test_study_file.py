@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.study import StudyOptions, check, load_study_file
+from benchmarks.run.study import StudyOptions, check, load_study_file
 from plugins.registry import get_plugin
 from shared_data.errors import UserError
 
@@ -55,7 +55,7 @@ def test_engine_studies_run_one_model_on_every_engine(study, keras, torch):
 def test_a_study_file_carries_its_own_budget_and_the_command_line_overrides_it(tmp_path):
     import argparse
 
-    from benchmarks.settings import add_arguments, from_args
+    from benchmarks.run.settings import add_arguments, from_args
 
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"base": {"label": "a", "plugin": "torch_rnn"}, "variants": [],
@@ -76,8 +76,8 @@ def test_a_study_file_carries_its_own_budget_and_the_command_line_overrides_it(t
 
 def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
     """Every row's k-th seed before any row's (k+1)-th: a study stopped part-way holds whole seeds."""
-    from benchmarks.settings import RunSettings
-    from benchmarks.study import Variant, _plan
+    from benchmarks.run.settings import RunSettings
+    from benchmarks.run.study import Variant, _plan
     from plugins.registry import PluginRef
 
     variants = [Variant("a", PluginRef.parse("torch_rnn")), Variant("b", PluginRef.parse("torch_rnn"), {},
@@ -90,9 +90,9 @@ def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
 
 
 def test_default_jobs_one_per_gpu_else_one_per_core_as_memory_allows(monkeypatch):
-    import benchmarks.study as study
-    from benchmarks.settings import RunSettings
-    from benchmarks.study import Variant, default_jobs
+    import benchmarks.run.study as study
+    from benchmarks.run.settings import RunSettings
+    from benchmarks.run.study import Variant, default_jobs
     from plugins.registry import PluginRef
 
     opts = StudyOptions(variants=[Variant("a", PluginRef.parse("torch_rnn"))], settings=RunSettings(seeds=5))

@@ -48,8 +48,8 @@ def _pad(tokens: np.ndarray, max_len: int) -> np.ndarray:
 
 def _context(run_dir: Path):
     """The run's worker context (dataset, runner) with its weights loaded."""
-    from benchmarks import rundir
-    from benchmarks.worker import setup
+    from benchmarks.run.worker import setup
+    from benchmarks.store import rundir
 
     ctx = setup(run_dir)
     ctx.runner.load_file(run_dir / rundir.read_json(run_dir / rundir.METRICS)["weights_file"])

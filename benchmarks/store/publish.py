@@ -17,9 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
+from benchmarks.store import rundir
 from shared_data.errors import UserError
-
-from . import rundir
 
 SIZE_LIMIT_MB = 30  # a reference lives in git: every clone carries it
 
@@ -69,7 +68,7 @@ def publish(study_dir: Path, target: Path | None = None, log=print) -> Path:
         "study": study_dir.name, "source": str(study_dir.resolve()),
         "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "runs": sum(1 for p in target.iterdir() if (p / rundir.METRICS).is_file()), "planned": len(current)})
-    from .report import write_report
+    from benchmarks.report.document import write_report
 
     write_report(target)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2**20

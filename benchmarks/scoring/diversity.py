@@ -61,7 +61,7 @@ def diversity(captions: dict[str, str], train: set[str] | None = None, objects: 
         "objects_in_image": math.nan,
     }
     if objects and all(i in objects for i in captions):
-        from .grounding import caption_counts
+        from benchmarks.scoring.grounding import caption_counts
 
         out["objects_named"] = sum(caption_counts(captions[i], objects[i])["shape_total"] for i in captions) / n
         out["objects_in_image"] = sum(len(_objects(objects[i])) for i in captions) / n
@@ -81,7 +81,7 @@ def mbleu4(captions: dict[str, list[str]]) -> float:
     """mBLEU-4 of {image id: its captions}; NaN when no image has two."""
     import numpy as np
 
-    from .stats import bleu_stats, corpus_bleu
+    from benchmarks.scoring.stats import bleu_stats, corpus_bleu
 
     rows = [bleu_stats(caps[:k] + caps[k + 1:], cap) for caps in captions.values() if len(caps) > 1
             for k, cap in enumerate(caps)]

@@ -4,9 +4,9 @@ replaced. Nothing else in the harness names a file of a run.
     results/<study>/
         study.json               the plan of the last study command: every run's folder and config hash
         study.lock               held (flock) by the one process using the folder
-        report.md, *.png         the report (benchmarks/report.py)
-        results.csv, summary.json   the report's numbers for programs (benchmarks/export.py)
-        references.json, published.json   a published study's (benchmarks/publish.py)
+        report.md, *.png         the report (benchmarks/report/document.py)
+        results.csv, summary.json   the report's numbers for programs (benchmarks/store/export.py)
+        references.json, published.json   a published study's (benchmarks/store/publish.py)
         <label>-s<seed>/         one run: the last one that finished, or the first attempt
             config.json          what it runs (written by the study before the worker starts)
             stdout.log           the worker's output
@@ -69,14 +69,14 @@ LOCK = "study.lock"
 REPORT = "report.md"
 HALVES = (1, 2)  # report --half: two disjoint halves of every configuration's seeds
 HALF_REPORT = "report-half{}.md"  # `report --half 1|2`: the same tables from half of every configuration's seeds
-RESULTS = "results.csv"  # beside every report: one row per finished run (benchmarks/export.py)
-SUMMARY = "summary.json"  # beside every report: every comparison it makes (benchmarks/export.py)
+RESULTS = "results.csv"  # beside every report: one row per finished run (benchmarks/store/export.py)
+SUMMARY = "summary.json"  # beside every report: every comparison it makes (benchmarks/store/export.py)
 FOREST = "forest.png"  # the comparisons' effects with their intervals
 TIME_TO_TARGET = "time_to_target.png"  # each configuration's seeds' time to a --target
 CURVES = "curves.png"
 SAMPLES = "samples.png"
 # a published study (`python -m benchmarks publish`): what reports need, tracked in git, no weights
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 PUBLISHED = "published.json"  # when, from where and at which commit; marks the folder as a publication
 REFERENCES = "references.json"  # the test references, once for all runs (their captions.json omit them)
 PUBLISHED_RUN_FILES = (CONFIG, HISTORY, CAPTIONS, PER_IMAGE, LOG, METRICS)  # metrics.json last: it marks a run done

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from .comparisons import METRIC_NAMES, Comparison, format_p
-from .stats import ALPHA, seeds_needed
+from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, format_p
+from benchmarks.scoring.stats import ALPHA, seeds_needed
 
 SIGNIFICANT = ("supported", "contradicted", "mixed", "higher", "lower")
 

@@ -1,6 +1,6 @@
 """results/<study>/report.md from the saved runs: header, four tables, plots, sample captions.
 
-Only reads run folders (through benchmarks/rundir.py), so `python -m benchmarks report results/<study>`
+Only reads run folders (through benchmarks/store/rundir.py), so `python -m benchmarks report results/<study>`
 rebuilds the same report at any time. The rows are the runs of the study's last command: a run that
 failed, did not finish or cannot be read is listed with its state, and a finished run of another
 configuration (a stale one) is listed but never averaged into a row.
@@ -19,15 +19,23 @@ from tabulate import tabulate
 
 from backends.common import api_engine
 from backends.runner import LONGEST, MAX_LENGTH
+from benchmarks.report.answer import answer
+from benchmarks.report.figures import attention_words, pyplot
+from benchmarks.run.settings import BUDGET_KEYS, RunSettings, describe
+from benchmarks.scoring.comparisons import (
+    EFFECTS,
+    METRIC_NAMES,
+    compare,
+    format_p,
+    groups_of,
+    label_of,
+    per_run,
+    seed_of,
+)
+from benchmarks.scoring.stats import mean_ci
+from benchmarks.store import rundir
 from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
-
-from . import rundir
-from .answer import answer
-from .comparisons import EFFECTS, METRIC_NAMES, compare, format_p, groups_of, label_of, per_run, seed_of
-from .figures import attention_words, pyplot
-from .settings import BUDGET_KEYS, RunSettings, describe
-from .stats import mean_ci
 
 
 def _runs(study_dir: Path) -> tuple[list[dict], list[dict], list[rundir.Run]]:
@@ -65,7 +73,7 @@ def _git_commit() -> str:
 
 
 def _cpu_model() -> str:
-    from .worker import environment  # the one reader of the CPU's model and flags
+    from benchmarks.run.worker import environment  # the one reader of the CPU's model and flags
 
     return environment()["cpu"] or "unknown CPU"
 
@@ -243,7 +251,7 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
     lines += _diversity(groups, ds)
     if half is None:  # the figures are the whole study's; a half report is its tables
         lines += _figures(study_dir, done, ds, name, comparisons)
-        from . import export
+        from benchmarks.store import export
 
         export.write(study_dir, done, groups, comparisons)
     else:
@@ -257,7 +265,7 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
 def _quality_table(groups: dict[str, list[dict]], columns: list, ceiling: dict | None = None) -> str:
     """One row per configuration (mean ± 95% t-interval half-width over seeds), the human ceiling last
     where it is comparable (its own columns only)."""
-    from .columns import value
+    from benchmarks.report.columns import value
 
     multi = any(len(g) > 1 for g in groups.values())
 
@@ -282,7 +290,7 @@ def _quality_table(groups: dict[str, list[dict]], columns: list, ceiling: dict |
 
 def _quality(done: list[dict], ceiling: dict, comparisons: list) -> list[str]:
     """Table 1: the headline quality table, then the differences."""
-    from .columns import HEADLINE
+    from benchmarks.report.columns import HEADLINE
 
     groups = groups_of(done)
     beam_note = ", ".join(sorted({f"beam {r['metrics']['beam']['size']}, alpha {r['metrics']['beam']['length_alpha']}"
@@ -309,19 +317,19 @@ def _quality(done: list[dict], ceiling: dict, comparisons: list) -> list[str]:
 
 def _details(done: list[dict]) -> list[str]:
     """Section 5: the quality columns the headline table leaves out."""
-    from .columns import DETAILS
+    from benchmarks.report.columns import DETAILS
 
     return ["## 5. Quality details (test split, greedy decoding unless marked beam)", "",
             _quality_table(groups_of(done), DETAILS), "",
             "Shuffled: the same model with test image features permuted across images. Grounded columns parse "
-            "captions against the synthetic ground truth (benchmarks/grounding.py): colour accuracy, shape "
+            "captions against the synthetic ground truth (benchmarks/scoring/grounding.py): colour accuracy, shape "
             "precision, relation accuracy and the share of hallucinated objects.", ""]
 
 
 def _diversity(groups: dict[str, list[dict]], ds) -> list[str]:
-    """How varied each configuration's test captions are (benchmarks/diversity.py), mean over seeds,
+    """How varied each configuration's test captions are (benchmarks/scoring/diversity.py), mean over seeds,
     with the human references (first of each image) as the ceiling row."""
-    from .diversity import HEADERS, METRICS, diversity, first_references, mbleu4
+    from benchmarks.scoring.diversity import HEADERS, METRICS, diversity, first_references, mbleu4
 
     if not groups:
         return []
@@ -370,7 +378,7 @@ def _diversity(groups: dict[str, list[dict]], ds) -> list[str]:
 def _time_to_target(done: list[dict]) -> list[str]:
     """Per configuration: how long training took to first meet the target (median over seeds, runs that
     never met it counted as slower than every run that did), how many never did, epochs and tokens."""
-    from .stats import median_interval
+    from benchmarks.scoring.stats import median_interval
 
     rows = []
     for label, group in groups_of(done).items():
@@ -456,7 +464,7 @@ def _overfitting(done: list[dict], name) -> list[str]:
 def _figures(study_dir: Path, done: list[dict], ds, name, comparisons: list) -> list[str]:
     """The PNGs next to the report: the effects (forest plot), time to target, training curves, sample
     images with captions, attention maps."""
-    from .figures import forest, time_to_target
+    from benchmarks.report.figures import forest, time_to_target
 
     lines = []
     for path, what in ((forest(study_dir, comparisons), "effects against the base (forest plot)"),
@@ -501,7 +509,7 @@ def _difference_over_seeds(a: list[dict], b: list[dict], get, relative: bool = F
         mean = scale(ma, float(np.mean(xb)))
         half = math.nan
         if len(xa) > 1 and len(xb) > 1:
-            from .stats import t_critical
+            from benchmarks.scoring.stats import t_critical
 
             va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
             df = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1)) if va + vb > 0 else math.inf
@@ -513,7 +521,7 @@ def _significance(groups: dict[str, list[dict]], comparisons: list, samples: int
     """Each configuration against the first: seed-level tests (stats.seed_level_test) with
     Holm-adjusted p-values across the rows, a verdict per hypothesis, the smallest effect each row
     could detect, the variance components and the seeds a given effect would need."""
-    from .stats import ALPHA, POWER, seeds_needed
+    from benchmarks.scoring.stats import ALPHA, POWER, seeds_needed
 
     if not comparisons:
         return []
@@ -563,8 +571,8 @@ def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) 
     """`calibrate`: the A/A false-positive rate of the report's test, unpaired and paired by seed, on one
     configuration's saved runs (the base with its A/A row: the same configuration on other seeds); then,
     on the study's comparisons whose sides ran the same seeds, how the paired test's power compares."""
-    from .stats import ALPHA, aa_false_positive_rate
-    from .study import AA_LABEL
+    from benchmarks.run.study import AA_LABEL
+    from benchmarks.scoring.stats import ALPHA, aa_false_positive_rate
 
     if not Path(study_dir).is_dir():
         raise UserError(f"{study_dir} is not a study folder; studies live in results/<study>")
@@ -594,7 +602,7 @@ def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) 
 def _paired_power(groups: dict[str, list[dict]]) -> list[str]:
     """On the comparisons whose two sides ran the same seeds: how many each test finds at α, and the
     paired interval's width against the unpaired one (below 1: the paired test is sharper)."""
-    from .stats import ALPHA, paired_seed_level_test, seed_level_test
+    from benchmarks.scoring.stats import ALPHA, paired_seed_level_test, seed_level_test
 
     labels = list(groups)
     base = labels[0]
@@ -622,7 +630,7 @@ def _paired_power(groups: dict[str, list[dict]]) -> list[str]:
 def _variance_components(groups: dict, tests: dict, base: str, seeds_needed) -> list[str]:
     """Per comparison and metric, the standard error of Δ from each source, so that a reader sees
     which dominates; and the seeds a given effect needs at the base's measured variances."""
-    from .stats import run_scores
+    from benchmarks.scoring.stats import run_scores
 
     def se(v):
         return "n/a" if v is None else _f(math.sqrt(v))

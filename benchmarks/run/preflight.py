@@ -57,7 +57,7 @@ def check_precision(plugins: list[tuple[PluginRef, dict]], precision: str) -> No
     trials = [(ref.name, h) for ref, h in plugins if ref.plugin.framework == "torch"]
     if precision == "fp32" or not trials:
         return
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.preflight", precision, json.dumps(trials)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run.preflight", precision, json.dumps(trials)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

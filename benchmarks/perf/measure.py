@@ -1,6 +1,6 @@
 """`python -m benchmarks perf`: how much faster than the recipes people copy, and how close to the machine.
 
-Three measurements (issue 6), each plugin in its own child process (`python -m benchmarks.perf --one JOB`)
+Three measurements (issue 6), each plugin in its own child process (`python -m benchmarks.perf.measure --one JOB`)
 so that TensorFlow and PyTorch never share one and every figure belongs to one model:
 
 1. Training: whole-sequence teacher forcing against the Keras recipe's prefix expansion (one sample
@@ -326,8 +326,8 @@ def child_main(job: dict) -> int:
 
 
 def _run_child(job: dict) -> dict:
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", "--one", json.dumps(job)], cwd=root,
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.perf.measure", "--one", json.dumps(job)], cwd=root,
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT)]
     if proc.returncode or not lines:
@@ -459,9 +459,8 @@ SETTINGS = ("batch_size", "seed", "precision", "compile", "length_alpha")  # the
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from benchmarks.run.settings import add_arguments as add_settings
     from shared_data.dataset import DEFAULT_DATASET
-
-    from .settings import add_arguments as add_settings
 
     p.add_argument("--plugins", default="torch_merge,keras_merge",
                    help="comma-separated plugin names (keras_merge@jax: on another Keras engine), or all: every "
@@ -485,14 +484,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from benchmarks.run.preflight import check_precision
+    from benchmarks.run.settings import from_args
     from plugins.registry import PluginRef, every_engine, framework_of
     from plugins.registry import twin as twin_of
     from shared_data.dataset import load_dataset
     from shared_data.errors import UserError
     from shared_data.values import Interval, coerce
-
-    from .preflight import check_precision
-    from .settings import from_args
 
     settings = from_args(args, SETTINGS)
     args.batch_size, args.seed, args.length_alpha = settings.batch_size, settings.seed, settings.length_alpha
@@ -567,7 +565,7 @@ def _write(args, matmul: dict, results: list[dict], plugins: list[str], shapes: 
     text printed at the end."""
     from tabulate import tabulate
 
-    from .rundir import write_text
+    from benchmarks.store.rundir import write_text
 
     peak = peak_gflops(matmul, args.precision)
     rows = table_rows(results, peak, args.precision)
@@ -609,7 +607,7 @@ def _write(args, matmul: dict, results: list[dict], plugins: list[str], shapes: 
 
 
 def _standalone(argv: list[str] | None = None) -> int:
-    """`python -m benchmarks.perf [--one JOB | options]`: a child's entry point, and perf without the CLI."""
+    """`python -m benchmarks.perf.measure [--one JOB | options]`: a child's entry point, and perf without the CLI."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--one"]:
         return child_main(json.loads(argv[1]))

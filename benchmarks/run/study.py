@@ -1,5 +1,5 @@
 """`python -m benchmarks run`: one study = several plugins under one budget, each run in its own
-subprocess (benchmarks/worker.py), then one report.
+subprocess (benchmarks/run/worker.py), then one report.
 
 A failing run becomes a failed row carrying its error while the others go on; Ctrl-C stops the
 study, keeps the finished runs and writes the report of what finished.
@@ -17,14 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.run import preflight
+from benchmarks.run.settings import RunSettings, describe
+from benchmarks.run.worker import DIVERGED_EXIT, PROGRESS
+from benchmarks.scoring.stats import EXPECTATIONS
+from benchmarks.store import rundir
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.dataset import DEFAULT_DATASET, dataset_identity, load_dataset, prepare_hint, resolve_dataset_path
 from shared_data.errors import UserError
-
-from . import preflight, rundir
-from .settings import RunSettings, describe
-from .stats import EXPECTATIONS
-from .worker import DIVERGED_EXIT, PROGRESS
 
 
 @dataclass
@@ -108,7 +108,7 @@ def _one_line_text(value: object) -> bool:
 
 
 def load_study_file(name_or_path: str) -> StudyFile:
-    """A shipped study (benchmarks/studies/NAME.json) or a file, every row checked (plugin,
+    """A shipped study (benchmarks/run/studies/NAME.json) or a file, every row checked (plugin,
     hyperparameters, settings) with the file and row in the message."""
     path = Path(name_or_path)
     if not path.suffix:
@@ -206,7 +206,7 @@ def check(opts: StudyOptions) -> None:
         raise UserError(f"the study asks for {runs:,} runs ({len(opts.variants)} configurations x "
                         f"{opts.settings.seeds} seeds), more than {MAX_RUNS:,}: split it into several studies")
     if opts.settings.meteor and opts.executor == "local":
-        from .metrics import java_missing
+        from benchmarks.scoring.metrics import java_missing
 
         if java_missing():
             raise UserError(java_missing())
@@ -265,7 +265,7 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
     if not (path / "manifest.json").exists():
         if opts.dataset != DEFAULT_DATASET:
             load_dataset(opts.dataset, opts.data_dir)  # raises with the prepare command
-        from .prepare import PrepareOptions, prepare
+        from benchmarks.data.prepare import PrepareOptions, prepare
 
         log(f"the default dataset is missing: preparing it first ({path})")
         prepare(PrepareOptions(data_dir=opts.data_dir), log=log)
@@ -360,7 +360,7 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
         except KeyboardInterrupt as e:
             interrupted = e
             log("interrupted: writing the report of the runs that finished")
-        from .report import write_report
+        from benchmarks.report.document import write_report
 
         return StudyResult(write_report(folder.path), rows, interrupted)
 
@@ -545,7 +545,7 @@ def _ray_run(config: dict) -> tuple[int, dict[str, bytes], float]:
 def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = None, started=None) -> int:
     """The worker as a subprocess. prefix None: progress bars and short epoch lines (one run at a
     time); a prefix: no bars, epoch lines prefixed (runs side by side)."""
-    # the worker's parent PID: it exits when the study process dies (benchmarks/worker.py)
+    # the worker's parent PID: it exits when the study process dies (benchmarks/run/worker.py)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CAPBENCH_STUDY_PID": str(os.getpid()),
            **(env or {})}
     config = rundir.read_json(run_dir / rundir.CONFIG)
@@ -554,7 +554,7 @@ def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = Non
         env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS=n)
     resumes = rundir.read_checkpoint(run_dir, config.get("config_hash")) is not None
     with open(run_dir / rundir.LOG, "a" if resumes else "w", buffering=1) as logf:  # line-buffered: tail -f
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", str(run_dir)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.run.worker", str(run_dir)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
         if started is not None:
             started(proc)

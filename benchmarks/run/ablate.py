@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import itertools
 
+from benchmarks.run.settings import RunSettings, knobs, variant_keys
+from benchmarks.run.study import Variant
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.errors import UserError
-
-from .settings import RunSettings, knobs, variant_keys
-from .study import Variant
 
 KERAS_BACKEND = "keras_backend"  # the factor that moves a Keras plugin to another engine
 

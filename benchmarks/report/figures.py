@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import rundir
-from .comparisons import METRIC_NAMES, Comparison, groups_of
-from .stats import ALPHA
+from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, groups_of
+from benchmarks.scoring.stats import ALPHA
+from benchmarks.store import rundir
 
 
 def pyplot():

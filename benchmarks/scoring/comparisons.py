@@ -1,5 +1,5 @@
 """A study's comparisons, computed once: every configuration against the first (the base) on the
-headline metrics, with the seed-level test (benchmarks/stats.py), Holm's adjustment across the rows
+headline metrics, with the seed-level test (benchmarks/scoring/stats.py), Holm's adjustment across the rows
 and a verdict. The report's answer and differences table, summary.json and the forest plot all read
 these, so they cannot disagree.
 
@@ -40,7 +40,7 @@ def groups_of(done: list[dict]) -> dict[str, list[dict]]:
 def per_run(group: list[dict]) -> tuple[list[str], dict[str, list[np.ndarray]]]:
     """Test images and, per metric, each run's per-image scores: BLEU statistics [images, 10] and
     CIDEr-D [images], runs in seed order."""
-    from .stats import bleu_stats
+    from benchmarks.scoring.stats import bleu_stats
 
     ids = sorted(group[0]["captions"])
     out: dict[str, list[np.ndarray]] = {"BLEU-4": [], "CIDEr": []}
@@ -78,8 +78,8 @@ class Comparison:
 
 def compare(groups: dict[str, list[dict]], samples: int = 1000) -> list[Comparison]:
     """Each configuration against the first, on the same test images (others cannot be paired)."""
-    from .stats import holm, seed_level_test, verdict
-    from .study import AA_LABEL
+    from benchmarks.run.study import AA_LABEL
+    from benchmarks.scoring.stats import holm, seed_level_test, verdict
 
     labels = list(groups)
     if len(labels) < 2:

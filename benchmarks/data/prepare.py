@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from benchmarks.data.extractors import default_extractor, get_extractor
 from shared_data import stress, synthetic
 from shared_data.dataset import (
     DEFAULT_DATASET,
@@ -40,8 +41,6 @@ from shared_data.dataset import (
 from shared_data.errors import UserError
 from shared_data.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES, write_features, write_rows
 from shared_data.sources import SPLITS, Source
-
-from .extractors import default_extractor, get_extractor
 
 DATASETS = ("synthetic", "flickr8k", "karpathy", "random")
 
@@ -332,7 +331,7 @@ def _os_error_message(e: OSError, data_dir: Path, target: Path) -> str:
 def _human_ceiling(root: Path) -> dict:
     """BLEU/ROUGE-L/CIDEr of each test image's first caption against its others: the reference point
     for every model score on this dataset (METEOR left out: its Java start-up would double the time)."""
-    from .metrics import human_ceiling
+    from benchmarks.scoring.metrics import human_ceiling
 
     test = json.loads((root / "captions.json").read_text())["test"]
     scores = human_ceiling({e["image_id"]: e["captions"] for e in test}, meteor=False)

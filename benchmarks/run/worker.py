@@ -1,4 +1,4 @@
-"""One run, in its own process: `python -m benchmarks.worker RUN_DIR` (RUN_DIR/config.json given).
+"""One run, in its own process: `python -m benchmarks.run.worker RUN_DIR` (RUN_DIR/config.json given).
 
 Own process, so that TensorFlow and PyTorch never share one, timings and peak memory belong to one
 model, and a crash is one failed row. The protocol is the same for every plugin: the same batches
@@ -123,7 +123,7 @@ NOT_REACHED = "not reached"  # the status of a time-to-target run that hit its c
 
 def _save_attention(runner, ds, feats, run_dir: Path) -> None:
     """attention.npz: the first test images' greedy captions and each word's attention over positions."""
-    from .rundir import ATTENTION
+    from benchmarks.store.rundir import ATTENTION
 
     sp = ds.splits["test"]
     rows = sp.feature_rows[:ATTENTION_IMAGES]
@@ -139,7 +139,7 @@ class Context:
 
     run_dir: Path
     cfg: dict
-    settings: object  # benchmarks.settings.RunSettings
+    settings: object  # benchmarks.run.settings.RunSettings
     ds: object
     plugin: object
     feats: object
@@ -147,7 +147,7 @@ class Context:
     runner: object
     import_s: float
     build_s: float
-    scalars: object = None  # TensorBoard scalars (benchmarks/scalars.py), open from training to the record
+    scalars: object = None  # TensorBoard scalars (benchmarks/store/scalars.py), open from training to the record
 
 
 def dataset_location(cfg: dict) -> tuple[str, Path | None]:
@@ -180,10 +180,9 @@ def load_run_dataset(cfg: dict):
 
 
 def setup(run_dir: Path) -> Context:
+    from benchmarks.run.settings import RunSettings
+    from benchmarks.store import rundir
     from plugins.registry import DEFAULT_KERAS_BACKEND, ModelSpec, PluginRef
-
-    from . import rundir
-    from .settings import RunSettings
 
     cfg = rundir.read_json(run_dir / rundir.CONFIG)
     ref = PluginRef.parse(cfg["plugin"])
@@ -236,13 +235,12 @@ def _hold_for_test(ctx: Context) -> None:
 def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
     """The training loop under the budget, with per-epoch validation, best-epoch weights and
     checkpoints: (final state, state it resumed from, status, steps per epoch)."""
+    from benchmarks.run.settings import target_met
+    from benchmarks.scoring.metrics import coco_scores
+    from benchmarks.store import rundir
+    from benchmarks.store.scalars import open_scalars
     from shared_data.batches import CaptionTable, iterate_batches, num_batches
     from shared_data.errors import UserError
-
-    from . import rundir
-    from .metrics import coco_scores
-    from .scalars import open_scalars
-    from .settings import target_met
 
     ds, feats, runner, s, run_dir = ctx.ds, ctx.feats, ctx.runner, ctx.settings, ctx.run_dir
     digest = ctx.cfg.get("config_hash")
@@ -357,9 +355,9 @@ def train(ctx: Context) -> tuple[LoopState, LoopState, str, int]:
 def evaluate(ctx: Context, st: LoopState, status: str) -> dict:
     """The best epoch's weights on the test split: greedy and beam captions, the shuffled-feature
     control, train BLEU-4 (overfitting), attention maps, grounding and the metrics."""
-    from . import rundir
-    from .grounding import grounded_scores
-    from .metrics import coco_scores, nltk_bleu4, start_meteor
+    from benchmarks.scoring.grounding import grounded_scores
+    from benchmarks.scoring.metrics import coco_scores, nltk_bleu4, start_meteor
+    from benchmarks.store import rundir
 
     ds, feats, runner, s, run_dir = ctx.ds, ctx.feats, ctx.runner, ctx.settings, ctx.run_dir
     if st.best_epoch != st.epoch or status == "diverged":
@@ -408,9 +406,8 @@ def record(ctx: Context, st: LoopState, resumed: LoopState | None, status: str, 
            ev: dict, t_start: float, started_at: float) -> dict:
     """metrics.json and the caption files, metrics.json last: the run is finished once it exists."""
     from backends import runner as contract
-
-    from . import rundir
-    from .metrics import spice_missing
+    from benchmarks.scoring.metrics import spice_missing
+    from benchmarks.store import rundir
 
     runner, s, q = ctx.runner, ctx.settings, ev["quality"]
     before = resumed or LoopState()

@@ -2,7 +2,7 @@
 (every comparison the report makes), written atomically by the run-folder module.
 
 results.csv columns: folder, label, plugin, framework, engine (API@engine), seed, host, boot, cpu,
-status, then every quality column (benchmarks/columns.py: QUALITY, by name) and the speed, size and
+status, then every quality column (benchmarks/report/columns.py: QUALITY, by name) and the speed, size and
 training columns (OTHER). Empty cells: the run's record has no such value.
 
 summary.json: {"study", "alpha", "test", "base", "configurations": [{label, runs, means}],
@@ -17,11 +17,10 @@ import io
 from pathlib import Path
 
 from backends.common import api_engine
-
-from . import rundir
-from .columns import OTHER, QUALITY, value
-from .comparisons import METRIC_NAMES, Comparison, label_of, seed_of
-from .stats import ALPHA
+from benchmarks.report.columns import OTHER, QUALITY, value
+from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, label_of, seed_of
+from benchmarks.scoring.stats import ALPHA
+from benchmarks.store import rundir
 
 IDENTITY = ["folder", "label", "plugin", "framework", "engine", "seed", "host", "boot", "cpu", "status"]
 TEST = ("seed-level: Welch t on seed-averaged corpus scores, standard error from between-seed and "

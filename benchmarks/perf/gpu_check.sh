@@ -4,7 +4,7 @@
 # Flickr8k's shapes, then every plugin's runner contract (train, decode, save/load) on the device.
 # Writes OUT (default results/gpu_check): gpu_check.log, perf_all.md (each perf table as it finishes) and
 # perf_json.tgz. Each step has its own time limit, so that a slow one costs only itself.
-#   bash benchmarks/gpu_check.sh            # STEPS=10 WARMUP=3 PY=python3 OUT=... to change
+#   bash benchmarks/perf/gpu_check.sh            # STEPS=10 WARMUP=3 PY=python3 OUT=... to change
 set -u
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 OUT=${OUT:-results/gpu_check}; mkdir -p "$OUT"
@@ -21,7 +21,7 @@ log=$OUT/gpu_check.log
 step() {  # name, time limit in s, perf arguments...
   local name=$1 limit=$2; shift 2
   echo "=== $name: perf $* ($(date -u +%T))" >> "$log"
-  timeout "$limit" $PY -m benchmarks.perf --shapes flickr8k --steps "$S" --warmup "$W" --out "/tmp/perf_$name" "$@" \
+  timeout "$limit" $PY -m benchmarks perf --shapes flickr8k --steps "$S" --warmup "$W" --out "/tmp/perf_$name" "$@" \
     >> "$log" 2>&1
   echo "=== $name: exit $? ($(date -u +%T))" >> "$log"
   # perf rewrites its tables after every plugin: a step cut short keeps what it measured
