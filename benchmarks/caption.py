@@ -96,7 +96,7 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: 
     from tqdm import tqdm
 
     from benchmarks.data.extractors import get_extractor
-    from benchmarks.run.worker import setup
+    from benchmarks.run.worker.context import setup
 
     if out is not None and Path(out).suffix not in OUT_SUFFIXES:
         raise UserError(f"--out {out}: write a .csv or a .json file")

@@ -496,7 +496,7 @@ def test_a_killed_worker_is_reported_as_killed_not_by_its_last_line(tmp_path):
 
 
 def test_a_full_disk_in_a_worker_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
-    import benchmarks.run.worker as worker
+    import benchmarks.run.worker.__main__ as worker
 
     (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
 

@@ -78,7 +78,7 @@ def test_ray_executor_lands_the_same_runs_in_the_results_folder(side_by_side, da
 def test_a_node_finds_the_dataset_at_the_studys_path_or_in_its_own_data_dir(small_dataset, tmp_path, monkeypatch):
     """What a Ray node does with a run's config: the study's absolute path when the node has it (same path
     everywhere, or shared storage), else the same folder name in the node's own $CAPBENCH_DATA_DIR."""
-    from benchmarks.run.worker import dataset_location
+    from benchmarks.run.worker.context import dataset_location
     from shared_data.dataset import DATA_DIR_ENV, load_dataset
 
     cfg = {"dataset": "synthetic-small", "data_dir": None, "dataset_path": str(small_dataset)}
@@ -93,7 +93,7 @@ def test_a_node_finds_the_dataset_at_the_studys_path_or_in_its_own_data_dir(smal
     # a node's copy must be the study's dataset: the dataset's identity travels in the run's config
     import json
 
-    from benchmarks.run.worker import load_run_dataset
+    from benchmarks.run.worker.context import load_run_dataset
     from shared_data.dataset import dataset_identity
     from shared_data.errors import UserError
 

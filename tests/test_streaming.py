@@ -201,7 +201,7 @@ def test_prefetch_keeps_order_raises_where_the_producer_failed_and_stops_when_cl
 
 
 def test_decoding_batches_are_sized_by_memory(ds):
-    from benchmarks.run.worker import DECODE_BYTES, DECODE_COPIES, DECODE_MAX_IMAGES, decode_batch_images
+    from benchmarks.run.worker.evaluate import DECODE_BYTES, DECODE_COPIES, DECODE_MAX_IMAGES, decode_batch_images
 
     small = ds.features("grid")
     assert decode_batch_images(small, beam=3) == DECODE_MAX_IMAGES  # the embedded shapes: as before

@@ -73,7 +73,7 @@ def _git_commit() -> str:
 
 
 def _cpu_model() -> str:
-    from benchmarks.run.worker import environment  # the one reader of the CPU's model and flags
+    from benchmarks.run.worker.environment import environment  # the one reader of the CPU's model and flags
 
     return environment()["cpu"] or "unknown CPU"
 

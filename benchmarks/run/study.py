@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.run import preflight
 from benchmarks.run.settings import RunSettings, describe
-from benchmarks.run.worker import DIVERGED_EXIT, PROGRESS
+from benchmarks.run.worker.state import DIVERGED_EXIT, PROGRESS
 from benchmarks.scoring.stats import EXPECTATIONS
 from benchmarks.store import rundir
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef

@@ -48,7 +48,7 @@ def _pad(tokens: np.ndarray, max_len: int) -> np.ndarray:
 
 def _context(run_dir: Path):
     """The run's worker context (dataset, runner) with its weights loaded."""
-    from benchmarks.run.worker import setup
+    from benchmarks.run.worker.context import setup
     from benchmarks.store import rundir
 
     ctx = setup(run_dir)
