@@ -275,7 +275,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.run.study import parse_overrides, plugin_variants
+    from benchmarks.run.plan import plugin_variants
+    from benchmarks.run.study_file import parse_overrides
     from plugins.registry import parse_plugin_list
 
     refs = parse_plugin_list(args.plugins)
@@ -285,8 +286,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _study_options(args: argparse.Namespace, variants, default_name: str, defaults: dict | None = None,
                    aa_control: bool = False):
+    from benchmarks.run.plan import StudyOptions, with_aa_control
     from benchmarks.run.settings import from_args
-    from benchmarks.run.study import StudyOptions, with_aa_control
 
     settings = from_args(args, defaults=defaults)
     if args.aa_control or aa_control:
@@ -315,7 +316,7 @@ def _finish_study(opts) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from benchmarks.run.study import load_study_file
+    from benchmarks.run.study_file import load_study_file
 
     study = load_study_file(args.name)
     if args.overrides:
@@ -326,7 +327,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from benchmarks.run.ablate import variants
     from benchmarks.run.settings import from_args
-    from benchmarks.run.study import parse_overrides
+    from benchmarks.run.study_file import parse_overrides
     from plugins.registry import PluginRef
 
     ref = PluginRef.parse(args.plugin)

@@ -250,7 +250,7 @@ def test_keras_backend_in_the_environment_never_decides_a_run_silently(finished,
     """$KERAS_BACKEND is not in a run's configuration: a plain keras_merge runs on TensorFlow, so an
     environment that says otherwise is refused before anything runs (it would file a Keras@torch result
     under keras_merge's configuration)."""
-    from benchmarks.run.study import StudyOptions, Variant, check
+    from benchmarks.run.plan import StudyOptions, Variant, check
     from plugins.registry import PluginRef
 
     before = snapshot(finished)
@@ -483,14 +483,15 @@ def test_list_with_a_dataset_that_is_not_there_says_so(data_dir, tmp_path, capsy
 
 
 def test_a_killed_worker_is_reported_as_killed_not_by_its_last_line(tmp_path):
-    from benchmarks.run.study import Job, _outcome
+    from benchmarks.run.executors import outcome
+    from benchmarks.run.plan import Job
 
     run = tmp_path / "r-s0"
     run.mkdir()
     (run / "stdout.log").write_text('{"epoch": 1, "step": 5, "val_loss": 2.0}\n')
     job = Job(1, "r", run, {"label": "r", "config_hash": "0" * 16})
     job.work_dir = run
-    row = _outcome(job, -9, 1.0, log=lambda *_: None)
+    row = outcome(job, -9, 1.0, log=lambda *_: None)
     assert row["error"] == "error: the worker was killed by SIGKILL (out of memory, or kill -9)"
     assert (run / "error.txt").read_text().strip() == row["error"]
 

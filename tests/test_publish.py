@@ -108,8 +108,9 @@ def test_publish_grows_and_never_replaces(source, tmp_path):
 def test_a_study_resumes_from_its_publication(source, tmp_path, data_dir, monkeypatch):
     """On a fresh machine the same study command takes the published runs as finished (no training) and
     trains only what is missing."""
+    from benchmarks.run.plan import StudyOptions, plugin_variants
     from benchmarks.run.settings import RunSettings
-    from benchmarks.run.study import StudyOptions, plugin_variants, run_study
+    from benchmarks.run.study import run_study
     from plugins.registry import PluginRef
 
     monkeypatch.setattr(rundir, "REFERENCE_DIR", tmp_path / "reference")

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.cli import build_parser
 from benchmarks.run import settings as S
-from benchmarks.run.study import config_hash
+from benchmarks.run.plan import config_hash
 from shared_data.errors import UserError
 
 

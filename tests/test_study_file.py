@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from benchmarks.run.study import StudyOptions, check, load_study_file
+from benchmarks.run.plan import StudyOptions, check
+from benchmarks.run.study_file import load_study_file
 from plugins.registry import get_plugin
 from shared_data.errors import UserError
 
@@ -76,39 +77,39 @@ def test_a_study_file_carries_its_own_budget_and_the_command_line_overrides_it(t
 
 def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
     """Every row's k-th seed before any row's (k+1)-th: a study stopped part-way holds whole seeds."""
+    from benchmarks.run.plan import Variant, plan_jobs
     from benchmarks.run.settings import RunSettings
-    from benchmarks.run.study import Variant, _plan
     from plugins.registry import PluginRef
 
     variants = [Variant("a", PluginRef.parse("torch_rnn")), Variant("b", PluginRef.parse("torch_rnn"), {},
                                                                     {"seed": 10})]
     opts = StudyOptions(variants=variants, settings=RunSettings(seeds=3), dataset=small_dataset.name, jobs=1,
                         data_dir=data_dir)
-    jobs = _plan(opts, "identity", tmp_path)
+    jobs = plan_jobs(opts, "identity", tmp_path)
     assert [(j.label, j.config["settings"]["seed"]) for j in jobs] == [
         ("a", 0), ("b", 10), ("a", 1), ("b", 11), ("a", 2), ("b", 12)]
 
 
 def test_default_jobs_one_per_gpu_else_one_per_core_as_memory_allows(monkeypatch):
-    import benchmarks.run.study as study
+    import benchmarks.run.plan as plan
+    from benchmarks.run.plan import Variant, default_jobs
     from benchmarks.run.settings import RunSettings
-    from benchmarks.run.study import Variant, default_jobs
     from plugins.registry import PluginRef
 
     opts = StudyOptions(variants=[Variant("a", PluginRef.parse("torch_rnn"))], settings=RunSettings(seeds=5))
-    monkeypatch.setattr(study, "_local_gpus", lambda: [])
-    monkeypatch.setattr(study.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(plan, "local_gpus", lambda: [])
+    monkeypatch.setattr(plan.os, "cpu_count", lambda: 2)
     assert default_jobs(opts) == 2  # a 2-core machine: two one-thread runs side by side
-    monkeypatch.setattr(study.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(plan.os, "cpu_count", lambda: 16)
     pages = {"SC_PHYS_PAGES": 6 * 2**30 // 4096, "SC_PAGE_SIZE": 4096}  # 6 GiB: room for 3 runs
-    monkeypatch.setattr(study.os, "sysconf", lambda name: pages[name])
+    monkeypatch.setattr(plan.os, "sysconf", lambda name: pages[name])
     opts.settings = RunSettings(seeds=8)
     assert default_jobs(opts) == 3
     opts.settings = RunSettings(seeds=3)
     assert default_jobs(opts) == 1  # a few runs: one at a time, each with every core
     opts.settings = RunSettings(seeds=4)
     assert default_jobs(opts) == 2
-    monkeypatch.setattr(study, "_local_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(plan, "local_gpus", lambda: ["0", "1"])
     opts.settings = RunSettings(seeds=5)
     assert default_jobs(opts) == 2
     opts.executor = "ray"

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 
+from benchmarks.run.plan import Variant
 from benchmarks.run.settings import RunSettings, knobs, variant_keys
-from benchmarks.run.study import Variant
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.errors import UserError
 

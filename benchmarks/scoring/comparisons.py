@@ -78,7 +78,7 @@ class Comparison:
 
 def compare(groups: dict[str, list[dict]], samples: int = 1000) -> list[Comparison]:
     """Each configuration against the first, on the same test images (others cannot be paired)."""
-    from benchmarks.run.study import AA_LABEL
+    from benchmarks.run.plan import AA_LABEL
     from benchmarks.scoring.stats import holm, seed_level_test, verdict
 
     labels = list(groups)
