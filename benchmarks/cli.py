@@ -354,7 +354,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from benchmarks.report.document import aa_calibration
+    from benchmarks.report.significance import aa_calibration
 
     print(aa_calibration(args.study, args.label, args.group, args.splits))
     return 0

@@ -81,3 +81,7 @@ def value(column: Column, metrics: dict) -> float | None:
     except (KeyError, TypeError):
         return None
     return None if v is None else float(v)
+
+
+def fmt(x, digits=3) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"

@@ -6,9 +6,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, groups_of
+import numpy as np
+
+from benchmarks.scoring.comparisons import (
+    METRIC_NAMES,
+    Comparison,
+    groups_of,
+)
 from benchmarks.scoring.stats import ALPHA
 from benchmarks.store import rundir
+from shared_data.errors import UserError
 
 
 def pyplot():
@@ -112,3 +119,105 @@ def attention_words(image, title: str, words: list[str], alphas, path: Path, mos
     plt.close(fig)
     return True
 
+
+def figure_section(study_dir: Path, done: list[dict], ds, name, comparisons: list) -> list[str]:
+    """The PNGs next to the report: the effects (forest plot), time to target, training curves, sample
+    images with captions, attention maps."""
+    from benchmarks.report.figures import forest, time_to_target
+
+    lines = []
+    for path, what in ((forest(study_dir, comparisons), "effects against the base (forest plot)"),
+                       (time_to_target(study_dir, done), "time to target"),
+                       (_plot_history(study_dir, done, name), "training curves")):
+        if path:
+            lines += [f"![{what}]({path.name})", ""]
+    return lines + _samples(study_dir, done, ds, name) + _attention(study_dir, done, ds, name)
+
+
+def _plot_history(study_dir: Path, runs: list[dict], name) -> Path | None:
+    runs = [r for r in runs if r.get("history")]
+    if not runs:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for r in runs:
+        h, label = r["history"], name(r)
+        epochs = [x["epoch"] for x in h]
+        axes[0].plot(epochs, [x["train_loss"] for x in h], marker="o", label=label)
+        axes[1].plot(epochs, [x["val_loss"] for x in h], marker="o", label=label)
+        axes[2].plot(epochs, [x["val_bleu4"] for x in h], marker="o", label=label)
+    for ax, title in zip(axes, ["train loss", "val loss", "val BLEU-4 (greedy)"], strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    path = study_dir / rundir.CURVES
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def training_text(mode: str) -> str:
+    if mode == "prefix":
+        return ("prefix expansion (the Keras recipe: one sample per caption prefix, batches of whole images; "
+                "Keras pre-padded and masked, PyTorch post-padded)")
+    return "whole-sequence teacher forcing (every prefix of a caption in one pass)"
+
+
+def _load_image(ds, image_id: str):
+    from PIL import Image
+
+    try:
+        with Image.open(ds.image_path(image_id)) as im:
+            return im.convert("RGB").copy()
+    except (OSError, AttributeError, UserError):  # no image in the figure, and the report still written
+        return None
+
+
+def _samples(study_dir: Path, runs: list[dict], ds, name, n: int = 4) -> list[str]:
+    if not runs:
+        return []
+    caps = {name(r): r["captions"] for r in runs}
+    ids = sorted(next(iter(caps.values())))[:n]
+    lines = ["## Sample captions (test)", ""]
+    images = [_load_image(ds, i) for i in ids] if ds is not None else []
+    if images and all(im is not None for im in images):
+        plt = pyplot()
+        fig, axes = plt.subplots(1, len(ids), figsize=(3 * len(ids), 3.2))
+        for ax, i, im in zip(list(getattr(axes, "flat", [axes])), ids, images, strict=True):
+            ax.imshow(im)
+            ax.set_title(i, fontsize=9)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(study_dir / rundir.SAMPLES, dpi=80)
+        plt.close(fig)
+        lines += [f"![sample test images]({rundir.SAMPLES})", ""]
+    for i in ids:
+        first = next(iter(caps.values()))[i]
+        lines.append(f"**{i}**: reference: _{first['references'][0]}_")
+        for plugin, c in caps.items():
+            lines.append(f"- {plugin}: {c[i]['generated']}")
+        lines.append("")
+    return lines
+
+
+def _attention(study_dir: Path, runs: list[dict], ds, name, words: int = 7) -> list[str]:
+    """For plugins that attend: each word of the first test image's caption with its attention map
+    drawn over the image (as Show, Attend and Tell does)."""
+    lines = []
+    for r in runs:
+        path = r["dir"] / rundir.ATTENTION
+        if not path.exists() or ds is None:
+            continue
+        try:  # allow_pickle stays off: a damaged or foreign file is skipped, never executed
+            with np.load(path) as data:
+                image_id, ws, alphas = str(data["image_ids"][0]), [str(w) for w in data["words"][0]], data["alphas"][0]
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+        im = _load_image(ds, image_id) if rundir.image_id_ok(image_id) else None
+        figure = rundir.attention_figure(r["dir"])
+        if im is None or not attention_words(im, image_id, ws, alphas, study_dir / figure, words):
+            continue
+        lines += [f"![{name(r)} attention]({figure})", ""]
+    return (["## Attention (first test image, greedy caption, one map per word)", ""] + lines) if lines else []
