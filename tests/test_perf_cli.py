@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.perf import flops, tables, timing
 from benchmarks.perf import measure as perf
 from shared_data.errors import UserError
 
@@ -45,7 +46,7 @@ def test_batched_beam_gives_the_per_image_captions(small_dataset):
     runner, ds, feats = _torch_runner(small_dataset)
     rows = ds.splits["test"].feature_rows[:6]
     for beam in (3, 5):
-        d = perf.time_decoding(runner, feats.global_[rows], None, ds.max_length, beam, 0.6)
+        d = timing.time_decoding(runner, feats.global_[rows], None, ds.max_length, beam, 0.6)
         assert d["images"] == 6 and d["captions_differ"] == 0
         assert d["batched_captions_per_s"] > 0 and d["per_image_captions_per_s"] > 0
 
@@ -72,8 +73,8 @@ def test_merge_flop_formula_matches_flop_counter(fusion):
     tokens[:, 0], tokens[:, -1] = spec.start_id, spec.end_id
     batch = Batch(rows=np.arange(b), tokens=tokens, lengths=np.full(b, length, np.int32),
                   global_feats=rng.standard_normal((b, spec.global_dim), np.float32), spatial_feats=None)
-    counted = perf.counted_flops_per_token(model, batch)
-    formula = perf.merge_flops_per_token(spec, hp, tokens_per_caption=length - 1)
+    counted = flops.counted_flops_per_token(model, batch)
+    formula = flops.merge_flops_per_token(spec, hp, tokens_per_caption=length - 1)
     assert counted == pytest.approx(formula, rel=0.02)
     assert counted < formula  # the skipped gradients, not a missing layer
 
@@ -86,7 +87,7 @@ def test_quick_perf_run_writes_table(small_dataset, data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| plugin" in printed and "speed-up" in printed  # the github table went to stdout
     report = json.loads((tmp_path / "perf.json").read_text())
-    assert report["headers"] == perf.HEADERS
+    assert report["headers"] == tables.HEADERS
     assert report["matmul"]["torch_gflops"] > 0 and report["matmul"]["numpy_gflops"] > 0
     assert [r["plugin"] for r in report["results"]] == plugins
     for r in report["results"]:
@@ -117,7 +118,7 @@ def test_perf_keeps_what_it_measured_when_stopped_half_way(tmp_path, monkeypatch
                 "versions": {"torch": "x"}, "flops_per_token": 1e6, "flops_source": "formula", "decoding": [],
                 "training": {"sequence": {"tokens_per_s": 500.0, "steps_per_s": 5.0, "first_step_s": 0.5}}}
 
-    monkeypatch.setattr(perf, "_run_child", child)
+    monkeypatch.setattr(perf, "run_child", child)
     args = _parse(["--plugins", "torch_merge,keras_merge", "--shapes", "flickr8k", "--out", str(tmp_path)])
     with pytest.raises(KeyboardInterrupt):
         perf.main(args)
@@ -186,7 +187,7 @@ def test_profile_lists_the_operators_of_a_step_and_refuses_what_it_cannot_see():
 
 
 def test_engine_table_puts_each_architecture_on_one_line_with_its_factors():
-    from benchmarks.perf.measure import ENGINE_HEADERS, engine_rows
+    from benchmarks.perf.tables import ENGINE_HEADERS, engine_rows
     from plugins.registry import framework_of
 
     def result(plugin, engine, tokens_per_s, shapes="flickr8k"):

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import backends
     from backends.common import Execution, OptimConfig
-    from benchmarks.perf.measure import FLICKR8K, flickr8k_batches
+    from benchmarks.perf.shapes import FLICKR8K, flickr8k_batches
     from plugins.registry import ModelSpec
 
     plugin = ref.plugin

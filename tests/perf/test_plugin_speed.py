@@ -1,7 +1,7 @@
 """Speed regressions (pytest-benchmark): every registered plugin's training step, batched greedy
 decoding and batched beam-3 decoding at Flickr8k-like shapes, on random data.
 
-Shapes: V = 8,485 (Flickr8k's vocabulary, benchmarks.perf.measure.FLICKR8K), captions of up to 35 tokens,
+Shapes: V = 8,485 (Flickr8k's vocabulary, benchmarks.perf.shapes.FLICKR8K), captions of up to 35 tokens,
 64 captions a training batch, 4096-d global features and, for the plugins that attend, 14x14x2048
 spatial features (196 positions); decoding runs on 16 images. The plugins keep their default
 hyperparameters: a regression in a default is a regression.
@@ -24,7 +24,7 @@ import pytest
 
 import backends
 from backends.common import OptimConfig
-from benchmarks.perf.measure import FLICKR8K, flickr8k_batches
+from benchmarks.perf.shapes import FLICKR8K, flickr8k_batches
 from plugins.registry import FRAMEWORKS, ModelSpec, available_names, framework_of, get_plugin
 
 # PyTorch plugins first: TensorFlow keeps the memory it has used in its own pool (about 3.4 GB after
