@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.store import rundir
+from benchmarks.store import rundir, schemas, study_folder
 from shared_data.errors import UserError
 
 
 def minimal_metrics() -> dict:
-    """The least a metrics.json holds that the report can table (rundir.METRICS_SCHEMA)."""
+    """The least a metrics.json holds that the report can table (schemas.METRICS_SCHEMA)."""
     scores = {"BLEU-4": 0.2, "CIDEr": 0.5}
     return {"status": "ok", "plugin": "torch_merge", "framework": "torch", "device": "cpu", "versions": {},
             "quality": scores, "shuffled_control": scores, "beam": scores,
@@ -88,7 +88,7 @@ def test_recover_finishes_an_interrupted_promotion(tmp_path):
 
 
 def test_stale_runs_are_listed_and_never_current(tmp_path):
-    folder = rundir.StudyFolder(tmp_path, "s")
+    folder = study_folder.StudyFolder(tmp_path, "s")
     folder.create()
     fake_run(folder.path / "a-s0", "h0")  # current
     fake_run(folder.path / "a-s1", "h1", seed=1)  # a seed the last command did not ask for
@@ -107,14 +107,14 @@ def test_stale_runs_are_listed_and_never_current(tmp_path):
 @pytest.mark.parametrize("name", ["../x", "/abs", "a/b", "..", ".", ".hidden", "", "-flag", "a\\b", "x" * 200])
 def test_study_names_are_plain_folder_names(name, tmp_path):
     with pytest.raises(UserError, match="a study name is a plain folder name"):
-        rundir.StudyFolder(tmp_path, name)
+        study_folder.StudyFolder(tmp_path, name)
 
 
 def test_one_process_uses_a_study_folder_at_a_time(tmp_path):
-    folder = rundir.StudyFolder(tmp_path, "s")
+    folder = study_folder.StudyFolder(tmp_path, "s")
     folder.create()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from benchmarks import rundir; f = rundir.StudyFolder(sys.argv[1], 's'); "
+        "import sys, time; from benchmarks import rundir; f = study_folder.StudyFolder(sys.argv[1], 's'); "
         "cm = f.lock(); cm.__enter__(); print('locked', flush=True); sys.stdin.read()"), str(tmp_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.run import preflight
 from benchmarks.run.settings import RunSettings
-from benchmarks.store import rundir
+from benchmarks.store import study_folder
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.dataset import DEFAULT_DATASET, resolve_dataset_path
 from shared_data.errors import UserError
@@ -80,7 +80,7 @@ def check(opts: StudyOptions) -> None:
     """Everything about a study that can be checked without the dataset, before anything is written."""
     import importlib.util
 
-    rundir.check_name(opts.study)
+    study_folder.check_name(opts.study)
     if (opts.jobs is not None and opts.jobs < 1) or (opts.threads is not None and opts.threads < 1):
         raise UserError(f"--jobs and --threads must be positive, got {opts.jobs} and {opts.threads}")
     cores = os.cpu_count() or 1
@@ -106,12 +106,12 @@ def check(opts: StudyOptions) -> None:
         if java_missing():
             raise UserError(java_missing())
     for v in opts.variants:
-        v.label = rundir.check_label(v.label)
+        v.label = study_folder.check_label(v.label)
     labels = [v.label for v in opts.variants]
     for v in opts.variants:
-        clash = [w for w in labels if rundir.slug(w) == rundir.slug(v.label)]
+        clash = [w for w in labels if study_folder.slug(w) == study_folder.slug(v.label)]
         if len(clash) > 1:
-            also = f" (as the folder name {rundir.slug(v.label)}, with {' and '.join(clash)})" \
+            also = f" (as the folder name {study_folder.slug(v.label)}, with {' and '.join(clash)})" \
                 if len(set(clash)) > 1 else ""
             raise UserError(f"'{v.label}' appears twice in the study{also}; each configuration needs its own label")
         v.plugin.plugin.check_hparams(v.hparams, f"{v.label}: ")
@@ -202,7 +202,7 @@ def plan_jobs(opts: StudyOptions, dataset_id: str, study_dir: Path) -> list[Job]
                   "threads": threads, "tensorboard": opts.tensorboard}
         config["config_hash"] = config_hash(config, dataset_id)
         who = v.label if opts.settings.seeds == 1 else f"{v.label} (seed {seed})"
-        jobs.append(Job(i, who, rundir.run_folder(study_dir, v.label, seed), config))
+        jobs.append(Job(i, who, study_folder.run_folder(study_dir, v.label, seed), config))
     return jobs
 
 

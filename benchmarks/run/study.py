@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.run.executors import outcome, run_local, run_on_ray
 from benchmarks.run.plan import StudyOptions, check, default_jobs, plan_jobs
-from benchmarks.store import rundir
+from benchmarks.store import rundir, study_folder
 from shared_data.dataset import DEFAULT_DATASET, dataset_identity, load_dataset, prepare_hint, resolve_dataset_path
 from shared_data.errors import UserError
 
@@ -53,7 +53,7 @@ def run_study(opts: StudyOptions, log=print) -> StudyResult:
     check(opts)
     if opts.jobs is None:
         opts.jobs = default_jobs(opts)
-    folder = rundir.StudyFolder(opts.results_dir, opts.study)
+    folder = study_folder.StudyFolder(opts.results_dir, opts.study)
     dataset_id = ensure_dataset(opts, log)
     folder.create()
     with folder.lock():

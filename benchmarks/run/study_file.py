@@ -9,7 +9,7 @@ from pathlib import Path
 from benchmarks.run.plan import Variant
 from benchmarks.run.settings import RunSettings
 from benchmarks.scoring.stats import EXPECTATIONS
-from benchmarks.store import rundir
+from benchmarks.store import study_folder
 from plugins.registry import PluginRef
 from shared_data.errors import UserError
 
@@ -73,7 +73,7 @@ def load_study_file(name_or_path: str) -> StudyFile:
             from None
     variants = []
     for r in rows:
-        r["label"] = rundir.check_label(r["label"], f"{path.name}: ")
+        r["label"] = study_folder.check_label(r["label"], f"{path.name}: ")
         where = f"{path.name}, row '{r['label']}'"
         for key in ("note", "hypothesis"):
             if not _one_line_text(r.get(key, "")):

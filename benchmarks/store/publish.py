@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from benchmarks.store import rundir
+from benchmarks.store import rundir, study_folder
 from shared_data.errors import UserError
 
 SIZE_LIMIT_MB = 30  # a reference lives in git: every clone carries it
@@ -27,7 +27,7 @@ def publish(study_dir: Path, target: Path | None = None, log=print) -> Path:
     """Copy the study's finished runs that are not published yet into `target` (default
     results/reference/<study>), then write its report there; returns the target."""
     study_dir = Path(study_dir)
-    folder = rundir.StudyFolder.at(study_dir)
+    folder = study_folder.StudyFolder.at(study_dir)
     if not (study_dir / rundir.PLAN).is_file() or folder.plan() is None:
         raise UserError(f"{study_dir} is not a study folder (no readable {rundir.PLAN}); publish a folder that "
                         "a study command wrote, e.g. results/seed000")
