@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.store import rundir, schemas, study_folder
+from benchmarks.store import rundir, study_folder
 from shared_data.errors import UserError
 
 
 def minimal_metrics() -> dict:
-    """The least a metrics.json holds that the report can table (schemas.METRICS_SCHEMA)."""
+    """The least a metrics.json holds that the report can table (METRICS_SCHEMA in benchmarks/store/schemas.py)."""
     scores = {"BLEU-4": 0.2, "CIDEr": 0.5}
     return {"status": "ok", "plugin": "torch_merge", "framework": "torch", "device": "cpu", "versions": {},
             "quality": scores, "shuffled_control": scores, "beam": scores,
@@ -114,7 +114,7 @@ def test_one_process_uses_a_study_folder_at_a_time(tmp_path):
     folder = study_folder.StudyFolder(tmp_path, "s")
     folder.create()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from benchmarks import rundir; f = study_folder.StudyFolder(sys.argv[1], 's'); "
+        "import sys, time; from benchmarks.store import study_folder; f = study_folder.StudyFolder(sys.argv[1], 's'); "
         "cm = f.lock(); cm.__enter__(); print('locked', flush=True); sys.stdin.read()"), str(tmp_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
