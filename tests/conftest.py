@@ -20,7 +20,8 @@ def data_dir(tmp_path_factory) -> Path:
 def small_dataset(data_dir) -> Path:
     """synthetic --size small with grid features (fast, numpy; synthnet has its own tests), prepared once
     per session."""
-    from benchmarks.data.prepare import PrepareOptions, prepare
+    from benchmarks.data.options import PrepareOptions
+    from benchmarks.data.prepare import prepare
 
     return prepare(PrepareOptions(size="small", extractor="grid", data_dir=data_dir), log=lambda *_: None)
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from benchmarks.cli import main
-from benchmarks.data.prepare import PrepareOptions, prepare
+from benchmarks.data.options import PrepareOptions
+from benchmarks.data.prepare import prepare
 from shared_data import features as features_mod
 from shared_data.dataset import load_dataset
 

@@ -14,7 +14,8 @@ import pytest
 
 import backends
 from backends.common import OptimConfig
-from benchmarks.data.prepare import PrepareOptions, prepare
+from benchmarks.data.options import PrepareOptions
+from benchmarks.data.prepare import prepare
 from plugins.registry import ModelSpec, get_plugin
 from shared_data import features as features_mod
 from shared_data.batches import iterate_batches, iterate_prefix_batches, prefetch

@@ -24,7 +24,8 @@ def ensure_dataset(opts: StudyOptions, log=print) -> str:
     if not (path / "manifest.json").exists():
         if opts.dataset != DEFAULT_DATASET:
             load_dataset(opts.dataset, opts.data_dir)  # raises with the prepare command
-        from benchmarks.data.prepare import PrepareOptions, prepare
+        from benchmarks.data.options import PrepareOptions
+        from benchmarks.data.prepare import prepare
 
         log(f"the default dataset is missing: preparing it first ({path})")
         prepare(PrepareOptions(data_dir=opts.data_dir), log=log)
