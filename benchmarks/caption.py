@@ -36,7 +36,7 @@ def decoder(beam_size: int = 1, sample: int = 0, seed: int = 0, **knobs) -> Deco
     """The decoding `caption`'s flags ask for: greedy, beam search with `beam_size` > 1 (diverse with
     groups > 1: then the `groups` best hypotheses of each image), or `sample` captions per image;
     every value checked as RunSettings checks it."""
-    from benchmarks.run.settings import RunSettings
+    from benchmarks.settings import RunSettings
 
     if sample and beam_size != 1:
         raise UserError("--sample and --beam-size are two ways to decode: give one of them")

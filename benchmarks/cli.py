@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _study_options(args: argparse.Namespace, variants, default_name: str, defaults: dict | None = None,
                    aa_control: bool = False):
     from benchmarks.run.plan import StudyOptions, with_aa_control
-    from benchmarks.run.settings import from_args
+    from benchmarks.settings import from_args
 
     settings = from_args(args, defaults=defaults)
     if args.aa_control or aa_control:
@@ -153,8 +153,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from benchmarks.run.ablate import variants
-    from benchmarks.run.settings import from_args
     from benchmarks.run.study_file import parse_overrides
+    from benchmarks.settings import from_args
     from plugins.registry import PluginRef
 
     ref = PluginRef.parse(args.plugin)
@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from benchmarks.store.publish import publish
+    from benchmarks.report.publish import publish
 
     publish(args.study, args.to)
     return 0

@@ -21,9 +21,9 @@ def _add_verify_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_study_args(p: argparse.ArgumentParser) -> None:
-    """Flags shared by run, ablate and study: the run settings (benchmarks/run/settings.py), then where
+    """Flags shared by run, ablate and study: the run settings (benchmarks/settings.py), then where
     and how the runs go."""
-    from benchmarks.run import settings
+    from benchmarks import settings
 
     settings.add_arguments(p)
     p.add_argument("--study", default=None, help="study name, a plain folder name under --results-dir "
@@ -124,7 +124,7 @@ def _dataset_commands(sub) -> None:
 
 
 def _study_commands(sub) -> None:
-    from benchmarks.run.settings import variant_keys
+    from benchmarks.settings import variant_keys
 
     p = sub.add_parser("run", help="train and evaluate plugins under one budget, write a report",
                        description="Train every plugin under the same budget, batches and optimizer, evaluate "
@@ -154,8 +154,8 @@ def _study_commands(sub) -> None:
 
 
 def _caption(sub) -> None:
+    from benchmarks import settings
     from benchmarks.caption import KNOBS as caption_knobs
-    from benchmarks.run import settings
 
     p = sub.add_parser("caption", help="caption your own images with a finished run",
                        description="Caption image files or folders of them with a finished run's weights, its "

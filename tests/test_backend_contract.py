@@ -149,10 +149,38 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize(("layer", "forbidden"), [
     ("backends", {"plugins", "benchmarks"}),
+    ("plugins", {"benchmarks"}),
     ("shared_data", {"torch", "tensorflow", "keras", "jax", "benchmarks", "plugins", "backends"}),
 ])
 def test_layers_import_nothing_above_them(layer, forbidden):
     files = sorted((ROOT / layer).rglob("*.py"))
     assert files
     offenders = {str(f.relative_to(ROOT)): sorted(_imports(f) & forbidden) for f in files}
+    assert {f: bad for f, bad in offenders.items() if bad} == {}
+
+
+# benchmarks/ by role, lowest first: each package imports only from the packages before it (settings.py
+# and machine.py are below them all); cli.py, parser.py and caption.py sit on top
+ROLES = ["settings", "machine", "scoring", "data", "store", "report", "run", "perf"]
+
+
+def _benchmarks_imports(path: Path) -> set[str]:
+    """The benchmarks/ role (settings, scoring, run, ...) of every benchmarks module a file imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("benchmarks"):
+            parts = node.module.split(".")
+            names |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("benchmarks.")}
+    return names
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_benchmarks_roles_import_only_the_roles_below_them(role):
+    below = set(ROLES[:ROLES.index(role) + 1])
+    files = [ROOT / "benchmarks" / f"{role}.py"] if (ROOT / "benchmarks" / f"{role}.py").is_file() \
+        else sorted((ROOT / "benchmarks" / role).rglob("*.py"))
+    assert files
+    offenders = {str(f.relative_to(ROOT)): sorted(_benchmarks_imports(f) - below) for f in files}
     assert {f: bad for f, bad in offenders.items() if bad} == {}

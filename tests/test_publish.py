@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.report.publish import publish
 from benchmarks.store import rundir
-from benchmarks.store.publish import publish
 
 ARGS = ["--plugins", "torch_merge", "--dataset", "synthetic-small", "--steps", "2", "--no-meteor"]
 
@@ -109,8 +109,8 @@ def test_a_study_resumes_from_its_publication(source, tmp_path, data_dir, monkey
     """On a fresh machine the same study command takes the published runs as finished (no training) and
     trains only what is missing."""
     from benchmarks.run.plan import StudyOptions, plugin_variants
-    from benchmarks.run.settings import RunSettings
     from benchmarks.run.study import run_study
+    from benchmarks.settings import RunSettings
     from plugins.registry import PluginRef
 
     monkeypatch.setattr(rundir, "REFERENCE_DIR", tmp_path / "reference")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import settings as S
 from benchmarks.cli import build_parser
-from benchmarks.run import settings as S
 from benchmarks.run.plan import config_hash
 from shared_data.errors import UserError
 

@@ -56,7 +56,7 @@ def test_engine_studies_run_one_model_on_every_engine(study, keras, torch):
 def test_a_study_file_carries_its_own_budget_and_the_command_line_overrides_it(tmp_path):
     import argparse
 
-    from benchmarks.run.settings import add_arguments, from_args
+    from benchmarks.settings import add_arguments, from_args
 
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"base": {"label": "a", "plugin": "torch_rnn"}, "variants": [],
@@ -78,7 +78,7 @@ def test_a_study_file_carries_its_own_budget_and_the_command_line_overrides_it(t
 def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
     """Every row's k-th seed before any row's (k+1)-th: a study stopped part-way holds whole seeds."""
     from benchmarks.run.plan import Variant, plan_jobs
-    from benchmarks.run.settings import RunSettings
+    from benchmarks.settings import RunSettings
     from plugins.registry import PluginRef
 
     variants = [Variant("a", PluginRef.parse("torch_rnn")), Variant("b", PluginRef.parse("torch_rnn"), {},
@@ -93,7 +93,7 @@ def test_the_plan_runs_seed_by_seed(tmp_path, small_dataset, data_dir):
 def test_default_jobs_one_per_gpu_else_one_per_core_as_memory_allows(monkeypatch):
     import benchmarks.run.plan as plan
     from benchmarks.run.plan import Variant, default_jobs
-    from benchmarks.run.settings import RunSettings
+    from benchmarks.settings import RunSettings
     from plugins.registry import PluginRef
 
     opts = StudyOptions(variants=[Variant("a", PluginRef.parse("torch_rnn"))], settings=RunSettings(seeds=5))

@@ -41,7 +41,7 @@ SETTINGS = ("batch_size", "seed", "precision", "compile", "length_alpha")  # the
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from benchmarks.run.settings import add_arguments as add_settings
+    from benchmarks.settings import add_arguments as add_settings
     from shared_data.dataset import DEFAULT_DATASET
 
     p.add_argument("--plugins", default="torch_merge,keras_merge",
@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from benchmarks.run.preflight import check_precision
-    from benchmarks.run.settings import from_args
+    from benchmarks.settings import from_args
     from plugins.registry import PluginRef, every_engine
     from shared_data.dataset import load_dataset
     from shared_data.errors import UserError

@@ -100,7 +100,7 @@ def measure(ds, extractor: str, batch_size: int, steps: int, warmup: int, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.run.settings import RunSettings
+    from benchmarks.settings import RunSettings
     from shared_data.dataset import DEFAULT_DATASET, load_dataset
     from shared_data.errors import UserError
 

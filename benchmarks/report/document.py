@@ -28,13 +28,13 @@ from benchmarks.report.tables import (
     speed_table,
     time_to_target_table,
 )
-from benchmarks.run.settings import BUDGET_KEYS, RunSettings, describe
 from benchmarks.scoring.comparisons import (
     compare,
     groups_of,
     label_of,
     seed_of,
 )
+from benchmarks.settings import BUDGET_KEYS, RunSettings, describe
 from benchmarks.store import rundir
 from shared_data.dataset import sha256_file
 from shared_data.errors import UserError
@@ -52,7 +52,7 @@ def _git_commit() -> str:
 
 
 def _cpu_model() -> str:
-    from benchmarks.run.worker.environment import environment  # the one reader of the CPU's model and flags
+    from benchmarks.machine import environment  # the one reader of the CPU's model and flags
 
     return environment()["cpu"] or "unknown CPU"
 
@@ -230,7 +230,7 @@ def _write_report(study_dir: Path, done: list[dict], other: list[dict], stale: l
     lines += diversity_table(groups, ds)
     if half is None:  # the figures are the whole study's; a half report is its tables
         lines += figure_section(study_dir, done, ds, name, comparisons)
-        from benchmarks.store import export
+        from benchmarks.report import export
 
         export.write(study_dir, done, groups, comparisons)
     else:

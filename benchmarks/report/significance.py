@@ -11,6 +11,7 @@ from tabulate import tabulate
 from benchmarks.report.columns import fmt
 from benchmarks.report.runs import study_runs
 from benchmarks.scoring.comparisons import (
+    AA_LABEL,
     EFFECTS,
     METRIC_NAMES,
     format_p,
@@ -106,7 +107,6 @@ def aa_calibration(study_dir: Path, label: str | None, group: int, splits: int) 
     """`calibrate`: the A/A false-positive rate of the report's test, unpaired and paired by seed, on one
     configuration's saved runs (the base with its A/A row: the same configuration on other seeds); then,
     on the study's comparisons whose sides ran the same seeds, how the paired test's power compares."""
-    from benchmarks.run.plan import AA_LABEL
     from benchmarks.scoring.stats import ALPHA, aa_false_positive_rate
 
     if not Path(study_dir).is_dir():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 
 from benchmarks.run.plan import Variant
-from benchmarks.run.settings import RunSettings, knobs, variant_keys
+from benchmarks.settings import RunSettings, knobs, variant_keys
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.errors import UserError
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from benchmarks.run.plan import Job, StudyOptions, local_gpus
-from benchmarks.run.settings import RunSettings, describe
 from benchmarks.run.worker.state import DIVERGED_EXIT, PROGRESS
+from benchmarks.settings import RunSettings, describe
 from benchmarks.store import rundir
 from shared_data.errors import UserError
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.run import preflight
-from benchmarks.run.settings import RunSettings
+from benchmarks.scoring.comparisons import AA_LABEL
+from benchmarks.settings import RunSettings
 from benchmarks.store import study_folder
 from plugins.registry import DEFAULT_KERAS_BACKEND, KERAS_BACKENDS, PluginRef
 from shared_data.dataset import DEFAULT_DATASET, resolve_dataset_path
@@ -56,7 +57,6 @@ def plugin_variants(refs: list[PluginRef], overrides: dict[str, dict]) -> list[V
     return [Variant(str(ref), ref, dict(overrides.get(str(ref), overrides.get(ref.name, {})))) for ref in refs]
 
 
-AA_LABEL = "aa-control"
 
 
 def with_aa_control(variants: list[Variant], settings: RunSettings) -> list[Variant]:

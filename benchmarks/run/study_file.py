@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.run.plan import Variant
-from benchmarks.run.settings import RunSettings
 from benchmarks.scoring.stats import EXPECTATIONS
+from benchmarks.settings import RunSettings
 from benchmarks.store import study_folder
 from plugins.registry import PluginRef
 from shared_data.errors import UserError

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+AA_LABEL = "aa-control"  # the A/A row: the base configuration again on disjoint seeds (study --aa-control)
+
 METRIC_NAMES = {"BLEU-4": "BLEU-4", "CIDEr": "CIDEr-D"}  # the tested metrics, as metrics.json and reports name them
 EFFECTS = {"BLEU-4": 0.01, "CIDEr": 0.03}  # the effects the seeds-needed line is about
 
@@ -78,7 +80,6 @@ class Comparison:
 
 def compare(groups: dict[str, list[dict]], samples: int = 1000) -> list[Comparison]:
     """Each configuration against the first, on the same test images (others cannot be paired)."""
-    from benchmarks.run.plan import AA_LABEL
     from benchmarks.scoring.stats import holm, seed_level_test, verdict
 
     labels = list(groups)

@@ -5,8 +5,8 @@ replaced. Nothing else in the harness names a file of a run.
         study.json               the plan of the last study command: every run's folder and config hash
         study.lock               held (flock) by the one process using the folder
         report.md, *.png         the report (benchmarks/report/document.py)
-        results.csv, summary.json   the report's numbers for programs (benchmarks/store/export.py)
-        references.json, published.json   a published study's (benchmarks/store/publish.py)
+        results.csv, summary.json   the report's numbers for programs (benchmarks/report/export.py)
+        references.json, published.json   a published study's (benchmarks/report/publish.py)
         <label>-s<seed>/         one run: the last one that finished, or the first attempt
             config.json          what it runs (written by the study before the worker starts)
             stdout.log           the worker's output
@@ -66,8 +66,8 @@ LOCK = "study.lock"
 REPORT = "report.md"
 HALVES = (1, 2)  # report --half: two disjoint halves of every configuration's seeds
 HALF_REPORT = "report-half{}.md"  # `report --half 1|2`: the same tables from half of every configuration's seeds
-RESULTS = "results.csv"  # beside every report: one row per finished run (benchmarks/store/export.py)
-SUMMARY = "summary.json"  # beside every report: every comparison it makes (benchmarks/store/export.py)
+RESULTS = "results.csv"  # beside every report: one row per finished run (benchmarks/report/export.py)
+SUMMARY = "summary.json"  # beside every report: every comparison it makes (benchmarks/report/export.py)
 FOREST = "forest.png"  # the comparisons' effects with their intervals
 TIME_TO_TARGET = "time_to_target.png"  # each configuration's seeds' time to a --target
 CURVES = "curves.png"

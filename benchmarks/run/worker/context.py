@@ -14,7 +14,7 @@ class Context:
 
     run_dir: Path
     cfg: dict
-    settings: object  # benchmarks.run.settings.RunSettings
+    settings: object  # benchmarks.settings.RunSettings
     ds: object
     plugin: object
     feats: object
@@ -55,7 +55,7 @@ def load_run_dataset(cfg: dict):
 
 
 def setup(run_dir: Path) -> Context:
-    from benchmarks.run.settings import RunSettings
+    from benchmarks.settings import RunSettings
     from benchmarks.store import rundir
     from plugins.registry import DEFAULT_KERAS_BACKEND, ModelSpec, PluginRef
 

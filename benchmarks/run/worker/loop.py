@@ -138,8 +138,8 @@ def _train_epoch(ctx: Context, st: LoopState, batches, budget: Budget, steps_per
 def _validate(ctx: Context, st: LoopState, losses: list, val_table) -> dict | None:
     """The epoch's history row (val loss and greedy val BLEU-4), None if the val loss is not finite;
     records when the target is reached."""
-    from benchmarks.run.settings import target_met
     from benchmarks.scoring.metrics import coco_scores
+    from benchmarks.settings import target_met
     from shared_data.batches import iterate_batches
 
     ds, s = ctx.ds, ctx.settings

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 
 from backends.decoding import Decoder
+from benchmarks.machine import environment
 from benchmarks.run.worker.context import Context
-from benchmarks.run.worker.environment import environment
 from benchmarks.run.worker.state import LoopState
 
 
