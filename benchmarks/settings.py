@@ -54,9 +54,9 @@ class RunSettings:
     batch_size: int = knob(64, "captions per batch", interval="[1, inf)")
     training: str = knob("sequence", "sequence: whole-caption teacher forcing; prefix: the Keras recipe's "
                          "one-sample-per-prefix expansion, same loss at many times the cost", choices=TRAINING_MODES)
-    lr: float = knob(1e-3, "Adam learning rate", interval="(0, inf)")
-    adam_eps: float = knob(1e-8, "Adam epsilon (PyTorch's default; Keras' own is 1e-7)", interval="(0, 1)")
-    clip_norm: float = knob(5.0, "clip the global gradient norm to this", interval="(0, inf)")
+    lr: float = knob(OptimConfig.lr, "Adam learning rate", interval="(0, inf)")
+    adam_eps: float = knob(OptimConfig.eps, "Adam epsilon (PyTorch's default; Keras' own is 1e-7)", interval="(0, 1)")
+    clip_norm: float = knob(OptimConfig.clip_norm, "clip the global gradient norm to this", interval="(0, inf)")
     precision: str = knob("fp32", "fp32, or bf16 mixed precision (torch.autocast / Keras' mixed_bfloat16 policy)",
                           choices=PRECISIONS)
     compile: bool = knob(False, "compile the model: torch.compile for PyTorch plugins, jit_compile=True (XLA) for "

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 from shared_data.errors import UserError
+from shared_data.text import Vocab
 from shared_data.values import Interval, coerce, shown
 
 FRAMEWORKS = ("torch", "keras")
@@ -39,9 +40,9 @@ class ModelSpec:
     global_dim: int
     spatial_shape: tuple[int, int] | None  # (positions, channels) or None
     max_length: int  # tokens including <start> and <end>
-    pad_id: int = 0
-    start_id: int = 1
-    end_id: int = 2
+    pad_id: int = Vocab.pad_id
+    start_id: int = Vocab.start_id
+    end_id: int = Vocab.end_id
 
     @classmethod
     def of(cls, ds, feats) -> ModelSpec:
