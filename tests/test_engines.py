@@ -1,7 +1,7 @@
 """The same Keras plugin on Keras' three engines (TensorFlow, JAX, PyTorch) computes the same thing.
 
-Issue 15 separates the API (Keras vs torch.nn) from the engine underneath; that split means something
-only if a Keras model is one model whatever runs it. For every Keras plugin (tests/engine_probe.py:
+CapBench separates the API (Keras vs torch.nn) from the engine underneath; that split means
+something only if a Keras model is one model whatever runs it. For every Keras plugin (tests/engine_probe.py:
 small sizes, dropout 0), with the TensorFlow model's initial weights loaded on each engine:
 - the teacher-forced logits agree at every real position within 1e-5 (fp32);
 - five Adam steps through the harness's compile/train_on_batch give the same losses within relative

@@ -1,6 +1,6 @@
 """`python -m benchmarks perf`: how much faster than the recipes people copy, and how close to the machine.
 
-Three measurements (issue 6), each plugin in its own child process (`python -m benchmarks.perf.measure --one JOB`)
+Three measurements, each plugin in its own child process (`python -m benchmarks.perf.measure --one JOB`)
 so that TensorFlow and PyTorch never share one and every figure belongs to one model:
 
 1. Training: whole-sequence teacher forcing against the Keras recipe's prefix expansion (one sample

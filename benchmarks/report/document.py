@@ -63,7 +63,7 @@ HALVES = rundir.HALVES
 def write_report(study_dir: Path, half: int | None = None) -> Path:
     """report.md (and its PNG figures) from the study's saved runs, written atomically. half 1 or 2:
     report-half<N>.md, tables only, from the first ceil(n/2) of every configuration's n seeds (in
-    seed order) or from the rest: two disjoint halves whose verdicts should agree (issue 13)."""
+    seed order) or from the rest: two disjoint halves whose verdicts should agree."""
     study_dir = Path(study_dir)
     done, other, stale = study_runs(study_dir)
     if not done and not other:

@@ -13,7 +13,8 @@ Training is whole-sequence teacher forcing: the LSTM output at step t is the sta
 prefix up to t, exactly what the recipes' one-sample-per-prefix expansion computes, for all prefixes
 at once. Padding: with right-padded batches an LSTM output at a real position never depends on
 later pads, so `masking="none"` gives the same logits at real positions as packing; `packed` runs
-`pack_padded_sequence` so the LSTM skips the pads' compute (seed 000's Option 4). The loss masks pads
+`pack_padded_sequence` so the LSTM skips the pads' compute (option 4 of the
+Keras-vs-PyTorch comparison CapBench grew from, docs/seed000.md). The loss masks pads
 either way. `lstm_bias="one"` freezes PyTorch's second LSTM bias at zero (Keras' layout), for exact
 step-by-step parity and as an ablation axis; `init="shared"` replaces PyTorch's initialisers with
 the one scheme both frameworks share (Keras' defaults), another framework-default axis.
