@@ -146,8 +146,7 @@ def _study_commands(sub) -> None:
 
     p = sub.add_parser("study", help="a ready-made study from a study file (seed000: seed 000's hypotheses)",
                        description="Run a shipped study (benchmarks/run/studies/NAME.json) or a study file of your "
-                                   "own: "
-                                   "a base configuration and variants, each with the hypothesis it tests.")
+                                   "own: a base configuration and variants, each with the hypothesis it tests.")
     p.add_argument("name", help="seed000, or a path to a study .json file")
     _add_study_args(p)
 
