@@ -7,7 +7,7 @@ batched forward per time step, not one per image). A finished hypothesis keeps i
 only extends with <pad> at no cost; an image whose hypotheses have all finished leaves the batch,
 so later steps compute only the images still searching (as a one-image search would stop).
 Final ranking uses GNMT length normalisation,
-score / ((5 + length) / 6) ** alpha (alpha 0 = raw log-probability; seed 003 uses 0.6).
+score / ((5 + length) / 6) ** alpha (alpha 0 = raw log-probability; 0.6 is a common choice).
 
 Greedy decoding is the same loop with the argmax taken by the backend (on its device: only the [B]
 chosen tokens leave it, not the [B, V] logits).
@@ -227,28 +227,8 @@ def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int,
         n = len(live)
         rows = (live[:, None] * beam + np.arange(beam)).reshape(-1)  # their rows among all B*beam
         logits, state = step(state, tokens[rows])
-        logp = log_softmax(np.asarray(logits, np.float64))
-        if block_trigrams:
-            logp[repeated_trigrams(seqs[rows], logp.shape[1])] = -np.inf
-        logp[finished[rows]] = -np.inf
-        logp[finished[rows], pad_id] = 0.0
-        vocab = logp.shape[1]
-        logp = logp.reshape(n, beam, vocab)
-        chosen = np.zeros((n, vocab))  # how many earlier groups chose each word at this step
-        src, new = np.empty((n, beam), np.int64), np.empty((n, beam), np.int64)
-        for g in range(groups):
-            slots = slice(g * width, (g + 1) * width)
-            cand = (scores[live, slots][:, :, None] + logp[:, slots]).reshape(n, width * vocab)
-            ranked = cand - np.tile(diversity * chosen, width) if g and diversity else cand
-            top_k = np.argpartition(-ranked, width - 1, axis=1)[:, :width]
-            order = np.argsort(-np.take_along_axis(ranked, top_k, 1), axis=1, kind="stable")
-            top_k = np.take_along_axis(top_k, order, 1)
-            scores[live, slots] = np.take_along_axis(cand, top_k, 1)
-            src[:, slots] = np.arange(n)[:, None] * beam + g * width + top_k // vocab  # parents within `state`
-            new[:, slots] = top_k % vocab
-            words = new[:, slots]
-            np.add.at(chosen, (np.repeat(np.arange(n), width), words.reshape(-1)), (words != pad_id).reshape(-1))
-        src, new = src.reshape(-1), new.reshape(-1)
+        logp = _next_word_log_probs(logits, seqs[rows], finished[rows], pad_id, block_trigrams)
+        src, new = _choose_words(scores, live, logp, groups, diversity, pad_id)
         state = reorder(state, src)
         column = np.full(batch * beam, pad_id, np.int64)  # images already done extend with <pad>
         column[rows] = new
@@ -263,6 +243,53 @@ def beam_search(step: Callable, state, reorder: Callable, batch: int, beam: int,
             keep = np.flatnonzero(~done)
             state = reorder(state, (keep[:, None] * beam + np.arange(beam)).reshape(-1))
             live = live[keep]
+    return _best_hypotheses(seqs, scores, pad_id, alpha, top)
+
+
+def _next_word_log_probs(logits, seqs: np.ndarray, finished: np.ndarray, pad_id: int,
+                         block_trigrams: bool) -> np.ndarray:
+    """[rows, V] float64 log-probabilities of each hypothesis' next word: trigram repeats at -inf when
+    blocked, and a finished hypothesis can only extend with <pad>, at no cost."""
+    logp = log_softmax(np.asarray(logits, np.float64))
+    if block_trigrams:
+        logp[repeated_trigrams(seqs, logp.shape[1])] = -np.inf
+    logp[finished] = -np.inf
+    logp[finished, pad_id] = 0.0
+    return logp
+
+
+def _choose_words(scores: np.ndarray, live: np.ndarray, logp: np.ndarray, groups: int, diversity: float,
+                  pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """One step of (diverse) beam search for the images `live`, their hypotheses' next-word
+    log-probabilities `logp` [len(live) * beam, V]: each group in turn keeps its best extensions,
+    ranked with the Hamming diversity penalty; `scores` [B, beam] is updated in place with their
+    log-probabilities. Returns (the parent of each new hypothesis as a row of `logp`, its word), both
+    [len(live) * beam]."""
+    n, beam = len(live), scores.shape[1]
+    width = beam // groups
+    vocab = logp.shape[1]
+    logp = logp.reshape(n, beam, vocab)
+    chosen = np.zeros((n, vocab))  # how many earlier groups chose each word at this step
+    src, new = np.empty((n, beam), np.int64), np.empty((n, beam), np.int64)
+    for g in range(groups):
+        slots = slice(g * width, (g + 1) * width)
+        cand = (scores[live, slots][:, :, None] + logp[:, slots]).reshape(n, width * vocab)
+        ranked = cand - np.tile(diversity * chosen, width) if g and diversity else cand
+        top_k = np.argpartition(-ranked, width - 1, axis=1)[:, :width]
+        order = np.argsort(-np.take_along_axis(ranked, top_k, 1), axis=1, kind="stable")
+        top_k = np.take_along_axis(top_k, order, 1)
+        scores[live, slots] = np.take_along_axis(cand, top_k, 1)
+        src[:, slots] = np.arange(n)[:, None] * beam + g * width + top_k // vocab  # parents within `state`
+        new[:, slots] = top_k % vocab
+        words = new[:, slots]
+        np.add.at(chosen, (np.repeat(np.arange(n), width), words.reshape(-1)), (words != pad_id).reshape(-1))
+    return src.reshape(-1), new.reshape(-1)
+
+
+def _best_hypotheses(seqs: np.ndarray, scores: np.ndarray, pad_id: int, alpha: float, top: int) -> np.ndarray:
+    """[B * top, steps]: each image's `top` best of its beam hypotheses `seqs` [B * beam, steps], best
+    first, ranked by `scores` [B, beam] with GNMT length normalisation `alpha`."""
+    batch, beam = scores.shape
     lengths = (seqs != pad_id).sum(1).reshape(batch, beam)
     ranked = scores / (((5.0 + lengths) / 6.0) ** alpha) if alpha else scores
     if top == 1:

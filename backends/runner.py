@@ -11,9 +11,10 @@ so that the type holds the whole contract; `check_backend(module)` checks a modu
 
 What does not depend on the framework is written here once: the decoding loops (greedy, greedy with
 attention, beam search, whose search itself is backends/decoding.py), parameter counting by component,
-`has_attention`, atomic file writes and the host peak-RSS fallback. A backend supplies the framework
-primitives they run on (the `_` methods below: build the decoder state, one decoder step, argmax,
-to-numpy, repeat and select state rows) and everything else itself.
+`has_attention` and the host peak-RSS fallback. A backend supplies the framework primitives they run
+on (the `_` methods below: build the decoder state, one decoder step, argmax, to-numpy, repeat and
+select state rows) and everything else itself; it writes its files through shared_data.files, which
+writes atomically.
 
 Abstract methods are enforced at construction: a Runner subclass that misses one, or that sets no
 `FIXED_SHAPES`, cannot be instantiated (TypeError).
@@ -22,9 +23,8 @@ Abstract methods are enforced at construction: a Runner subclass that misses one
 from __future__ import annotations
 
 import contextlib
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -263,14 +263,6 @@ def host_peak_rss() -> tuple[float, str]:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "host peak RSS"
-
-
-def write_atomically(out: str, write: Callable[[str], None]) -> str:
-    """`write(tmp)` then rename tmp to `out`: a kill while writing leaves the previous file intact."""
-    tmp = out + ".tmp"
-    write(tmp)
-    os.replace(tmp, out)
-    return out
 
 
 def check_backend(module) -> type[Runner]:

@@ -31,7 +31,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from benchmarks.data.extractors import EXTRACTORS
-    from shared_data.dataset import default_data_dir, load_dataset
+    from shared_data.dataset import load_dataset
+    from shared_data.dataset_location import default_data_dir
 
     print("Feature extractors")
     print(tabulate([(s.name, s.framework, s.image_size, s.description) for s in EXTRACTORS.values()],
@@ -90,7 +91,7 @@ def _plugin_rows(spec) -> list[tuple]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from shared_data.dataset import load_dataset
-    from shared_data.importers import export_flickr8k
+    from shared_data.flickr_export import export_flickr8k
     from shared_data.sources import SPLITS, SourceImage
 
     ds = load_dataset(args.dataset, args.data_dir, verify=args.verify)

@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from benchmarks.store.rundir import HALVES
-from shared_data.dataset import DATA_DIR_ENV, DEFAULT_DATASET
+from shared_data.dataset import DEFAULT_DATASET
+from shared_data.dataset_location import DATA_DIR_ENV
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from .dataset import Dataset, Features, Split
-from .text import Vocab
+from shared_data.dataset import Dataset, Features, Split
+from shared_data.text import Vocab
 
 
 @dataclass

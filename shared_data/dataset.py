@@ -1,4 +1,4 @@
-"""The data contract: how a prepared dataset is laid out on disk, written and loaded.
+"""The data contract: how a prepared dataset is laid out on disk, and how it is loaded.
 
     <data_dir>/<name>/
         manifest.json            schema version, source, splits, vocab, extractors, sha256 of every file
@@ -12,6 +12,11 @@ Feature rows follow captions.json: train images, then val, then test, in file or
 and every framework reads the same files through `load_dataset`, which refuses anything that does
 not match the manifest (schema, structure, checksums, alignment, shapes, NaN/inf), each with a one-line
 error that names the file and gives the prepare command to run (with the same --data-dir).
+
+The rest of the contract is in modules of its own: shared_data.dataset_format (the schema version,
+bounds, checksums, identity and the structure checks of the JSON files), shared_data.dataset_writing
+(how prepare writes the text files and the manifest), shared_data.dataset_location (the data dir and
+the prepare commands in messages) and shared_data.safe_paths (the path rules below).
 
 Everything read from a dataset folder or an importer's input is untrusted, and checked where it is read:
 
@@ -33,201 +38,30 @@ Everything read from a dataset folder or an importer's input is untrusted, and c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shlex
-import statistics
-import sys
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .features import FEATURE_DTYPES, FeatureArray, UnsafeH5, ZeroRows, open_h5
-from .schema import Each, Optional, is_int, json_type
-from .schema import problem as schema_problem
-from .sources import SPLITS, Source
-from .text import SPECIALS, Vocab, tokenize_all
-
-SCHEMA_VERSION = 1
-DATA_DIR_ENV = "CAPBENCH_DATA_DIR"
-DEFAULT_DATASET = "synthetic"
-# Every batch is padded to the longest caption, so one 10,000-word caption (a pasted paragraph) made
-# a run hang without a word; real captions are tens of words (the random dataset's longest is 40).
-MAX_CAPTION_WORDS = 100
-MAX_LENGTH = MAX_CAPTION_WORDS + 2  # <start> and <end>: a manifest that asks for more was edited
-# Warned at prepare, not refused: a tiny vocabulary or many unknown words is legal but makes every
-# score meaningless (--min-freq 1000000 left the 4 special tokens and every test word unknown). 20
-# words is far below any real vocabulary (synthetic: 172, Flickr8k: 8,485); 5% unknown is one word in
-# twenty, where the synthetic dataset has none.
-MIN_VOCAB_WORDS = 20
-MAX_UNK_RATE = 0.05
+from shared_data.dataset_format import SCHEMA_VERSION, captions_problem, manifest_problem, objects_problem, sha256_file
+from shared_data.dataset_location import (
+    DEFAULT_DATASET,
+    known_extractors,
+    not_a_dataset,
+    prepare_data_dir,
+    prepare_hint,
+    resolve_dataset_path,
+)
+from shared_data.errors import UserError
+from shared_data.features import FEATURE_DTYPES, FeatureArray, UnsafeH5, ZeroRows, open_h5
+from shared_data.safe_paths import first_outside
+from shared_data.schema import json_type
+from shared_data.sources import SPLITS
+from shared_data.text import Vocab
 
 
-def default_data_dir() -> Path:
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent / "datasets"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# not part of a dataset's identity: the feature files' own checksums (float32 kernels sum in an order
-# that depends on the CPU, so the same images and weights give features that differ in their last
-# bits on another machine: recorded per run, as the training's own CPU-dependent bits are), and where
-# the prepare command found its inputs and what it skipped there (paths of one machine)
-NOT_IDENTITY = ("prepare", "warnings")
-
-
-def dataset_identity(manifest: dict) -> str:
-    """sha256 of what a dataset is, the same on every machine that prepared it from the same sources
-    with the same extractor weights: the manifest without NOT_IDENTITY and the feature files' bytes,
-    whose extractors stay identified by their manifest entries (weights' sha256, shapes, dtype). A
-    run's configuration hash includes it, so a study resumed on another machine reuses its runs."""
-    kept = {k: v for k, v in manifest.items() if k not in NOT_IDENTITY}
-    kept["files"] = {f: h for f, h in (manifest.get("files") or {}).items() if not f.startswith("features/")}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------- paths
-def plain_name(name: str) -> bool:
-    """A single folder or file name that is not hidden: dataset names and extractor names."""
-    return (bool(name) and name == name.strip() and not name.startswith(".") and len(name) <= 200
-            and not any(c in name for c in "/\\\0"))
-
-
-def path_problem(rel: str) -> str | None:
-    """Why `rel` is not a plain relative path (names joined by '/'), in words; None when it is one."""
-    if rel.startswith("/"):
-        return "is an absolute path"
-    if not rel.isprintable():
-        return "contains a control character (a line break, a tab, a NUL byte)"
-    if "\\" in rel or "\0" in rel:
-        return "contains a backslash or a NUL byte"
-    if any(part in ("", ".", "..") for part in rel.split("/")):
-        return "is not a plain relative path (it has an empty, '.' or '..' part)"
-    return None
-
-
-def first_outside(root: Path, paths: Iterable[Path]) -> Path | None:
-    """The first of `paths` that, links followed, is not inside `root`; None when all are."""
-    real_root = os.path.realpath(root)
-    prefix = real_root.rstrip(os.sep) + os.sep
-    for path in paths:
-        real = os.path.realpath(path)
-        if real != real_root and not real.startswith(prefix):
-            return path
-    return None
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))  # default: numpy scalars
-    os.replace(tmp, path)
-
-
-# -------------------------------------------------------------------------------------- writing
-def write_text_files(source: Source, out_dir: Path, name: str, image_dir: Path, min_freq: int = 1,
-                     tokenizer: str = "capbench") -> dict:
-    """vocab.json, captions.json (and objects.json) for a source; returns the manifest's body.
-
-    Every image's file is `image_dir / image_id`, which holds for all sources. The captions are
-    tokenised here, once (shared_data.text.TOKENIZERS): training, the vocabulary and the metrics all
-    see these tokens.
-    """
-    by_split: dict[str, list] = {s: [] for s in SPLITS}
-    for im in source.images:
-        by_split[im.split].append(im)
-    empty = [s for s in SPLITS if not by_split[s]]
-    if empty:
-        raise UserError(f"{source.name}: split(s) {', '.join(empty)} would be empty; "
-                        "the dataset needs train, val and test images")
-    bare = next((im for im in source.images if not im.captions), None)
-    if bare is not None:
-        raise UserError(f"{source.name}: image {bare.image_id} ({bare.split}) has no captions; every image "
-                        "needs at least one (val and test images are scored against theirs)")
-    flat = tokenize_all([c for s in SPLITS for im in by_split[s] for c in im.captions], tokenizer)
-    cut = sum(len(t) > MAX_CAPTION_WORDS for t in flat)
-    flat = [t[:MAX_CAPTION_WORDS] for t in flat]
-    tokenised, k = {}, 0
-    for s in SPLITS:
-        tokenised[s] = []
-        for im in by_split[s]:
-            tokenised[s].append(flat[k:k + len(im.captions)])
-            k += len(im.captions)
-    vocab = Vocab.build((t for caps in tokenised["train"] for t in caps), min_freq=min_freq)
-    captions = {s: [{"image_id": im.image_id, "captions": [" ".join(t) for t in caps]}
-                    for im, caps in zip(by_split[s], tokenised[s], strict=True)] for s in SPLITS}
-    write_json_atomic(out_dir / "vocab.json", vocab.to_json())
-    write_json_atomic(out_dir / "captions.json", captions)
-    if any(im.objects is not None for im in source.images):
-        write_json_atomic(out_dir / "objects.json", {im.image_id: im.objects for im in source.images})
-
-    lengths = [len(t) for s in SPLITS for caps in tokenised[s] for t in caps]
-    train_lengths = [len(t) for caps in tokenised["train"] for t in caps]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "source": {"kind": source.name, **source.info},
-        # relative when the images live inside the dataset, so the folder can be moved as a whole
-        "image_dir": str(image_dir.relative_to(out_dir) if image_dir.is_relative_to(out_dir) else image_dir),
-        "splits": {s: {"images": len(by_split[s]), "captions": sum(map(len, tokenised[s]))} for s in SPLITS},
-        "tokenizer": tokenizer,
-        "vocab": {"size": len(vocab), "min_freq": min_freq, "built_from": "train",
-                  "unk_rate_test": _unk_rate(vocab, tokenised["test"])},
-        # <start> and <end> included: the padded length every batch and decoder must fit
-        "max_length": max(lengths) + 2,
-        "caption_words": {"mean": round(statistics.fmean(train_lengths), 3), "max": max(lengths),
-                          "min": min(lengths), "median": statistics.median(train_lengths)},
-        "features": {},
-        "warnings": list(source.warnings) + _bound_warnings(cut, vocab, tokenised),
-    }
-
-
-def _bound_warnings(cut: int, vocab: Vocab, tokenised: dict[str, list]) -> list[str]:
-    """What is legal but makes a dataset's scores meaningless or its captions shorter than given."""
-    warnings = []
-    if cut:
-        warnings.append(f"{cut} caption(s) longer than {MAX_CAPTION_WORDS} words were cut to {MAX_CAPTION_WORDS}")
-    words = len(vocab) - len(SPECIALS)
-    if words < MIN_VOCAB_WORDS:
-        warnings.append(f"the vocabulary has {words} words besides the special tokens (fewer than "
-                        f"{MIN_VOCAB_WORDS}), all a model can write captions with; lower --min-freq "
-                        f"(now {vocab.min_freq}) or use more training captions")
-    for s in ("val", "test"):
-        rate = _unk_rate(vocab, tokenised[s])
-        if rate > MAX_UNK_RATE:
-            warnings.append(f"{rate:.1%} of the {s} captions' words are not in the vocabulary (more than "
-                            f"{MAX_UNK_RATE:.0%}), which caps every model's score; lower --min-freq (now "
-                            f"{vocab.min_freq}) or check that the splits share a vocabulary")
-    return warnings
-
-
-def _unk_rate(vocab: Vocab, tokenised: list[list[list[str]]]) -> float:
-    words = [w for caps in tokenised for t in caps for w in t]
-    return round(sum(w not in vocab.stoi for w in words) / max(len(words), 1), 5)
-
-
-def finalize_manifest(out_dir: Path, manifest: dict) -> dict:
-    """Hash every data file and write manifest.json last: a dataset without one is not a dataset."""
-    files = ["vocab.json", "captions.json"]
-    if (out_dir / "objects.json").exists():
-        files.append("objects.json")
-    files += [f"features/{name}.h5" for name in sorted(manifest["features"])]
-    manifest["files"] = {f: sha256_file(out_dir / f) for f in files}
-    write_json_atomic(out_dir / "manifest.json", manifest)
-    return manifest
-
-
-# -------------------------------------------------------------------------------------- loading
 @dataclass
 class Split:
     name: str
@@ -321,7 +155,7 @@ class Dataset:
             return None
         _check_file(self, "objects.json")
         objects = _read_json(path, self.redo())
-        problem = schema_problem(objects, _OBJECTS)
+        problem = objects_problem(objects)
         if problem:
             raise UserError(f"{path} {problem}, expected image id -> {{\"objects\": [...]}}; {self.redo()}")
         return objects
@@ -345,109 +179,12 @@ class Dataset:
         return f"delete {self.path} and prepare it again: {prepare_hint(self.path.name, self.hint_dir, self.manifest)}"
 
 
-def resolve_dataset_path(name: str, data_dir: Path | None = None) -> Path:
-    p = Path(name)
-    try:
-        if p.is_absolute() or (p.exists() and (p / "manifest.json").exists()):
-            return p
-        (data_dir or default_data_dir()).joinpath(name).exists()  # a name the file system refuses fails here
-    except OSError as e:
-        raise UserError(f"--dataset {name[:40]!r}...: not a dataset name or folder ({e.strerror or e}); "
-                        "python -m benchmarks list shows the prepared ones") from None
-    return (data_dir or default_data_dir()) / name
-
-
-def _hint_dir(path: Path, data_dir: Path | None) -> Path | None:
-    """The --data-dir a prepare command for the dataset at `path` needs: the one the user gave, or
-    the folder the dataset is in; none when that is the default data dir and the user gave none."""
-    if data_dir is None and path.parent.resolve() == default_data_dir().resolve():
-        return None
-    return path.parent
-
-
-def _synthetic_size(name: str, source: dict) -> str | None:
-    """synthetic's --size for a dataset: from the manifest's image count, else from its default name."""
-    from .synthetic import SIZES  # lazily: the generator is not needed to load a dataset
-
-    for size, count in SIZES.items():
-        if source.get("images") == count:
-            return size
-    for size in SIZES:
-        if name == (DEFAULT_DATASET if size == "full" else f"{DEFAULT_DATASET}-{size}"):
-            return size
-    return None
-
-
-def prepare_hint(name: str, data_dir: Path | None = None, manifest: dict | None = None,
-                 extractor: str | None = None) -> str:
-    """The prepare command that creates dataset `name` in `data_dir` (None: the default data dir),
-    from what its manifest records of the source when there is one; with `extractor`, the command
-    that adds (or redoes a deleted file of) that extractor's features to the existing dataset.
-
-    The manifest may be damaged: everything read from it is checked, and unknowns stay placeholders.
-    """
-    manifest = manifest if isinstance(manifest, dict) else {}
-    source = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
-    kind = source.get("kind") if isinstance(source.get("kind"), str) else None
-    seed_value = source.get("seed")
-    seed = ["--seed", str(seed_value)] if is_int(seed_value) and seed_value != 0 else []
-    args: list[str] = []
-    size = _synthetic_size(name, source) if kind in (None, "synthetic") else None
-    if extractor is not None:
-        args = ["--name", name, "--extractor", extractor]
-    elif size is not None:
-        args = (["--size", size] if size != "full" else []) + seed
-        if name != (DEFAULT_DATASET if size == "full" else f"{DEFAULT_DATASET}-{size}"):
-            args += ["--name", name]
-    elif kind == "flickr8k":
-        args = ["flickr8k", "--images", _text(source.get("images_dir"), "DIR")]
-        if isinstance(source.get("captions_file"), str):
-            args += ["--captions", source["captions_file"]]
-        args += seed + (["--name", name] if name != "flickr8k" else [])
-    elif kind is not None and kind.startswith("karpathy-"):
-        args = ["karpathy", "--karpathy-json", _text(source.get("json_file"), "FILE"),
-                "--images", _text(source.get("images_dir"), "DIR"), "--name", name]
-    else:
-        args = ["DATASET", "--name", name]
-    if extractor is None:
-        vocab = manifest.get("vocab") if isinstance(manifest.get("vocab"), dict) else {}
-        min_freq = vocab.get("min_freq")
-        if is_int(min_freq) and min_freq != 1:
-            args += ["--min-freq", str(min_freq)]
-        features = manifest.get("features") if isinstance(manifest.get("features"), dict) else {}
-        first = next(iter(features), None)
-        if isinstance(first, str) and _extractor_known(first):
-            args += ["--extractor", first]
-    if data_dir is not None:
-        args += ["--data-dir", str(data_dir)]
-    command = " ".join(["python -m benchmarks prepare", *(shlex.quote(a) for a in args)])
-    if "DATASET" in args or extractor == "NAME":
-        command += " (see python -m benchmarks prepare --help and python -m benchmarks list)"
-    return command
-
-
-def _text(value: object, placeholder: str) -> str:
-    return value if isinstance(value, str) and value else placeholder
-
-
-def _known_extractors() -> list[str] | None:
-    """The extractor names of benchmarks.data.extractors when that registry is loaded (the CLI always
-    loads it). shared_data never imports benchmarks: without the registry, messages stay generic."""
-    registry = getattr(sys.modules.get("benchmarks.data.extractors"), "EXTRACTORS", None)
-    return list(registry) if isinstance(registry, dict) else None
-
-
-def _extractor_known(name: str) -> bool:
-    known = _known_extractors()
-    return known is not None and name in known
-
-
 def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, verify: bool = True) -> Dataset:
     path = resolve_dataset_path(name, data_dir)
-    hint_dir = _hint_dir(path, data_dir)
+    hint_dir = prepare_data_dir(path, data_dir)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
-        raise _not_a_dataset(path, data_dir, hint_dir)
+        raise not_a_dataset(path, data_dir, hint_dir)
     redo = f"delete {path} and prepare it again: {prepare_hint(path.name, hint_dir)}"
     if first_outside(path, [manifest_path]) is not None:
         raise UserError(_leads_outside(manifest_path, path, redo))
@@ -459,7 +196,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
         raise UserError(f"{manifest_path} has schema version {version}, this CapBench reads version "
                         f"{SCHEMA_VERSION}; delete {path} and run: {prepare_hint(path.name, hint_dir, manifest)}")
     ds = Dataset(path, manifest, Vocab([]), {}, verify, hint_dir=hint_dir)
-    problem = _manifest_problem(manifest, path)
+    problem = manifest_problem(manifest, path)
     if problem:
         raise UserError(f"{manifest_path}: {problem} (damaged or edited); {ds.redo()}")
     _check_file(ds, "vocab.json")
@@ -474,7 +211,7 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
                         f"{manifest['vocab']['size']}; {ds.redo()}")
     captions_path = path / "captions.json"
     captions = _read_json(captions_path, ds.redo())
-    problem = _captions_problem(captions, manifest["max_length"] - 2)
+    problem = captions_problem(captions, manifest["max_length"] - 2)
     if problem:
         raise UserError(f"{captions_path}: {problem}; {ds.redo()}")
     row = 0
@@ -489,122 +226,12 @@ def load_dataset(name: str = DEFAULT_DATASET, data_dir: Path | None = None, veri
     return ds
 
 
-def _not_a_dataset(path: Path, data_dir: Path | None, hint_dir: Path | None) -> UserError:
-    """What to do when `path` has no manifest. --dataset takes a name in the data dir or a dataset's
-    folder; `--dataset /` or a raw Flickr8k folder was answered "move or delete that folder"."""
-    from .importers import import_command  # lazily: loading a dataset needs no importer
-
-    home = data_dir or default_data_dir()
-    takes = (f"--dataset takes the name of a dataset prepared in {home} (python -m benchmarks list shows "
-             f"them) or the folder of one")
-    source = import_command(path)
-    if source is not None:
-        args, name = source
-        command = " ".join(["python -m benchmarks prepare", *map(shlex.quote, args)]
-                           + ([] if data_dir is None else ["--data-dir", shlex.quote(str(data_dir))]))
-        return UserError(f"{path} is a caption source, not a prepared dataset; {takes}; import it first: "
-                         f"{command}, then pass --dataset {name}")
-    if path.exists() and not path.is_dir():
-        return UserError(f"{path} is a file, not a prepared dataset; {takes}")
-    if not _non_empty_dir(path):
-        return UserError(f"no prepared dataset at {path}; create it with: {prepare_hint(path.name, hint_dir)}")
-    if os.path.realpath(path.parent) != os.path.realpath(home):
-        return UserError(f"{path} is not a prepared dataset (it has no manifest.json); {takes}; "
-                         "python -m benchmarks prepare --help shows how to make one")
-    return UserError(f"{path} has no manifest.json, so it is not a prepared dataset (an unfinished build, or "
-                     f"the manifest was deleted); move or delete that folder, then run: "
-                     f"{prepare_hint(path.name, hint_dir)}")
-
-
 def _leads_outside(path: Path, root: Path, redo: str) -> str:
     return (f"{path} leads outside {root} (a link to {os.path.realpath(path)}); a dataset's files stay in "
             f"its folder: {redo}")
 
 
-def _non_empty_dir(path: Path) -> bool:
-    try:
-        return path.is_dir() and any(path.iterdir())
-    except OSError:
-        return True  # unreadable: something is there
-
-
-# ------------------------------------------------------------------------- structure checks
-def _shape(value: object) -> bool:
-    return isinstance(value, list) and all(is_int(v) and v > 0 for v in value)
-
-
-# Everything that load_dataset, its callers (list, run, report, prepare) and the feature loader index
-# in a manifest: checked once here, so that a damaged manifest is one line, not a KeyError later.
-_MANIFEST = {
-    "name": str,
-    "image_dir": str,
-    "max_length": int,
-    "source": {"kind": str},
-    "splits": {s: {"images": int, "captions": int} for s in SPLITS},
-    "vocab": {"size": int},
-    "features": Each({"global_dim": int, "spatial_shape": Optional(_shape)}),
-    "files": Each(str),
-    "human_ceiling_test": Optional(Each(float)),
-}
-# objects.json (the embedded dataset's scenes), read by the grounding scores after training: checked
-# whenever it is read, and by the worker before training
-_OBJECTS = Each({"objects": [{"shape": str, "colour": str, "size": str, "x": float, "y": float, "radius": float,
-                              "depth": int, "bbox": [float]}]})
-
-
-def _manifest_problem(manifest: dict, path: Path) -> str | None:
-    """What is wrong with a manifest's structure, names, paths or bounds; None when nothing is."""
-    problem = schema_problem(manifest, _MANIFEST)
-    if problem:
-        return problem
-    name = next((k for k in manifest["features"] if not plain_name(k)), None)
-    if name is not None:
-        return f"features key {name!r} is not a plain extractor name"
-    rel = next((k for k in manifest["files"] if path_problem(k)), None)
-    if rel is not None:
-        return f"'files' key {rel!r} {path_problem(rel)}"
-    image_dir = manifest["image_dir"]
-    if not os.path.isabs(image_dir):  # absolute: an imported dataset's --images (see the docstring)
-        why = path_problem(image_dir) or (first_outside(path, [path / image_dir]) and "leads outside the dataset")
-        if why:
-            return f"'image_dir' {image_dir!r} {why}"
-    if not 2 <= manifest["max_length"] <= MAX_LENGTH:
-        return (f"'max_length' is {manifest['max_length']}, outside [2, {MAX_LENGTH}] (prepare cuts captions to "
-                f"{MAX_CAPTION_WORDS} words)")
-    return None
-
-
-def _captions_problem(captions: object, max_words: int) -> str | None:
-    if not isinstance(captions, dict):
-        return f"is {json_type(captions)}, expected an object with the splits {', '.join(SPLITS)}"
-    for s in SPLITS:
-        entries = captions.get(s)
-        if not isinstance(entries, list):
-            return f"split '{s}' is {'missing' if s not in captions else json_type(entries)}, expected a list"
-        for k, e in enumerate(entries):
-            problem = _entry_problem(e, max_words)
-            if problem:
-                return f"{s}[{k}] {problem}"
-    return None
-
-
-def _entry_problem(e: object, max_words: int) -> str | None:
-    if not (isinstance(e, dict) and isinstance(e.get("image_id"), str)
-            and isinstance(e.get("captions"), list) and all(isinstance(c, str) for c in e["captions"])):
-        return 'is not {"image_id": "...", "captions": ["...", ...]}'
-    image_id = e["image_id"]
-    why = path_problem(image_id)
-    if why:
-        return f"image id {image_id!r} {why}"
-    if not e["captions"]:
-        return (f"({image_id}) has no captions; every image needs at least one (val and test images are scored "
-                "against theirs)")
-    # words are joined by one space: counting spaces is cheap for COCO's 616k captions, split only to be sure
-    if any(c.count(" ") >= max_words and len(c.split()) > max_words for c in e["captions"]):
-        return f"({image_id}) has a caption longer than the manifest's max_length allows ({max_words} words)"
-    return None
-
-
+# ------------------------------------------------------------------------------------- reading
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
@@ -644,7 +271,7 @@ def _load_features(ds: Dataset, extractor: str, with_spatial: bool = True) -> Fe
     info = ds.manifest["features"].get(extractor)
     if info is None:
         have = ", ".join(ds.extractors) or "none"
-        known = _known_extractors()
+        known = known_extractors()
         if known is not None and extractor not in known:
             raise UserError(f"unknown extractor '{extractor}'; choose one of: {', '.join(known)} "
                             f"(dataset {ds.path.name} has: {have})")

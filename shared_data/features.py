@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .errors import UserError
+from shared_data.errors import UserError
 
 ExtractFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 

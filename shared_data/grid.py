@@ -30,7 +30,6 @@ SIZE = 128
 CELL = 16
 GRID = SIZE // CELL  # 8
 CHANNELS = 32
-GLOBAL_DIM = 6 * CHANNELS
 
 
 def _resize(images: np.ndarray) -> np.ndarray:

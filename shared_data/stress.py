@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .sources import Source, SourceImage
+from shared_data.errors import UserError
+from shared_data.sources import Source, SourceImage
 
 CAPTIONS_PER_IMAGE = 5
 MEAN_WORDS = 10.8  # Flickr8k's mean caption length in words

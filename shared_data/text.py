@@ -36,7 +36,7 @@ def ptb_tokenize(captions: list[str]) -> list[list[str]]:
     """pycocoevalcap's PTBTokenizer (Java; lowercased, punctuation dropped) over many captions at once."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    from .errors import UserError
+    from shared_data.errors import UserError
 
     try:
         out = PTBTokenizer().tokenize({str(i): [{"caption": c}] for i, c in enumerate(captions)})

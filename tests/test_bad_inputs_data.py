@@ -29,12 +29,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import benchmarks.data.build as build_mod
 import benchmarks.data.extractors as extractors
-import benchmarks.data.prepare as prepare_mod
 from benchmarks.cli import main
 from benchmarks.data.prepare import PrepareOptions, prepare
-from shared_data import dataset as dataset_mod
-from shared_data.dataset import MAX_CAPTION_WORDS, MAX_LENGTH, load_dataset, sha256_file
+from shared_data import dataset_writing
+from shared_data.dataset import load_dataset, sha256_file
+from shared_data.dataset_format import MAX_CAPTION_WORDS, MAX_LENGTH
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,7 +150,7 @@ def raise_on_write(code: int, text: str):
 
 
 def disk_full(env: Env) -> list:
-    env.monkeypatch.setattr(prepare_mod, "write_features", raise_on_write(errno.ENOSPC, "No space left on device"))
+    env.monkeypatch.setattr(build_mod, "write_features", raise_on_write(errno.ENOSPC, "No space left on device"))
     return prep(env, "flickr8k", "--images", env.kaggle(), "--name", "f8k")
 
 
@@ -157,7 +158,7 @@ def h5py_disk_full(env: Env) -> list:
     def fail(*args, **kwargs):  # how h5py reports it: no errno attribute, the number in the text
         raise OSError("Unable to synchronously create file (unable to open file: name = 'x.h5', errno = 28, "
                       "error message = 'No space left on device', flags = 13, o_flags = 242)")
-    env.monkeypatch.setattr(prepare_mod, "write_features", fail)
+    env.monkeypatch.setattr(build_mod, "write_features", fail)
     return prep(env, "flickr8k", "--images", env.kaggle(), "--name", "f8k")
 
 
@@ -172,7 +173,7 @@ def resumes_after_disk_full(env: Env, output: str) -> None:
 
 
 def read_only_build(env: Env) -> list:
-    env.monkeypatch.setattr(dataset_mod, "write_json_atomic", raise_on_write(errno.EROFS, "Read-only file system"))
+    env.monkeypatch.setattr(dataset_writing, "write_json", raise_on_write(errno.EROFS, "Read-only file system"))
     return prep(env, "flickr8k", "--images", env.kaggle(), "--name", "f8k")
 
 
@@ -182,7 +183,7 @@ def read_only_dataset(env: Env) -> list:
 
     spec = ex.ExtractorSpec("grid2", "numpy", 128, "shared_data.grid:extract", "a copy of grid", needs_weights=False)
     env.monkeypatch.setitem(ex.EXTRACTORS, "grid2", spec)
-    env.monkeypatch.setattr(prepare_mod, "write_features", raise_on_write(errno.EACCES, "Permission denied"))
+    env.monkeypatch.setattr(build_mod, "write_features", raise_on_write(errno.EACCES, "Permission denied"))
     return prep(env, "--name", "keep", "--extractor", "grid2")
 
 
@@ -569,7 +570,7 @@ CASES = [
     # 8. an image cut in half is skipped and counted, not a crash in the feature extraction
     Case("truncated-jpeg-skipped", truncated_jpeg, "1 image(s) could not be decoded and were skipped", code=0,
          keeps="old", check=skipped_and_counted),
-    # 9. paths read from a dataset stay inside it (issue 28): names, relative paths, no link out
+    # 9. paths read from a dataset stay inside it: names, relative paths, no link out
     Case("features-key-climbs-out", features_key_escapes,
          "manifest.json: features key '../../../outside/x' is not a plain extractor name"),
     Case("files-key-absolute",

@@ -9,16 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
-from shared_data.dataset import (
-    MAX_CAPTION_WORDS,
-    SCHEMA_VERSION,
-    finalize_manifest,
-    load_dataset,
-    path_problem,
-    write_text_files,
-)
+from shared_data.dataset import SCHEMA_VERSION, load_dataset
+from shared_data.dataset_format import MAX_CAPTION_WORDS
+from shared_data.dataset_writing import finalize_manifest, write_text_files
 from shared_data.errors import UserError
 from shared_data.features import UnsafeH5, open_h5
+from shared_data.safe_paths import path_problem
 from shared_data.sources import Source, SourceImage
 from shared_data.text import SPECIALS, Vocab, tokenize
 
@@ -210,7 +206,7 @@ def test_missing_file_is_named(copy_of):
 def test_identity_ignores_feature_bytes_and_paths_but_not_weights(small_dataset):
     """Another CPU's float32 kernels give features with other last bits, and another machine keeps its
     images elsewhere: the same dataset. Other extractor weights or other captions: another dataset."""
-    from shared_data.dataset import dataset_identity
+    from shared_data.dataset_format import dataset_identity
 
     manifest = json.loads((small_dataset / "manifest.json").read_text())
     same = json.loads(json.dumps(manifest))

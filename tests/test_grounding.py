@@ -7,7 +7,7 @@ import math
 import pytest
 
 from benchmarks.scoring.grounding import grounded_scores, per_image_grounding
-from shared_data import synthetic
+from shared_data import synthetic, synthetic_captions, synthetic_scene
 from shared_data.text import tokenize
 
 RATES = ("colour_acc", "shape_precision", "size_acc", "relation_acc", "count_acc")
@@ -65,7 +65,7 @@ def test_captions_of_another_scene_score_much_lower(generated):
 def _obj(shape: str, colour: str, size: str, x: float, y: float, r: float, depth: int) -> dict:
     half_w = r * (1.5 if shape == "rectangle" else 1.0)
     half_h = r * (0.6 if shape == "rectangle" else 1.0)
-    return synthetic.SceneObject(shape, colour, size, x, y, r, depth,
+    return synthetic_scene.SceneObject(shape, colour, size, x, y, r, depth,
                                  (x - half_w, y - half_h, x + half_w, y + half_h)).to_json()
 
 
@@ -86,8 +86,8 @@ def _score(caption: str, scene: dict) -> dict[str, float]:
 
 def test_scenes_are_what_the_tests_assume():
     def rel(scene, a, b):
-        objs = [synthetic.SceneObject(**{**o, "bbox": tuple(o["bbox"])}) for o in scene["objects"]]
-        return synthetic._relation(objs[a], objs[b])
+        objs = [synthetic_scene.SceneObject(**{**o, "bbox": tuple(o["bbox"])}) for o in scene["objects"]]
+        return synthetic_captions.relation(objs[a], objs[b])
 
     assert rel(FAR, 0, 1) == "left" and rel(FAR, 1, 0) == "right"
     assert rel(CLOSE, 0, 1) == "behind" and rel(CLOSE, 1, 0) == "front"

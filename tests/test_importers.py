@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shared_data import importers
+from shared_data import flickr8k, flickr_export, importers
 from shared_data.errors import UserError
-from shared_data.importers import export_flickr8k, load_flickr8k, load_karpathy
+from shared_data.flickr8k import load_flickr8k
+from shared_data.flickr_export import export_flickr8k
+from shared_data.karpathy import load_karpathy
 from shared_data.sources import SourceImage
 
 SPLIT_FILE_NAMES = ("Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt", "Flickr_8k.testImages.txt")
@@ -180,7 +182,7 @@ def test_seeded_split_is_deterministic_and_proportioned(tmp_path):
 
 
 def test_seeded_split_has_karpathy_proportions_at_full_size():
-    split = importers._seeded_split([f"{i}.jpg" for i in range(8000)], seed=0)
+    split = flickr8k._seeded_split([f"{i}.jpg" for i in range(8000)], seed=0)
     counts = {s: list(split.values()).count(s) for s in ("train", "val", "test")}
     assert counts == {"train": 6000, "val": 1000, "test": 1000}
 
@@ -498,7 +500,7 @@ def test_export_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device", str(dst))
         return real_copy(src, dst)
 
-    monkeypatch.setattr(importers.shutil, "copyfile", failing_copy)
+    monkeypatch.setattr(flickr_export.shutil, "copyfile", failing_copy)
     msg = one_line_error(export_flickr8k, images, tmp_path / "out")
     assert "No space left on device" in msg and "nothing was written" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

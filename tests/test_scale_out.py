@@ -79,7 +79,8 @@ def test_a_node_finds_the_dataset_at_the_studys_path_or_in_its_own_data_dir(smal
     """What a Ray node does with a run's config: the study's absolute path when the node has it (same path
     everywhere, or shared storage), else the same folder name in the node's own $CAPBENCH_DATA_DIR."""
     from benchmarks.run.worker.context import dataset_location
-    from shared_data.dataset import DATA_DIR_ENV, load_dataset
+    from shared_data.dataset import load_dataset
+    from shared_data.dataset_location import DATA_DIR_ENV
 
     cfg = {"dataset": "synthetic-small", "data_dir": None, "dataset_path": str(small_dataset)}
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
@@ -94,7 +95,7 @@ def test_a_node_finds_the_dataset_at_the_studys_path_or_in_its_own_data_dir(smal
     import json
 
     from benchmarks.run.worker.context import load_run_dataset
-    from shared_data.dataset import dataset_identity
+    from shared_data.dataset_format import dataset_identity
     from shared_data.errors import UserError
 
     checked = {**elsewhere,

@@ -19,7 +19,8 @@ from benchmarks.data.prepare import prepare
 from plugins.registry import ModelSpec, get_plugin
 from shared_data import features as features_mod
 from shared_data.batches import iterate_batches, iterate_prefix_batches, prefetch
-from shared_data.dataset import Features, finalize_manifest, load_dataset
+from shared_data.dataset import Features, load_dataset
+from shared_data.dataset_writing import finalize_manifest
 from shared_data.features import FeatureArray, ZeroRows, rows_per_chunk
 
 SMALL = {"units": 32, "embed_dim": 32, "attention_dim": 32, "decoder_dim": 32}

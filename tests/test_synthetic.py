@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from shared_data import synthetic
+from shared_data import synthetic, synthetic_captions, synthetic_scene
 from shared_data.text import tokenize
 
 
@@ -51,10 +51,10 @@ def test_scenes_are_flickr8k_shaped():
             lengths.append(len(t))
             words |= set(t)
     assert set(counts) == {1, 2, 3, 4}
-    assert shapes == set(synthetic.SHAPES) and colours == set(synthetic.COLOURS)
+    assert shapes == set(synthetic_scene.SHAPES) and colours == set(synthetic_scene.COLOURS)
     assert len(words) >= 150
     assert 10 <= np.mean(lengths) <= 13  # Flickr8k: 10.8
-    assert max(lengths) <= synthetic.MAX_WORDS and max(lengths) >= 28
+    assert max(lengths) <= synthetic_captions.MAX_WORDS and max(lengths) >= 28
     assert min(lengths) <= 4
 
 
@@ -71,7 +71,7 @@ def test_captions_mention_only_what_is_there():
         colours = {o.colour for o in scene.objects}
         for c in captions:
             text = " ".join(tokenize(c))
-            for surface, (kind, canonical) in synthetic.LEXICON.items():
+            for surface, (kind, canonical) in synthetic_captions.LEXICON.items():
                 if kind == "shape" and f" {surface} " in f" {text} ":
                     assert canonical in shapes, (surface, c, shapes)
                 if kind == "colour" and f" {surface} " in f" {text} ":
@@ -89,5 +89,5 @@ def test_ground_truth_matches_image():
                 continue
             total += 1
             rgb = px[int(o.y), int(o.x)]
-            hits += np.abs(rgb - np.array(synthetic.COLOURS[o.colour])).max() < 60
+            hits += np.abs(rgb - np.array(synthetic_scene.COLOURS[o.colour])).max() < 60
     assert total > 20 and hits / total > 0.9

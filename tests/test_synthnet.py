@@ -9,15 +9,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from backends.torch import synthnet as sn  # noqa: E402
-from shared_data import synthetic  # noqa: E402
+from shared_data import synthetic, synthetic_scene  # noqa: E402
 from shared_data.dataset import sha256_file  # noqa: E402
 from shared_data.errors import UserError  # noqa: E402
 
 
 def test_cell_labels_follow_the_object_masks():
-    square = synthetic.SceneObject("square", "red", "large", x=40.0, y=40.0, radius=24.0, depth=0,
+    square = synthetic_scene.SceneObject("square", "red", "large", x=40.0, y=40.0, radius=24.0, depth=0,
                                    bbox=(16.0, 16.0, 64.0, 64.0))
-    star = synthetic.SceneObject("star", "blue", "small", x=104.0, y=104.0, radius=9.0, depth=1,
+    star = synthetic_scene.SceneObject("star", "blue", "small", x=104.0, y=104.0, radius=9.0, depth=1,
                                  bbox=(95.0, 95.0, 113.0, 113.0))
     labels = sn.cell_labels(synthetic.Scene([square, star], "plain", "beige", 0))
     assert labels.shape == (3, 8, 8)

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from shared_data.dataset import sha256_file
+from shared_data.dataset_format import sha256_file
 from shared_data.errors import UserError
 
 VGG16_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"

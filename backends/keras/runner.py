@@ -13,6 +13,7 @@ import numpy as np
 from backends import runner as contract
 from backends.common import EAGER_FP32, Execution, OptimConfig
 from backends.keras import train as T
+from shared_data import files
 from shared_data.batches import Batch
 
 
@@ -131,7 +132,7 @@ class Runner(contract.Runner):
                     f[f"{i:04d}"] = keras.ops.convert_to_numpy(w)
                     f[f"{i:04d}"].attrs["path"] = w.path
 
-        return contract.write_atomically(str(path) + ".h5", write)
+        return str(files.write_atomic(str(path) + ".h5", lambda tmp: write(str(tmp))))
 
     def load_file(self, path) -> None:
         """Weights written by save(), in model order (a second instance gets uniquified variable
@@ -151,7 +152,7 @@ class Runner(contract.Runner):
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 
-        return contract.write_atomically(str(path) + ".npz", write)
+        return str(files.write_atomic(str(path) + ".npz", lambda tmp: write(str(tmp))))
 
     def load_checkpoint(self, path) -> None:
         with np.load(str(path)) as f:

@@ -8,7 +8,6 @@ returns CE + aux, test_on_batch (training off) returns CE alone, as the torch ba
 from __future__ import annotations
 
 import keras
-import numpy as np
 
 from backends.common import OptimConfig
 from shared_data.batches import Batch, PrefixBatch, to_width
@@ -76,6 +75,3 @@ def eval_loss(model: keras.Model, batches) -> float:
         tokens += n
     return total / max(tokens, 1)
 
-
-def to_numpy(x) -> np.ndarray:
-    return keras.ops.convert_to_numpy(x)

@@ -1,5 +1,5 @@
 """What the PyTorch plugins and the PyTorch backend's loss must agree on. It lives in the backend, the
-layer the plugins build on (plugins/torch/common.py re-exports it)."""
+layer the plugins build on: plugins import it from here."""
 
 from __future__ import annotations
 

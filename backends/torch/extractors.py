@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared_data.dataset import sha256_file
+from shared_data.dataset_format import sha256_file
 from shared_data.errors import UserError
 
 _URL_BASE = "https://download.pytorch.org/models/"

@@ -15,6 +15,7 @@ import torch
 from backends import runner as contract
 from backends.common import EAGER_FP32, Execution, OptimConfig
 from backends.torch import train as T
+from shared_data import files
 from shared_data.batches import Batch, PrefixBatch, to_width
 
 
@@ -90,7 +91,7 @@ class Runner(contract.Runner):
         from safetensors.torch import save_file
 
         state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
-        return contract.write_atomically(str(path) + ".safetensors", lambda tmp: save_file(state, tmp))
+        return str(files.write_atomic(str(path) + ".safetensors", lambda tmp: save_file(state, str(tmp))))
 
     def load_file(self, path) -> None:
         """Weights written by save(): safetensors holds tensors only, nothing is unpickled."""
@@ -104,7 +105,7 @@ class Runner(contract.Runner):
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state()}
         if self.dev.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.dev)
-        return contract.write_atomically(str(path) + ".pt", lambda tmp: torch.save(state, tmp))
+        return str(files.write_atomic(str(path) + ".pt", lambda tmp: torch.save(state, str(tmp))))
 
     def load_checkpoint(self, path) -> None:
         state = torch.load(str(path), map_location="cpu", weights_only=True)  # tensors only, no code

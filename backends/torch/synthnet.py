@@ -25,7 +25,6 @@ that made the shipped file (about 6 minutes on 2 cores; identical on the same ki
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -34,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared_data import synthetic
-from shared_data.dataset import sha256_file
+from shared_data import files, synthetic, synthetic_render, synthetic_scene
+from shared_data.dataset_format import sha256_file
 
 SHIPPED_WEIGHTS = Path(__file__).with_name("synthnet.safetensors")
 SHIPPED_SHA256 = "e6dda9727372047244f3088633ed329d0853cf02c720892103305dbc4391a126"
 PRETRAIN_SEED = 90_210  # datasets use seeds 0, 1, ...; this corpus shares no image with them
 SETTINGS = dict(version=1, images=3000, epochs=15, batch=64, lr=2e-3, width=(24, 48, 96, 96), grid=8)
-SHAPES, COLOURS, SIZES = synthetic.SHAPES, tuple(synthetic.COLOURS), tuple(synthetic.SIZE_RADIUS)
+SHAPES, COLOURS, SIZES = synthetic_scene.SHAPES, tuple(synthetic_scene.COLOURS), tuple(synthetic_scene.SIZE_RADIUS)
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -61,10 +60,10 @@ class SynthNet(nn.Module):
         return self.trunk(x)
 
 
-def cell_labels(scene: synthetic.Scene, grid: int = 8) -> np.ndarray:
+def cell_labels(scene: synthetic_scene.Scene, grid: int = 8) -> np.ndarray:
     """[3, grid, grid] int64 targets (shape, colour, size) from the generator's object masks; a cell
     belongs to the object covering most of it if that covers at least a quarter, else to "none"."""
-    labels = synthetic.label_map(scene)
+    labels = synthetic_render.label_map(scene)
     cell = labels.shape[0] // grid
     blocks = labels.reshape(grid, cell, grid, cell).transpose(0, 2, 1, 3).reshape(grid, grid, -1)
     share = np.stack([(blocks == k).mean(-1) for k in range(1, len(scene.objects) + 1)])  # [K, g, g]
@@ -88,7 +87,7 @@ def pretrain(log=print) -> SynthNet:
     images, targets = [], []
     for i in range(n):
         scene, _ = synthetic.generate_scene(PRETRAIN_SEED, i)
-        images.append(np.asarray(synthetic.render_image(scene, PRETRAIN_SEED, i)))
+        images.append(np.asarray(synthetic_render.render_image(scene, PRETRAIN_SEED, i)))
         targets.append(cell_labels(scene, SETTINGS["grid"]))
     x_all = torch.from_numpy(np.stack(images))
     y_all = torch.from_numpy(np.stack(targets))
@@ -130,8 +129,8 @@ class SynthNetExtractor:
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images = np.asarray(images)
-        if images.shape[1:] != (synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE, 3):
-            raise ValueError(f"synthnet expects {synthetic.IMAGE_SIZE}px RGB images, got {images.shape}")
+        if images.shape[1:] != (synthetic_scene.IMAGE_SIZE, synthetic_scene.IMAGE_SIZE, 3):
+            raise ValueError(f"synthnet expects {synthetic_scene.IMAGE_SIZE}px RGB images, got {images.shape}")
         with torch.inference_mode():
             fmap = self.model(_normalise(torch.from_numpy(images)))  # [B, C, 8, 8]
             spatial = fmap.flatten(2).transpose(1, 2)
@@ -177,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="where to write the weights (.safetensors)")
     out = p.parse_args(argv).out
     model = pretrain()
-    tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, out)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    files.write_atomic(out, lambda tmp: save_file(state, str(tmp)))
     same = "the shipped file's" if sha256_file(out) == SHIPPED_SHA256 else "not the shipped file's " \
         f"({SHIPPED_SHA256[:12]}): another CPU's float32 kernels, or changed settings"
     print(f"wrote {out}: sha256 {sha256_file(out)}, {same}")

@@ -10,15 +10,12 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from benchmarks.data.options import PrepareOptions
-from shared_data import stress, synthetic
-from shared_data.dataset import (
-    finalize_manifest,
-    first_outside,
-    write_json_atomic,
-    write_text_files,
-)
+from shared_data import flickr8k, karpathy, stress, synthetic
+from shared_data.dataset import first_outside
+from shared_data.dataset_writing import finalize_manifest, write_text_files
 from shared_data.errors import UserError
 from shared_data.features import write_features, write_rows
+from shared_data.files import write_json
 from shared_data.sources import SPLITS, Source
 
 
@@ -45,7 +42,7 @@ def build(opts: PrepareOptions, spec, data_dir: Path, target: Path, log) -> None
         if work.exists() and not same:
             shutil.rmtree(work)  # an unfinished build of another command: nothing in it can be trusted
         work.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(identity_file, opts.identity())
+        write_json(identity_file, opts.identity())
         log(f"preparing {target.name} ({opts.dataset}) in {work}")
         if opts.dataset == "synthetic":
             n = synthetic.SIZES[opts.size]
@@ -86,17 +83,16 @@ def _human_ceiling(root: Path) -> dict:
 
 
 def _import_source(opts: PrepareOptions, log) -> Source:
-    from shared_data import importers  # real datasets only
 
     if opts.images is None:
         raise UserError(f"dataset {opts.dataset} needs --images DIR (the folder with the image files)")
     if opts.dataset == "flickr8k":
-        source = importers.load_flickr8k(Path(opts.images), opts.captions, seed=opts.seed)
+        source = flickr8k.load_flickr8k(Path(opts.images), opts.captions, seed=opts.seed)
     else:
         if opts.karpathy_json is None:
             raise UserError("dataset karpathy needs --karpathy-json FILE (dataset_flickr8k.json, "
                             "dataset_flickr30k.json or dataset_coco.json)")
-        source = importers.load_karpathy(Path(opts.karpathy_json), Path(opts.images))
+        source = karpathy.load_karpathy(Path(opts.karpathy_json), Path(opts.images))
     return _drop_unreadable(source, log)
 
 

@@ -7,12 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared_data import stress, synthetic
-from shared_data.dataset import (
-    DEFAULT_DATASET,
-    plain_name,
-)
+from shared_data.dataset import DEFAULT_DATASET
 from shared_data.errors import UserError
 from shared_data.features import DEFAULT_FEATURE_DTYPE, FEATURE_DTYPES
+from shared_data.safe_paths import plain_name
 
 DATASETS = ("synthetic", "flickr8k", "karpathy", "random")
 

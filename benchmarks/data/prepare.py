@@ -24,10 +24,8 @@ from benchmarks.data.build import add_features, build
 from benchmarks.data.extractors import default_extractor, get_extractor
 from benchmarks.data.options import PrepareOptions
 from shared_data import stress
-from shared_data.dataset import (
-    default_data_dir,
-    load_dataset,
-)
+from shared_data.dataset import load_dataset
+from shared_data.dataset_location import default_data_dir
 from shared_data.errors import UserError
 from shared_data.features import DEFAULT_FEATURE_DTYPE
 from shared_data.sources import SPLITS

@@ -13,7 +13,8 @@ from pathlib import Path
 from benchmarks.run.executors import outcome, run_local, run_on_ray
 from benchmarks.run.plan import StudyOptions, check, default_jobs, plan_jobs
 from benchmarks.store import rundir, study_folder
-from shared_data.dataset import DEFAULT_DATASET, dataset_identity, load_dataset, prepare_hint, resolve_dataset_path
+from shared_data.dataset import DEFAULT_DATASET, load_dataset, prepare_hint, resolve_dataset_path
+from shared_data.dataset_format import dataset_identity
 from shared_data.errors import UserError
 
 

@@ -2,7 +2,7 @@
 
 BLEU rewards the right words; this module checks them against the scene's ground truth (the
 objects.json of a synthetic dataset). A caption is read with the generator's own vocabulary
-(`synthetic.LEXICON`), phrases matched longest-first ("five pointed star" before "star",
+(`synthetic_captions.LEXICON`), phrases matched longest-first ("five pointed star" before "star",
 "on the left side of" before "left of"). Rules:
 
 - Background: a background noun ("background", "backdrop", "surface", "canvas") and the words
@@ -18,8 +18,8 @@ objects.json of a synthetic dataset). A caption is read with the generator's own
 - size_acc: each size word in a noun phrase; right if an object has that shape, size (and colour).
 - relation_acc: a relation phrase followed directly by a noun phrase B (after "a"/"an"/"the") or by
   "it" (the caption's first noun phrase), with A the nearest noun phrase before it; right if some
-  pair of distinct objects matching A and B has that relation by `synthetic._relation(a, b)`.
-  "near" is also right for overlapping pairs (`_relation` says front/behind for those): near in any
+  pair of distinct objects matching A and B has that relation by `synthetic_captions.relation(a, b)`.
+  "near" is also right for overlapping pairs (`relation` says front/behind for those): near in any
   direction. A relation phrase not followed by a noun phrase is a position ("near the top", "at the
   left of the picture") and is not scored.
 - count_acc: a number word ("one".."six") in a noun phrase; right if it equals the number of objects
@@ -35,7 +35,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from shared_data import synthetic
+from shared_data import synthetic_captions, synthetic_scene
 from shared_data.text import tokenize
 
 NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
@@ -43,15 +43,16 @@ GENERIC_PLURALS = ("shapes", "objects", "figures")
 ARTICLES = ("a", "an", "the")
 BG_PREPOSITIONS = ("on", "against", "over", "in", "with")
 # words that may describe a background: articles, patterns, tones, colours
-_BG_MODIFIERS = set(ARTICLES) | {t for words in synthetic.BG_WORDS.values() for w in words for t in w.split()} \
-    | set(synthetic.BG_TONES) | {t for words in synthetic.COLOUR_WORDS.values() for w in words for t in w.split()}
+_BG_MODIFIERS = (set(ARTICLES) | set(synthetic_scene.BG_TONES)
+                 | {t for words in synthetic_captions.BG_WORDS.values() for w in words for t in w.split()}
+                 | {t for words in synthetic_captions.COLOUR_WORDS.values() for w in words for t in w.split()})
 
 # (kind, value) for each phrase: kinds shape, plural (canonical shape), colour, size, relation,
 # number (int), generic, it, article
 _PHRASES: dict[tuple[str, ...], tuple[str, object]] = {}
-for _surface, (_kind, _canonical) in synthetic.LEXICON.items():
+for _surface, (_kind, _canonical) in synthetic_captions.LEXICON.items():
     _PHRASES[tuple(_surface.split())] = (_kind, _canonical)
-for _shape, _plural in synthetic.SHAPE_PLURALS.items():
+for _shape, _plural in synthetic_captions.SHAPE_PLURALS.items():
     _PHRASES[(_plural,)] = ("plural", _shape)
 _PHRASES.update({(w,): ("number", n) for w, n in NUMBER_WORDS.items()})
 _PHRASES.update({(w,): ("generic", None) for w in GENERIC_PLURALS})
@@ -75,7 +76,7 @@ class NounPhrase:
     sizes: list[str] = field(default_factory=list)
     number: int | None = None
 
-    def matches(self, o: synthetic.SceneObject) -> bool:
+    def matches(self, o: synthetic_scene.SceneObject) -> bool:
         return ((self.shape is None or o.shape == self.shape) and all(c == o.colour for c in self.colours)
                 and all(s == o.size for s in self.sizes))
 
@@ -84,7 +85,7 @@ def _strip_background(tokens: list[str]) -> list[str | None]:
     """Tokens with background phrases replaced by None (a barrier no noun phrase crosses)."""
     out: list[str | None] = list(tokens)
     for i, t in enumerate(tokens):
-        if t not in synthetic.BG_NOUNS:
+        if t not in synthetic_captions.BG_NOUNS:
             continue
         j = i - 1
         while j >= 0 and tokens[j] in _BG_MODIFIERS:
@@ -137,14 +138,14 @@ def _noun_phrases(items: list[tuple[str, object]]) -> list[NounPhrase]:
     return phrases
 
 
-def _relation_holds(relation: str, a: synthetic.SceneObject, b: synthetic.SceneObject) -> bool:
-    actual = synthetic._relation(a, b)
+def _relation_holds(relation: str, a: synthetic_scene.SceneObject, b: synthetic_scene.SceneObject) -> bool:
+    actual = synthetic_captions.relation(a, b)
     return actual == relation or (relation == "near" and actual in ("front", "behind"))
 
 
-def _scene_objects(scene: dict | list) -> list[synthetic.SceneObject]:
+def _scene_objects(scene: dict | list) -> list[synthetic_scene.SceneObject]:
     raw = scene["objects"] if isinstance(scene, dict) else scene
-    return [synthetic.SceneObject(o["shape"], o["colour"], o["size"], o["x"], o["y"], o["radius"], o["depth"],
+    return [synthetic_scene.SceneObject(o["shape"], o["colour"], o["size"], o["x"], o["y"], o["radius"], o["depth"],
                                   tuple(o["bbox"])) for o in raw]
 
 

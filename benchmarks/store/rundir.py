@@ -44,8 +44,8 @@ from pathlib import Path
 
 from benchmarks.store.schemas import CAPTIONS_SCHEMA, CHECKPOINT_SCHEMA, CONFIG_SCHEMA, METRICS_SCHEMA
 from shared_data import files
-from shared_data.dataset import path_problem
 from shared_data.errors import UserError
+from shared_data.safe_paths import path_problem
 from shared_data.schema import Each, problem
 
 CONFIG = "config.json"

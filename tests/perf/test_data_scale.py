@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 from shared_data import stress
-from shared_data.dataset import Dataset, Split, write_text_files
-from shared_data.importers import load_karpathy
+from shared_data.dataset import Dataset, Split
+from shared_data.dataset_writing import write_text_files
+from shared_data.karpathy import load_karpathy
 from shared_data.text import Vocab
 
 IMAGES = int(os.environ.get("CAPBENCH_SCALE_IMAGES", "2000"))

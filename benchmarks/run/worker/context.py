@@ -32,7 +32,7 @@ def dataset_location(cfg: dict) -> tuple[str, Path | None]:
     path on every node of a cluster. Otherwise, on a node started with its own $CAPBENCH_DATA_DIR
     (a path per node), the dataset of the same folder name in there. Failing both, the path the study
     used, whose error names the prepare command to run on this node."""
-    from shared_data.dataset import DATA_DIR_ENV
+    from shared_data.dataset_location import DATA_DIR_ENV
 
     path = cfg.get("dataset_path")
     if path and not Path(path).exists() and os.environ.get(DATA_DIR_ENV):
@@ -42,7 +42,8 @@ def dataset_location(cfg: dict) -> tuple[str, Path | None]:
 
 def load_run_dataset(cfg: dict):
     """The run's dataset, found by dataset_location, and refused when it is not the study's."""
-    from shared_data.dataset import dataset_identity, load_dataset
+    from shared_data.dataset import load_dataset
+    from shared_data.dataset_format import dataset_identity
     from shared_data.errors import UserError
 
     ds = load_dataset(*dataset_location(cfg), verify=cfg.get("verify", True))
