@@ -115,9 +115,14 @@ class Runner(ABC):
 
     def parameters(self) -> dict:
         """{"total", "trainable", "components": {top-level component: count}} over the model's weights."""
+        return self.count_parameters(self.model)
+
+    @classmethod
+    def count_parameters(cls, model) -> dict:
+        """parameters() of a model built by a plugin of this framework, without a Runner around it."""
         total = trainable = 0
         components: dict[str, int] = {}
-        for component, size, is_trainable in self._weights():
+        for component, size, is_trainable in cls._weights(model):
             total += size
             trainable += size if is_trainable else 0
             components[component] = components.get(component, 0) + size
@@ -225,8 +230,17 @@ class Runner(ABC):
         """The context every decoding method runs in (e.g. no gradients, the run's precision)."""
         return contextlib.nullcontext()
 
+    FLOP_COUNTER: ClassVar[str | None] = None  # what count_flops uses; None: this framework has none
+
+    @staticmethod
+    def count_flops(model, batch) -> float | None:
+        """The model's FLOPs for one forward and backward pass of `batch`, per target token; None where
+        the framework has no counter (perf then counts the torch twin, the same layers and shapes)."""
+        return None
+
+    @staticmethod
     @abstractmethod
-    def _weights(self) -> Iterable[tuple[str, int, bool]]:
+    def _weights(model) -> Iterable[tuple[str, int, bool]]:
         """(top-level component, number of scalars, trainable) for every weight of the model, once each."""
 
     @abstractmethod

@@ -74,6 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _plugin_rows(spec) -> list[tuple]:
     """Each plugin built once on the dataset's shapes: the parameter count is measured, not quoted."""
+    import backends
     from plugins.registry import available_names, get_plugin, native_logs_silenced
 
     rows = []
@@ -83,7 +84,7 @@ def _plugin_rows(spec) -> list[tuple]:
         if spec is not None and not (p.needs_spatial and spec.spatial_shape is None):
             with native_logs_silenced():
                 model = p.build(spec)
-            n = model.count_params() if p.framework == "keras" else sum(x.numel() for x in model.parameters())
+            n = backends.load(p.framework).Runner.count_parameters(model)["total"]
             count = f"{n:,}"
         rows.append((name, p.framework, p.family, count, p.description))
     return rows

@@ -165,9 +165,10 @@ class Runner(contract.Runner):
 
     # the primitives of backends.runner's shared decoding and parameter counting
 
-    def _weights(self):
-        trainable = {id(w) for w in self.model.trainable_weights}
-        for w in self.model.weights:
+    @staticmethod
+    def _weights(model):
+        trainable = {id(w) for w in model.trainable_weights}
+        for w in model.weights:
             top = w.path.split("/")[1] if "/" in w.path else w.path
             yield top, int(np.prod(w.shape)), id(w) in trainable
 

@@ -129,9 +129,31 @@ class Runner(contract.Runner):
         with torch.no_grad(), self._autocast():
             yield
 
-    def _weights(self):
-        for name, p in self.model.named_parameters():
+    @staticmethod
+    def _weights(model):
+        for name, p in model.named_parameters():
             yield name.split(".")[0], p.numel(), p.requires_grad
+
+    FLOP_COUNTER = "FlopCounterMode"
+
+    @staticmethod
+    def count_flops(model, batch) -> float:
+        """FlopCounterMode over one forward and backward pass. oneDNN is switched off while counting: its
+        fused LSTM kernel is invisible to the counter, the reference implementation runs the same matmuls
+        through ops the counter sees."""
+        import warnings
+
+        from torch.utils.flop_counter import FlopCounterMode
+
+        dev = next(model.parameters()).device
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # oneDNN's flags() warns about Intel-GPU TF32, irrelevant here
+            # force_eager: a --compile run's model is counted op by op, as an eager one is
+            with torch.backends.mkldnn.flags(enabled=False), torch.compiler.set_stance("force_eager"), \
+                    FlopCounterMode(display=False) as counter:
+                T.masked_loss(model, T.to_tensors(batch, dev), with_aux=True).backward()
+        model.zero_grad(set_to_none=True)
+        return counter.get_total_flops() / batch.num_tokens
 
     def _init_state(self, global_feats, spatial_feats):
         g = torch.from_numpy(global_feats).to(self.dev)

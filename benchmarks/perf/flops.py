@@ -42,29 +42,6 @@ def pad_free(batch):
     return replace(batch, tokens=tokens.astype(np.int32), lengths=np.full(len(batch.lengths), n, np.int32))
 
 
-def counted_flops_per_token(model, batch) -> float:
-    """A torch model's FLOPs for one forward+backward of `batch`, per target token (FlopCounterMode).
-
-    oneDNN is switched off while counting: its fused LSTM kernel is invisible to the counter, the
-    reference implementation runs the same matmuls through ops the counter sees."""
-    import warnings
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from backends.torch import train as T
-
-    dev = next(model.parameters()).device
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # oneDNN's flags() warns about Intel-GPU TF32, irrelevant here
-        # force_eager: a --compile run's model is counted op by op, as an eager one is
-        with torch.backends.mkldnn.flags(enabled=False), torch.compiler.set_stance("force_eager"), \
-                FlopCounterMode(display=False) as counter:
-            T.masked_loss(model, T.to_tensors(batch, dev), with_aux=True).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / batch.num_tokens
-
-
 def measure_matmul(n: int, repeats: int = 5) -> dict:
     """The machine's matmul rate in GFLOP/s (2*n^3 per product): fp32 by torch and by numpy, bf16 by torch
     (the denominator of a --precision bf16 run's MFU)."""
@@ -117,4 +94,6 @@ def twin_flops(job: dict) -> dict:
     spec = ModelSpec(f["vocab_size"], f["global_dim"], f["spatial_shape"] if plugin.needs_spatial else None,
                      f["max_length"])
     batch = pad_free(flickr8k_batches(spec, 16, False, job["seed"], pool=1)[0])
-    return {"flops_per_token": counted_flops_per_token(plugin.build(spec), batch)}
+    import backends
+
+    return {"flops_per_token": backends.load("torch").Runner.count_flops(plugin.build(spec), batch)}

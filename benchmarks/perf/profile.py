@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     if ref.keras_backend:
         os.environ["KERAS_BACKEND"] = ref.keras_backend  # before keras is first imported
 
-
     import numpy as np
     import torch
     from torch.profiler import ProfilerActivity, profile

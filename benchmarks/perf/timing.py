@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.perf.flops import (
-    counted_flops_per_token,
     measure_matmul,
     merge_flops_per_token,
     pad_free,
@@ -134,9 +133,9 @@ def _flops(plugin, spec, hp: dict, runner, inputs: Inputs, tokens_per_caption: f
     """Training FLOPs per token and where the figure comes from."""
     if plugin.family == "merge":
         return merge_flops_per_token(spec, hp, tokens_per_caption), "formula"
-    if plugin.framework == "torch":
-        return counted_flops_per_token(runner.model, pad_free(next(inputs.sequence))), "FlopCounterMode"
-    return None, "n/a"  # the torch twin of the same architecture (the parity tests show they compute the same)
+    if runner.FLOP_COUNTER:
+        return runner.count_flops(runner.model, pad_free(next(inputs.sequence))), runner.FLOP_COUNTER
+    return None, "n/a"  # perf counts the torch twin of the same architecture (the parity tests show they match)
 
 
 def run_plugin(job: dict) -> dict:
