@@ -50,7 +50,7 @@ class Decoder:
 
     @classmethod
     def of(cls, settings, n: int | None = None) -> Decoder:
-        """The decoding a RunSettings asks for (benchmarks.run.settings), with `n` captions per image
+        """The decoding a RunSettings asks for (benchmarks.settings), with `n` captions per image
         (default: its captions_per_image)."""
         s = settings
         return cls(s.decoding, s.beam_size if s.decoding == "beam" else 1, s.length_alpha, s.groups, s.diversity,

@@ -1,4 +1,4 @@
-"""The backend contract, as a type: what benchmarks/run/worker.py and benchmarks/perf/measure.py may ask of a framework.
+"""The backend contract, as a type: what benchmarks/run/worker/ and benchmarks/perf/measure.py may ask of a framework.
 
 A framework backend is a module `backends.<framework>.runner` holding a `Runner`, a subclass of the
 abstract `Runner` below, and two module-level names the harness reads before it builds one:

@@ -1,6 +1,6 @@
 """Checking one configured value against what it declares: a type, and choices or an interval.
 
-The single parse behind run settings (benchmarks/run/settings.py), `--vary` values, study-file settings
+The single parse behind run settings (benchmarks/settings.py), `--vary` values, study-file settings
 and plugin hyperparameters (`--set`, study-file hparams), so that every one of them refuses the same
 things with the same words: a wrong type, NaN or infinity, a number outside its interval, a string
 outside its choices. Values arrive as text (command line) or as JSON values (study files).

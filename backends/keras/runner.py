@@ -1,4 +1,4 @@
-"""The Keras backend behind benchmarks/run/worker.py. The Keras backend (tensorflow, jax, torch) is
+"""The Keras backend behind benchmarks/run/worker/. The Keras backend (tensorflow, jax, torch) is
 chosen by KERAS_BACKEND, which the worker sets before the first import of keras.
 
 The contract and the framework-free parts (decoding loops, parameter counting) are backends.runner's."""

@@ -1,4 +1,4 @@
-"""The PyTorch backend behind benchmarks/run/worker.py: build, train, evaluate, decode, save, measure.
+"""The PyTorch backend behind benchmarks/run/worker/: build, train, evaluate, decode, save, measure.
 
 The contract and the framework-free parts (decoding loops, parameter counting) are backends.runner's."""
 

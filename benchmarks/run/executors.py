@@ -142,7 +142,7 @@ def _ray_run(config: dict) -> tuple[int, dict[str, bytes], float]:
 def _spawn(run_dir: Path, log, env: dict | None = None, prefix: str | None = None, started=None) -> int:
     """The worker as a subprocess. prefix None: progress bars and short epoch lines (one run at a
     time); a prefix: no bars, epoch lines prefixed (runs side by side)."""
-    # the worker's parent PID: it exits when the study process dies (benchmarks/run/worker.py)
+    # the worker's parent PID: it exits when the study process dies (benchmarks/run/worker/)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CAPBENCH_STUDY_PID": str(os.getpid()),
            **(env or {})}
     config = rundir.read_json(run_dir / rundir.CONFIG)
