@@ -133,13 +133,13 @@ CONCAT = dict(fusion="concat", dropout_placement="late")  # seed 000's PyTorch m
 
 
 @register("torch_merge", family=MERGE,
-          description="seed 000 Option 1: the Keras merge model in PyTorch (add, early dropout)")
+          description="seed 000's option 1, port the Keras model: its merge model in PyTorch (add, early dropout)")
 def torch_merge(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
 
 @register("torch_merge_packed", family=MERGE, defaults=dict(masking="packed"),
-          description="seed 000 Option 4: torch_merge with packed sequences")
+          description="seed 000's option 4, pack the padded sequences: torch_merge with packed sequences")
 def torch_merge_packed(spec: ModelSpec, **hp) -> MergeCaptioner:
     return MergeCaptioner(spec, **hp)
 
