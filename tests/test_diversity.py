@@ -46,3 +46,15 @@ def test_mbleu4_of_one_images_captions():
     assert mbleu4({"i": ["a red circle here", "a red circle here"]}) == pytest.approx(1.0)  # collapsed
     assert mbleu4({"i": ["a b c d", "e f g h"]}) < 1e-6  # nothing shared
     assert math.isnan(mbleu4({"i": ["only one"]}))
+
+
+def test_self_cider_against_a_hand_computed_kernel():
+    from benchmarks.scoring.diversity import self_cider
+
+    # two images, so every n-gram below is in one image: idf log 2 for all. Image "i": unigram cosine of
+    # "a b" and "a c" is 1/2, bigrams share nothing, no trigram: K = [[2, 1/2], [1/2, 2]] / 4, eigenvalues
+    # 5/8 and 3/8. Image "j": one caption twice, K has one non-zero eigenvalue: 0.
+    expected_i = -math.log(math.sqrt(5 / 8) / (math.sqrt(5 / 8) + math.sqrt(3 / 8))) / math.log(2)
+    assert self_cider({"i": ["a b", "a c"], "j": ["d e", "d e"]}) == pytest.approx(expected_i / 2)
+    assert self_cider({"i": ["a b c d", "e f g h"], "j": ["x y", "x y"]}) == pytest.approx(0.5)  # i: K = I, so 1
+    assert math.isnan(self_cider({"i": ["only one"]}))

@@ -85,7 +85,7 @@ def details_table(done: list[dict]) -> list[str]:
 def diversity_table(groups: dict[str, list[dict]], ds) -> list[str]:
     """How varied each configuration's test captions are (benchmarks/scoring/diversity.py), mean over seeds,
     with the human references (first of each image) as the ceiling row."""
-    from benchmarks.scoring.diversity import HEADERS, METRICS, diversity, first_references, mbleu4
+    from benchmarks.scoring.diversity import HEADERS, METRICS, diversity, first_references, mbleu4, self_cider
 
     if not groups:
         return []
@@ -108,27 +108,33 @@ def diversity_table(groups: dict[str, list[dict]], ds) -> list[str]:
         return [f"{x:,.0f}" if m == "vocabulary" else fmt(x, 2 if m.startswith("objects") or m == "mean_length" else 3)
                 for m, x in zip(METRICS, means, strict=True)]
 
-    def several(group: list[dict]) -> str:  # mBLEU-4 where the runs kept several captions per image
-        values = [mbleu4({i: c["all"] for i, c in r["captions"].items() if "all" in c}) for r in group]
-        values = [v for v in values if not math.isnan(v)]
-        return fmt(float(np.mean(values)), 3) if values else "—"
+    def several(group: list[dict]) -> list[str]:  # where the runs kept several captions per image
+        out = []
+        for measure in (mbleu4, self_cider):
+            values = [measure({i: c["all"] for i, c in r["captions"].items() if "all" in c}) for r in group]
+            values = [v for v in values if not math.isnan(v)]
+            out.append(fmt(float(np.mean(values)), 3) if values else "—")
+        return out
 
     rows = [[label, *cells([scores({i: c["generated"] for i, c in r["captions"].items()}) for r in group]),
-             several(group)] for label, group in groups.items()]
+             *several(group)] for label, group in groups.items()]
     first = next(iter(groups.values()))[0]["captions"]
     refs = {i: c["references"] for i, c in first.items() if c.get("references")}
-    rows.append(["human (first reference)", *cells([scores(first_references(first))]), fmt(mbleu4(refs), 3)])
+    rows.append(["human (first reference)", *cells([scores(first_references(first))]), fmt(mbleu4(refs), 3),
+                 fmt(self_cider(refs), 3)])
     methods = sorted({(r["metrics"].get("decoding") or {}).get("method", "greedy") for g in groups.values()
                       for r in g})
     return [f"### Diversity (test split, {'; '.join(methods)} captions)", "",
-            tabulate(rows, headers=["configuration", *HEADERS, "mBLEU-4"], tablefmt="github",
+            tabulate(rows, headers=["configuration", *HEADERS, "mBLEU-4", "Self-CIDEr"], tablefmt="github",
                      disable_numparse=True), "",
             "Vocabulary: distinct words over the split; distinct-1/2: distinct unigrams/bigrams over all of them; "
             "unique: captions no other image got; novel: captions that are not a training caption word for word "
             "(n/a without the dataset); objects named: shape nouns per caption, against the objects its image "
             "has (the embedded dataset's scenes); mBLEU-4: with several captions per image "
             "(--captions-per-image), each one's BLEU-4 against the image's others, lower is more varied (the "
-            "human row: each reference against the other four). Mean over seeds.", ""]
+            "human row: each reference against the other four); Self-CIDEr: from the eigenvalues of the CIDEr "
+            "similarities between an image's captions, 0 when they say one thing, 1 when they share no n-gram. "
+            "Mean over seeds.", ""]
 
 
 def time_to_target_table(done: list[dict]) -> list[str]:

@@ -16,7 +16,12 @@ For several captions per image (sampling, diverse beam search; the references th
 
 - mBLEU-4: each caption's BLEU-4 against the same image's other captions, statistics summed over the
   split as corpus BLEU is (Shetty et al. 2017): how alike one image's captions are, lower is more
-  varied. (Self-CIDEr, which needs a kernel matrix and its eigenvalues per image, is not computed.)
+  varied.
+- Self-CIDEr (Wang and Chan 2019): per image, the kernel matrix K of its m captions' CIDEr
+  similarities (tf-idf n-gram vectors, n = 1..4, document frequencies over the split's images, the
+  cosine averaged over n; no length penalty, so that K stays positive semi-definite), then
+  -log(sqrt(largest eigenvalue) / sum of sqrt(eigenvalues)) / log(m): 0 when the captions say one
+  thing, 1 when they share no n-gram; higher is more varied. Mean over images.
 
 The human references get the same numbers (each image's first reference) as a ceiling row.
 """
@@ -86,3 +91,35 @@ def mbleu4(captions: dict[str, list[str]]) -> float:
     rows = [bleu_stats(caps[:k] + caps[k + 1:], cap) for caps in captions.values() if len(caps) > 1
             for k, cap in enumerate(caps)]
     return corpus_bleu(np.sum(rows, 0)) if rows else math.nan
+
+
+def self_cider(captions: dict[str, list[str]], max_n: int = 4) -> float:
+    """Self-CIDEr of {image id: its captions} (see the module docstring); NaN when no image has two."""
+    import numpy as np
+
+    several = {i: [c.split() for c in caps] for i, caps in captions.items() if len(caps) > 1}
+    if not several:
+        return math.nan
+    df: dict[tuple[str, ...], int] = {}
+    for caps in several.values():
+        for g in {g for t in caps for n in range(1, max_n + 1) for g in _ngrams(t, n)}:
+            df[g] = df.get(g, 0) + 1
+    log_images = math.log(len(several))
+    values = []
+    for caps in several.values():
+        m = len(caps)
+        kernel = np.zeros((m, m))
+        for n in range(1, max_n + 1):
+            grams = sorted({g for t in caps for g in _ngrams(t, n)})
+            index = {g: k for k, g in enumerate(grams)}
+            vec = np.zeros((m, len(grams)))
+            for r, t in enumerate(caps):
+                for g in _ngrams(t, n):
+                    vec[r, index[g]] += log_images - math.log(df[g])
+            norms = np.linalg.norm(vec, axis=1)
+            unit = np.divide(vec, norms[:, None], out=np.zeros_like(vec), where=norms[:, None] > 0)
+            kernel += unit @ unit.T / max_n
+        eig = np.clip(np.linalg.eigvalsh(kernel), 0, None)
+        roots = np.sqrt(eig)
+        values.append(0.0 if roots.sum() == 0 else -math.log(roots.max() / roots.sum()) / math.log(m))
+    return float(np.mean(values))
