@@ -59,6 +59,29 @@ def test_sampling_and_files(runs, small_dataset, tmp_path, capsys):
         [str(folder / (p.stem + ".png")) for p in sorted(images[:2], key=lambda p: p.stem)]
 
 
+@pytest.mark.parametrize("engine", ["jax", "torch"])
+def test_a_keras_run_on_another_engine_captions_on_that_engine(engine, small_dataset, data_dir, tmp_path):
+    """A Keras run trained on JAX or PyTorch reloads on its own engine (caption runs in a fresh process, as
+    Keras picks its engine at its first import) and captions the test images as the run did."""
+    import subprocess
+    import sys
+
+    pytest.importorskip(engine)
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--plugins", f"keras_merge@{engine}",
+                          "--dataset", "synthetic-small", "--steps", "5", "--no-meteor", "--study", "e",
+                          "--data-dir", str(data_dir)], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    run_dir = next((tmp_path / "results" / "e").glob("keras_merge*-s0"))
+    assert json.loads((run_dir / "metrics.json").read_text())["versions"]["keras_backend"] == engine
+    images = _test_images(small_dataset)[:8]
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "caption", str(run_dir), *map(str, images), "--out",
+                           str(tmp_path / "c.json")], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads((tmp_path / "c.json").read_text())
+    own = json.loads((run_dir / "captions.json").read_text())
+    assert [r["caption"] for r in rows] == [own[p.name]["generated"] for p in images]
+
+
 def test_attention_maps_for_each_image(runs, small_dataset, tmp_path):
     images = _test_images(small_dataset)[:3]
     rows = caption(runs / "torch_show_attend_tell-s0", images, decoder(), attention=tmp_path / "att")
