@@ -132,3 +132,17 @@ def test_a_study_resumes_from_its_publication(source, tmp_path, data_dir, monkey
         assert rundir.read_captions(fresh / f"torch_merge-s{k}") == rundir.read_captions(source / f"torch_merge-s{k}")
     quality = [tables(d / "report.md").split("## 1. Quality")[1].split("## 2.")[0] for d in (fresh, source)]
     assert quality[0] == quality[1]
+
+
+def test_the_readme_quotes_the_published_seed000_verdicts():
+    """The README's verdict table is the published reference's summary.json, row for row, as `report`
+    wrote it: a change of test or of runs that moves a number shows here until the README follows."""
+    from benchmarks.report.export import verdict_table
+
+    root = Path(__file__).resolve().parent.parent
+    summary = json.loads((root / "results" / "reference" / "seed000" / rundir.SUMMARY).read_text())
+    assert len(summary["comparisons"]) == 12 and all(c["seeds"] == [5, 5] for c in summary["comparisons"])
+    readme = (root / "README.md").read_text().splitlines()
+    table = verdict_table(summary)
+    at = readme.index(table[0])
+    assert readme[at:at + len(table)] == table

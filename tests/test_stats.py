@@ -95,8 +95,9 @@ def _simulate(rng, seeds: int, delta: float = 0.0, images: int = 200):
 
 def test_seed_level_interval_covers_the_true_difference_and_an_image_bootstrap_does_not():
     """Repeated simulations with seed and image variance (the A/A case: no true difference): the seed-level
-    95% interval covers 0 about 95% of the time, i.e. its false-positive rate is at most about 5%; the image
-    bootstrap of seed-averaged scores, blind to seed variance, covers far less often."""
+    95% interval covers 0 at least 95% of the time, i.e. its false-positive rate is at most about 5% (with
+    Hsu's degrees of freedom it is conservative); the image bootstrap of seed-averaged scores, blind to seed
+    variance, covers far less often, and resampling the seeds too falls short of 95%."""
     rng = np.random.default_rng(7)
     hits = {"seed-level": 0, "hierarchical": 0, "images only": 0}
     trials = 200
@@ -110,7 +111,7 @@ def test_seed_level_interval_covers_the_true_difference_and_an_image_bootstrap_d
         lo, hi = paired_bootstrap(zeros, zeros, np.mean(a, 0), np.mean(b, 0), samples=300, seed=k)["CIDEr"]["ci"]
         hits["images only"] += lo <= 0 <= hi
     coverage = {k: v / trials for k, v in hits.items()}
-    assert 0.92 <= coverage["seed-level"] <= 0.995, coverage
+    assert coverage["seed-level"] >= 0.94, coverage
     assert coverage["images only"] < 0.85, coverage
     assert coverage["hierarchical"] < coverage["seed-level"], coverage
 
@@ -120,7 +121,7 @@ def test_seed_level_test_finds_a_real_difference_and_says_what_it_could_detect()
     a, b = _simulate(rng, seeds=5, delta=0.15)
     t = seed_level_test("CIDEr", a, b, samples=500)
     assert t["ci"][0] > 0 and t["p"] < 0.01 and t["mde"] < 0.15
-    assert t["var_seeds"] > 0 and t["var_images"] > 0 and t["df"] > 4
+    assert t["var_seeds"] > 0 and t["var_images"] > 0 and t["df"] == 4  # the smaller side's seeds - 1
     one = seed_level_test("CIDEr", a[:1], b[:1], samples=200)
     assert one["p"] is None and one["var_seeds"] is None  # one seed: no between-seed inference
 
@@ -186,12 +187,12 @@ def test_a_paired_test_gains_power_where_seeds_move_both_sides_and_keeps_its_lev
     a, b = runs(0.5), runs(0.52)
     paired, unpaired = paired_seed_level_test("CIDEr", a, b, samples=300), seed_level_test("CIDEr", a, b, samples=300)
     assert paired["se"] < unpaired["se"] / 2 and paired["p"] < 0.01 < unpaired["p"]
-    assert paired["df"] >= 4 and paired["seeds"] == (5, 5)
+    assert paired["df"] == 4 and paired["seeds"] == (5, 5)
     hits, trials = 0, 200
     for k in range(trials):
         x, y = _simulate(rng, seeds=3)  # independent seeds: nothing shared by run k of each side
         lo, hi = paired_seed_level_test("CIDEr", x, y, samples=200, seed=k)["ci"]
         hits += lo <= 0 <= hi
-    assert 0.92 <= hits / trials <= 0.995, hits / trials
+    assert hits / trials >= 0.94, hits / trials
     with pytest.raises(ValueError, match="same seeds on both sides"):
         paired_seed_level_test("CIDEr", a, b[:4])

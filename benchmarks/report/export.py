@@ -24,7 +24,8 @@ from benchmarks.store import rundir
 
 IDENTITY = ["folder", "label", "plugin", "framework", "engine", "seed", "host", "boot", "cpu", "status"]
 TEST = ("seed-level: Welch t on seed-averaged corpus scores, standard error from between-seed and "
-        "between-test-image variance; p Holm-adjusted across the comparisons, per metric")
+        "between-test-image variance, degrees of freedom the smaller side's seeds minus one; p Holm-adjusted "
+        "across the comparisons, per metric")
 
 
 def results_csv(done: list[dict]) -> str:
@@ -73,3 +74,23 @@ def summary(study: str, groups: dict[str, list[dict]], comparisons: list[Compari
 def write(study_dir: Path, done: list[dict], groups: dict[str, list[dict]], comparisons: list[Comparison]) -> None:
     rundir.write_text(study_dir / rundir.RESULTS, results_csv(done))
     rundir.write_json(study_dir / rundir.SUMMARY, summary(Path(study_dir).name, groups, comparisons))
+
+
+def verdict_table(summary_json: dict) -> list[str]:
+    """summary.json's comparisons as the markdown verdict table the README quotes (and a test compares)."""
+    from benchmarks.scoring.comparisons import format_p
+
+    def interval(t: dict) -> str:
+        return f"{t['diff']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]"
+
+    def detectable(c: dict) -> str:
+        return " / ".join("n/a" if c["metrics"][m]["detectable"] is None else f"{c['metrics'][m]['detectable']:.3f}"
+                          for m in METRIC_NAMES)
+
+    lines = ["| row (hypothesis) | Δ BLEU-4 [95%] | Holm p | Δ CIDEr-D [95%] | Holm p | verdict | detectable "
+             "(BLEU-4 / CIDEr-D) |", "|---|---|---|---|---|---|---|"]
+    for c in summary_json["comparisons"]:
+        b, d = c["metrics"]["BLEU-4"], c["metrics"]["CIDEr"]
+        lines.append(f"| {c['label']}: {c['hypothesis'] or ''} | {interval(b)} | {format_p(b['p_holm'])} | "
+                     f"{interval(d)} | {format_p(d['p_holm'])} | {c['verdict']} | {detectable(c)} |")
+    return lines
