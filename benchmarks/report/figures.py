@@ -12,6 +12,7 @@ from benchmarks.scoring.comparisons import (
     METRIC_NAMES,
     Comparison,
     groups_of,
+    label_of,
 )
 from benchmarks.scoring.stats import ALPHA
 from benchmarks.store import rundir
@@ -135,23 +136,33 @@ def figure_section(study_dir: Path, done: list[dict], ds, name, comparisons: lis
 
 
 def _plot_history(study_dir: Path, runs: list[dict], name) -> Path | None:
+    """Train loss, val loss and val BLEU-4 per epoch: one line per run, one colour and one legend entry per
+    configuration (a study's 65 runs would not fit a legend of their own)."""
     runs = [r for r in runs if r.get("history")]
     if not runs:
         return None
     plt = pyplot()
+    labels = list(dict.fromkeys(label_of(r) for r in runs))
+    several = len(labels) < len(runs)
+    colours = plt.get_cmap("tab20" if len(labels) > 10 else "tab10")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    seen = set()
     for r in runs:
-        h, label = r["history"], name(r)
+        h, label = r["history"], label_of(r)
+        colour = colours(labels.index(label) % colours.N)
+        legend = None if label in seen else (label if several else name(r))
+        seen.add(label)
         epochs = [x["epoch"] for x in h]
-        axes[0].plot(epochs, [x["train_loss"] for x in h], marker="o", label=label)
-        axes[1].plot(epochs, [x["val_loss"] for x in h], marker="o", label=label)
-        axes[2].plot(epochs, [x["val_bleu4"] for x in h], marker="o", label=label)
+        style = {"color": colour, "marker": "o", "markersize": 3 if several else 5, "linewidth": 1}
+        axes[0].plot(epochs, [x["train_loss"] for x in h], label=legend, **style)
+        axes[1].plot(epochs, [x["val_loss"] for x in h], **style)
+        axes[2].plot(epochs, [x["val_bleu4"] for x in h], **style)
     for ax, title in zip(axes, ["train loss", "val loss", "val BLEU-4 (greedy)"], strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
+    fig.legend(loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     path = study_dir / rundir.CURVES
     fig.savefig(path, dpi=80)
     plt.close(fig)
