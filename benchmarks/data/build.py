@@ -141,14 +141,15 @@ def add_features(root: Path, manifest: dict, spec, opts: PrepareOptions, log) ->
         raise UserError(f"image {outside} leads outside {image_dir} (a link to {os.path.realpath(outside)}); put "
                         f"the file itself there, or delete {root} and prepare it again")
     weights = opts.weights if spec.needs_weights else "n/a"
-    log(f"extracting '{spec.name}' features ({spec.framework}, weights: {weights}) for {len(ids)} images")
     extract = spec.build(opts.weights)
+    sha = getattr(extract, "weights_sha256", None)  # which weights exactly: "imagenet" names a file
+    which = weights + (f", sha256 {sha[:12]}" if sha else "")
+    log(f"extracting '{spec.name}' features ({spec.framework}, weights: {which}) for {len(ids)} images")
     (root / "features").mkdir(exist_ok=True)
     shapes = write_features(root / "features" / f"{spec.name}.h5", image_dir, ids, extract,
                             spec.image_size, opts.batch_size, desc=spec.name, dtype=opts.feature_dtype)
     manifest["features"][spec.name] = {**shapes, "framework": spec.framework, "weights": weights,
-                                       # which weights exactly: "imagenet" names a file, not its contents
-                                       "weights_sha256": getattr(extract, "weights_sha256", None),
+                                       "weights_sha256": sha,
                                        "image_size": spec.image_size, "description": spec.description}
     finalize_manifest(root, manifest)
 
