@@ -111,3 +111,77 @@ def assert_same_losses_over_steps(t, k, ds, feats, lr: float = 3e-3, steps: int 
     for step, (lt, lk) in enumerate(zip(losses_t, losses_k, strict=True)):
         assert lk == pytest.approx(lt, rel=rel), f"step {step}: torch {lt:.6f} keras {lk:.6f}"
     return losses_t
+
+
+def _torch_leaves(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that own parameters, in the order the model registered them."""
+    return [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+def _keras_leaves(model) -> list:
+    """The layers that own weights, in the order the model tracked them; a recurrent layer stands for its
+    cell. A layer with weights of its own beside weighted sublayers has no automatic counterpart."""
+    import keras
+
+    leaves, cells = [], set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if id(layer) in cells or not layer.weights:
+            continue
+        if isinstance(layer, keras.layers.RNN):
+            cells.add(id(layer.cell))
+            leaves.append(layer)
+            continue
+        children = [c for c in layer._flatten_layers(include_self=False, recursive=True) if c.weights]
+        if children:
+            if len(layer.weights) != sum(len(c.weights) for c in children):
+                raise NotImplementedError(f"{type(layer).__name__} has weights of its own beside its sublayers'")
+            continue  # its sublayers come next
+        leaves.append(layer)
+    return leaves
+
+
+def _gru_gates(w: np.ndarray) -> np.ndarray:
+    """PyTorch orders a GRU's gates r, z, n along axis 0; Keras z, r, h."""
+    r, z, n = np.split(w, 3, axis=0)
+    return np.concatenate([z, r, n], axis=0)
+
+
+def _transfer_one(layer, module: torch.nn.Module) -> None:
+    import keras
+
+    kind = type(module)
+    if isinstance(module, torch.nn.Linear):
+        return linear_to_dense(layer, module)
+    if kind is torch.nn.Embedding:
+        return embedding_to_keras(layer, module)
+    if kind is torch.nn.LayerNorm:
+        return layer.set_weights([numpy(module.weight), numpy(module.bias)])
+    if kind in (torch.nn.LSTM, torch.nn.RNN, torch.nn.LSTMCell, torch.nn.RNNCell):
+        if getattr(module, "num_layers", 1) != 1 or getattr(module, "bidirectional", False):
+            raise NotImplementedError(f"{kind.__name__} with several layers or directions")
+        return recurrent_to_keras(layer, module, "" if kind in (torch.nn.LSTMCell, torch.nn.RNNCell) else "_l0")
+    if kind in (torch.nn.GRU, torch.nn.GRUCell):
+        suffix = "" if kind is torch.nn.GRUCell else "_l0"
+        cell = layer.cell if isinstance(layer, keras.layers.RNN) else layer
+        if not cell.reset_after:
+            raise NotImplementedError("a Keras GRU without reset_after has no PyTorch counterpart")
+        w_ih, w_hh = (numpy(getattr(module, f"weight_{x}{suffix}")) for x in ("ih", "hh"))
+        b_ih, b_hh = (numpy(getattr(module, f"bias_{x}{suffix}")) for x in ("ih", "hh"))
+        return layer.set_weights([_gru_gates(w_ih).T, _gru_gates(w_hh).T,
+                                  np.stack([_gru_gates(b_ih), _gru_gates(b_hh)])])
+    raise NotImplementedError(f"no automatic transfer for torch.nn.{kind.__name__}")
+
+
+def transfer_in_layer_order(t: torch.nn.Module, k) -> None:
+    """Copy a PyTorch model's weights into its Keras twin with no converter of the family's own: the layers
+    that own weights are paired in the order each model created them (Linear-Dense, Embedding, LayerNorm,
+    one-layer RNN/LSTM/GRU and their cells). Raises NotImplementedError where that cannot work (a layer
+    type it does not know, or the two orders differ), so that a family says it needs its own converter."""
+    tl, kl = _torch_leaves(t), _keras_leaves(k)
+    if len(tl) != len(kl):
+        raise NotImplementedError(f"{len(tl)} PyTorch modules with weights against {len(kl)} Keras layers")
+    for layer, module in zip(kl, tl, strict=True):
+        try:
+            _transfer_one(layer, module)
+        except ValueError as e:  # shapes disagree: the orders differ
+            raise NotImplementedError(f"{type(module).__name__} -> {type(layer).__name__}: {e}") from None

@@ -66,3 +66,9 @@ def test_the_guides_plugins_pass_the_contract_checks(gru_plugins, small_dataset,
     t = get_plugin("torch_gru").build(spec, embed_dim=16, hidden_dim=24)
     k = get_plugin("keras_gru").build(spec, embed_dim=16, hidden_dim=24)
     assert sum(p.numel() for p in t.parameters()) == k.count_params()
+    # and the parity harness: the same function once the weights are copied in layer order
+    from shared_data.batches import iterate_batches
+    from tests.test_parity_twins import assert_twins_agree
+
+    batch = next(iterate_batches(ds, "test", feats, batch_size=6, seed=0, epoch=0, pad_to_max=True))
+    assert_twins_agree("torch_gru", "keras_gru", spec, batch)
