@@ -7,23 +7,22 @@
   statistics (clipped n-gram matches, n-gram counts, hypothesis length, closest reference length)
   and the BLEU-4 of any set of images is computed from their sums, the way pycocoevalcap computes
   the corpus score. CIDEr-D is a mean of per-image scores.
-- Two configurations are compared by `seed_level_test`: the difference of their seed-averaged
-  corpus scores, with a standard error of two parts, between seeds (the variance of per-seed corpus
-  scores within each configuration, over its number of seeds) and between test images (a paired
-  bootstrap of the seed-averaged difference over the same images, Koehn 2004), and a Welch t for the
-  interval and the p-value with the smaller side's seeds minus one as its degrees of freedom. That
-  choice (Hsu's) keeps the test's level at most ALPHA for normal per-seed scores whatever the two
+- Two configurations are compared by `seed_level_test`: the difference of their seed-averaged corpus
+  scores, with a standard error of two parts, between seeds (the variance of per-seed corpus scores
+  within each configuration, over its number of seeds) and between test images (a paired bootstrap
+  of the seed-averaged difference over the same images, Koehn 2004), and a Welch t for the interval
+  and the p-value with the smaller side's seeds minus one as its degrees of freedom. That choice
+  (Hsu's) keeps the test's level at most ALPHA for normal per-seed scores whatever the two
   variances; Satterthwaite's degrees of freedom do not here: the image term, estimated from a
   thousand images, raised them to 4-9 with 2 seeds a side, and A/A splits of the seed 000 reference
-  came out significant 9% of the time at 2 vs 2 and 5.7% at 5 vs 5 (against 0% and 2.3% with
-  Hsu's). The image term adds to the standard error, never to the degrees of freedom: each seed's
-  score already carries its own test-set noise, so the term is a deliberate, conservative extra.
-  The image bootstrap alone
-  (`paired_bootstrap`) answers "would these trained models differ on other images?", not "does this
-  configuration train better models?"; with 2-5 seeds, resampling the seeds too
-  (`hierarchical_bootstrap`) gives intervals that are too narrow, since a resample of n values
-  varies (n-1)/n as much as new draws and percentile intervals of a few values are short: the t
-  keeps its level (tests/test_stats.py measures both coverages).
+  came out significant 9.0% of the time at 2 vs 2 and 5.6% at 5 vs 5 on BLEU-4 (against 0% and 1.8%
+  with Hsu's; docs/statistics.md). The image term adds to the standard error, never to the degrees
+  of freedom: each seed's score already carries its own test-set noise, so the term is a deliberate,
+  conservative extra. The image bootstrap alone (`paired_bootstrap`) answers "would these trained
+  models differ on other images?", not "does this configuration train better models?"; with 2-5
+  seeds, resampling the seeds too (`hierarchical_bootstrap`) gives intervals that are too narrow,
+  since a resample of n values varies (n-1)/n as much as new draws and percentile intervals of a few
+  values are short: the t keeps its level (tests/test_stats.py measures both coverages).
 - `holm` adjusts the p-values of a table's rows for multiple comparisons (Holm 1979).
 """
 
