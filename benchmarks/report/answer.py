@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, format_p
+from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, format_delta, format_p
 from benchmarks.scoring.stats import ALPHA, seeds_needed
 
 SIGNIFICANT = ("supported", "contradicted", "mixed", "higher", "lower")
 
 
 def _delta(c: Comparison, m: str) -> str:
-    t = c.tests[m]
-    return f"Δ {METRIC_NAMES[m]} {t['diff']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]"
+    return f"Δ {METRIC_NAMES[m]} {format_delta(c.tests[m])}"
 
 
 def _deltas(c: Comparison) -> str:

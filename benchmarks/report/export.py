@@ -18,7 +18,15 @@ from pathlib import Path
 
 from backends.common import api_engine
 from benchmarks.report.columns import OTHER, QUALITY, value
-from benchmarks.scoring.comparisons import METRIC_NAMES, Comparison, label_of, seed_of
+from benchmarks.scoring.comparisons import (
+    METRIC_NAMES,
+    Comparison,
+    format_delta,
+    format_detectable,
+    format_p,
+    label_of,
+    seed_of,
+)
 from benchmarks.scoring.stats import ALPHA
 from benchmarks.store import rundir
 
@@ -78,19 +86,11 @@ def write(study_dir: Path, done: list[dict], groups: dict[str, list[dict]], comp
 
 def verdict_table(summary_json: dict) -> list[str]:
     """summary.json's comparisons as the markdown verdict table the README quotes (and a test compares)."""
-    from benchmarks.scoring.comparisons import format_p
-
-    def interval(t: dict) -> str:
-        return f"{t['diff']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]"
-
-    def detectable(c: dict) -> str:
-        return " / ".join("n/a" if c["metrics"][m]["detectable"] is None else f"{c['metrics'][m]['detectable']:.3f}"
-                          for m in METRIC_NAMES)
-
     lines = ["| row (hypothesis) | Δ BLEU-4 [95%] | Holm p | Δ CIDEr-D [95%] | Holm p | verdict | detectable "
              "(BLEU-4 / CIDEr-D) |", "|---|---|---|---|---|---|---|"]
     for c in summary_json["comparisons"]:
         b, d = c["metrics"]["BLEU-4"], c["metrics"]["CIDEr"]
-        lines.append(f"| {c['label']}: {c['hypothesis'] or ''} | {interval(b)} | {format_p(b['p_holm'])} | "
-                     f"{interval(d)} | {format_p(d['p_holm'])} | {c['verdict']} | {detectable(c)} |")
+        detectable = format_detectable(c["metrics"][m]["detectable"] for m in METRIC_NAMES)
+        lines.append(f"| {c['label']}: {c['hypothesis'] or ''} | {format_delta(b)} | {format_p(b['p_holm'])} | "
+                     f"{format_delta(d)} | {format_p(d['p_holm'])} | {c['verdict']} | {detectable} |")
     return lines

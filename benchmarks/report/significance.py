@@ -14,6 +14,8 @@ from benchmarks.scoring.comparisons import (
     AA_LABEL,
     EFFECTS,
     METRIC_NAMES,
+    format_ci,
+    format_detectable,
     format_p,
     groups_of,
     per_run,
@@ -70,10 +72,8 @@ def significance_section(groups: dict[str, list[dict]], comparisons: list, sampl
         for m in METRIC_NAMES:
             d, adj = c.tests[m], c.adjusted[m]
             mark = " *" if adj is not None and adj < ALPHA else ""
-            row += [f"{d['diff']:+.3f}{mark}", f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]", format_p(d["p"]),
-                    format_p(adj)]
-        row += [c.verdict, " / ".join("n/a" if c.tests[m]["mde"] is None else f"{c.tests[m]['mde']:.3f}"
-                                      for m in METRIC_NAMES),
+            row += [f"{d['diff']:+.3f}{mark}", format_ci(d["ci"]), format_p(d["p"]), format_p(adj)]
+        row += [c.verdict, format_detectable(c.tests[m]["mde"] for m in METRIC_NAMES),
                 _difference_over_seeds(groups[base], groups[c.label], lambda m: m["overfitting"]["final_val_loss"]),
                 _difference_over_seeds(groups[base], groups[c.label], lambda m: m["speed"]["train_tokens_per_s"],
                                        relative=True)]

@@ -23,6 +23,21 @@ def format_p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3f}" if p >= 0.001 else "< 0.001"
 
 
+def format_ci(ci) -> str:
+    """A 95% interval of a difference as every table and sentence prints it."""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def format_delta(test: dict) -> str:
+    """A difference with its interval: "+0.004 [-0.017, +0.024]"."""
+    return f"{test['diff']:+.3f} {format_ci(test['ci'])}"
+
+
+def format_detectable(values) -> str:
+    """The smallest detectable effects of one row, one per metric: "0.035 / 0.102"."""
+    return " / ".join("n/a" if v is None else f"{v:.3f}" for v in values)
+
+
 def seed_of(r: dict) -> int:
     return (r["config"].get("settings") or {}).get("seed", 0)
 
