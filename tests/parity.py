@@ -131,7 +131,7 @@ def _keras_leaves(model) -> list:
             cells.add(id(layer.cell))
             leaves.append(layer)
             continue
-        children = [c for c in layer._flatten_layers(include_self=False, recursive=True) if c.weights]
+        children = [c for c in layer._flatten_layers(include_self=False, recursive=False) if c.weights]
         if children:
             if len(layer.weights) != sum(len(c.weights) for c in children):
                 raise NotImplementedError(f"{type(layer).__name__} has weights of its own beside its sublayers'")
