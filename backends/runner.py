@@ -168,7 +168,7 @@ class Runner(ABC):
             state = self._repeat_rows(self._init_state(global_feats, spatial_feats), beam)
             return beam_search(self._logits_step, state, self._take_rows, len(global_feats), beam, max_len,
                                self.spec.start_id, self.spec.end_id, self.spec.pad_id, alpha, block_trigrams,
-                               groups, diversity, top)
+                               groups, diversity, top, self._regroup)
 
     def sample(self, global_feats: np.ndarray, spatial_feats: np.ndarray | None, max_len: int, seed: int | list[int],
                n: int = 1, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -199,6 +199,20 @@ class Runner(ABC):
                     break
                 prev = word
             return total
+
+    def state_bytes(self, feats) -> int:
+        """Bytes of one row's decoding state (as float32), from the first image of `feats` (a dataset's
+        features, shared_data.dataset): what decoding batches are sized by."""
+        g = np.asarray(feats.global_[:1], np.float32)
+        s = None if feats.spatial is None else np.asarray(feats.spatial[:1], np.float32)
+        with self._decoding():
+            return sum(self._numpy(x).nbytes for x in self._init_state(g, s))
+
+    def _regroup(self, state: tuple, rows: np.ndarray) -> tuple:
+        """_take_rows for rows that stay among their image's: the plugin's IMAGE_STATE first entries
+        (the image's own, equal in all its rows and passed through by step) stay where they are."""
+        k = getattr(self.model, "IMAGE_STATE", 0)
+        return tuple(state[:k]) + tuple(self._take_rows(tuple(state[k:]), rows))
 
     def _logits_step(self, state, tokens):
         logits, state = self._step(state, tokens)

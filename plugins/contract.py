@@ -12,6 +12,9 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 State = tuple  # a decoding state: a tuple of tensors, each batch-first, so beam search can reorder rows
+# A model may set the class attribute IMAGE_STATE = k: the state's first k entries depend on the image
+# alone and step returns them unchanged, so reordering an image's hypotheses need not copy them
+# (in Show, Attend and Tell they are most of the state). tests/test_every_plugin.py holds it to that.
 
 
 @runtime_checkable

@@ -146,6 +146,19 @@ def test_filters_keep_the_likeliest_words():
     np.testing.assert_allclose(np.exp(filter_logits(logits, temperature=2.0)).sum(), 1.0)
 
 
+def test_the_nucleus_is_the_one_a_stable_sort_of_the_words_gives():
+    """top-p sorts probabilities, not word ids; checked against the textbook argsort, ties included
+    (logits rounded to a few values, so many words share one probability)."""
+    rng = np.random.default_rng(0)
+    for p in (0.05, 0.3, 0.9, 0.99):
+        logp = log_softmax(np.round(rng.normal(size=(300, 12)) * 2) / 2)
+        order = np.argsort(-logp, axis=1, kind="stable")
+        probs = np.exp(np.take_along_axis(logp, order, 1))
+        kept = np.zeros_like(logp, bool)
+        np.put_along_axis(kept, order, np.cumsum(probs, 1) - probs < p, 1)
+        np.testing.assert_array_equal(np.isfinite(filter_logits(logp, top_p=p)), kept)
+
+
 def test_trigram_blocking_stops_a_loop():
     """A model that always continues 3 -> 4 -> 3 repeats 'x y x y ...'; blocked, no trigram comes twice."""
     vocab = 6

@@ -63,6 +63,7 @@ def check_plugin(ds, feats, spec, name, tmp_path, max_len: int | None = None) ->
             ends = np.flatnonzero(row == spec.end_id)
             if len(ends):
                 assert (row[ends[0] + 1:] == spec.pad_id).all()
+    check_image_state(runner, g, s, max_len, beam)
     if runner.has_attention():
         assert isinstance(runner.model, Attends)
         tokens, alphas = runner.greedy_attention(g, s, max_len)
@@ -73,3 +74,21 @@ def check_plugin(ds, feats, spec, name, tmp_path, max_len: int | None = None) ->
     fresh = backend.Runner(plugin, spec, hp, seed=1, optim=OptimConfig())
     fresh.load_file(path)
     np.testing.assert_array_equal(fresh.greedy(g, s, max_len), greedy)
+
+
+def check_image_state(runner, g, s, max_len: int, beam: np.ndarray) -> None:
+    """The state's IMAGE_STATE first entries (plugins/contract.py) come out of a step as they went in, and
+    beam search that leaves them in place finds what beam search that reorders them finds."""
+    k = getattr(runner.model, "IMAGE_STATE", 0)
+    if not k:
+        return
+    with runner._decoding():
+        state = runner._repeat_rows(runner._init_state(g, s), 2)
+        _, after = runner._step(state, np.full(2 * len(g), runner.spec.start_id, np.int64))
+        for before, now in zip(state[:k], after[:k], strict=True):
+            np.testing.assert_array_equal(runner._numpy(now), runner._numpy(before))
+    runner.model.IMAGE_STATE = 0  # this instance reorders every entry
+    try:
+        np.testing.assert_array_equal(runner.beam(g, s, max_len, beam=3, alpha=0.6), beam)
+    finally:
+        del runner.model.IMAGE_STATE

@@ -62,6 +62,7 @@ class Attention(layers.Layer):
 
 
 class ShowAttendTell(keras.Model):
+    IMAGE_STATE = 2  # feats, encoder_att(feats): the image's own decoding state, never changed by step
     FIXED_LENGTH = True  # a Python time loop over the static length: batches keep max_length (backends.keras.train)
 
     def __init__(self, spec: ModelSpec, embed_dim: int = 512, attention_dim: int = 512, decoder_dim: int = 512,

@@ -24,6 +24,8 @@ from plugins.registry import ModelSpec, register
 
 
 class MergeCaptioner(keras.Model):
+    IMAGE_STATE = 1  # img: the image's own decoding state, never changed by step
+
     def __init__(self, spec: ModelSpec, units: int = 256, fusion: str = "add", dropout: float = 0.4,
                  dropout_placement: str = "early", masking: str = "mask", hidden_layers: int = 1,
                  init: str = "framework", **kw):

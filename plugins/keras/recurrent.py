@@ -81,6 +81,7 @@ class RecurrentCaptioner(keras.Model):
 
 class AttentionLSTMCaptioner(keras.Model):
     """Seed 004's attention LSTM: scaled dot-product attention on h_{t-1}, context into the LSTM input."""
+    IMAGE_STATE = 1  # the projected grid: the image's own decoding state, never changed by step
     FIXED_LENGTH = True  # a Python time loop over the static length: batches keep max_length (backends.keras.train)
 
 

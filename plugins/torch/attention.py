@@ -66,11 +66,14 @@ class Attention(nn.Module):
         return torch.bmm(alpha[:, None], feats)[:, 0], alpha
 
     def scores(self, enc_att: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return self.full_att(torch.relu(enc_att + self.decoder_att(h)[:, None, :]))[..., 0]
+        # relu in place: the sum is already a fresh [B, P, A] tensor, the largest of a decoding step;
+        # a second one per step costs batched sampling more than the LSTM does (the same values)
+        return self.full_att((enc_att + self.decoder_att(h)[:, None, :]).relu_())[..., 0]
 
 
 class ShowAttendTell(nn.Module):
     FIXED_LENGTH = True  # a Python time loop: compiled for one length, batches keep max_length (backends.torch.runner)
+    IMAGE_STATE = 2  # feats, encoder_att(feats): the image's own decoding state, never changed by step
 
     def __init__(self, spec: ModelSpec, embed_dim: int = 512, attention_dim: int = 512, decoder_dim: int = 512,
                  dropout: float = 0.5, alpha_c: float = 1.0, lstm_bias: str = "two", remat: bool = False):

@@ -103,6 +103,7 @@ class RecurrentCaptioner(nn.Module):
 
 class AttentionLSTMCaptioner(nn.Module):
     """Seed 004's attention LSTM: scaled dot-product attention on h_{t-1}, context into the LSTM input."""
+    IMAGE_STATE = 1  # the projected grid: the image's own decoding state, never changed by step
     FIXED_LENGTH = True  # a Python time loop: compiled for one length, batches keep max_length (backends.torch.runner)
 
     def __init__(self, spec: ModelSpec, embed_dim: int = 256, hidden_dim: int = 512, dropout: float = 0.0,

@@ -74,6 +74,8 @@ def sinusoid(positions: int, d: int) -> torch.Tensor:
 
 
 class TransformerCaptioner(nn.Module):
+    IMAGE_STATE = 1  # memory: the image's own decoding state, never changed by step
+
     def __init__(self, spec: ModelSpec, d_model: int = 128, nhead: int = 8, num_layers: int = 2,
                  dim_feedforward: int = 512, dropout: float = 0.1, activation: str = "relu",
                  norm_first: bool = False, embed_dim: int = 0, eos_weight: float = 1.0, eos_min_len: int = 15):
