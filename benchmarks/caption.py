@@ -24,7 +24,7 @@ from shared_data.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OUT_SUFFIXES = (".csv", ".json")
-BATCH = 64  # images per extraction and decoding batch
+EXTRACT_BATCH = 64  # images per extraction batch (decoding batches are the harness's: decode_batch_images)
 FIELDS = ["image", "caption", "log_prob", "decoding", "run"]
 
 
@@ -95,8 +95,8 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: 
     PNG per image in `attention` (each word of its greedy caption with its map); return the rows."""
     from tqdm import tqdm
 
-    from benchmarks.data.extractors import get_extractor
     from benchmarks.run.worker.context import setup
+    from benchmarks.run.worker.evaluate import decode_batch_images
 
     if out is not None and Path(out).suffix not in OUT_SUFFIXES:
         raise UserError(f"--out {out}: write a .csv or a .json file")
@@ -104,7 +104,7 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: 
     run, weights = _finished_run(run_dir)
     images = find_images(inputs)
     keras_backend = os.environ.get("KERAS_BACKEND")
-    ctx = setup(run_dir)  # sets KERAS_BACKEND for Keras's import, which has happened by now: put it back
+    ctx = setup(run_dir, alone=True)  # sets KERAS_BACKEND for importing Keras, done by now: put it back
     if keras_backend is None:
         os.environ.pop("KERAS_BACKEND", None)
     else:
@@ -117,6 +117,41 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: 
             Path(attention).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"--attention {attention}: cannot be a folder ({e.strerror or e})") from None
+    spec, extract = _extractor(ctx)
+    ctx.runner.load_file(weights)
+    batch = decode_batch_images(ctx.feats, decoding.rows_per_image(), ctx.runner.state_bytes(ctx.feats))
+    rows, skipped = [], []
+    with tqdm(total=len(images), desc="caption", unit="image", leave=False) as bar:
+        for start in range(0, len(images), batch):
+            loaded = [(p, _load(p, spec.image_size)) for p in images[start:start + batch]]
+            skipped += [p for p, im in loaded if im is None]
+            loaded = [(p, im) for p, im in loaded if im is not None]
+            if loaded:
+                features = _extract(extract, [im for _, im in loaded])
+                rows += _decode(ctx, [p for p, _ in loaded], features, decoding, run_dir, start)
+                if attention is not None:
+                    _draw_attention(ctx, [p for p, _ in loaded], features, Path(attention))
+            bar.update(min(batch, len(images) - start))
+    if skipped and not rows:
+        raise UserError(f"none of the {len(images)} file(s) is a readable image (jpg, png), e.g. {skipped[0]}")
+    if skipped:
+        log(f"skipped {len(skipped)} file(s) that are not readable images, e.g. {skipped[0]}")
+    if out is not None:
+        rundir.write_text(Path(out), _as_json(rows) if Path(out).suffix == ".json" else _as_csv(rows))
+    return rows
+
+
+def _extract(extract, images: list[np.ndarray]) -> tuple:
+    """(global, spatial or None) features of the images, extracted EXTRACT_BATCH at a time."""
+    parts = [extract(np.stack(images[i:i + EXTRACT_BATCH])) for i in range(0, len(images), EXTRACT_BATCH)]
+    return tuple(None if arrays[0] is None else np.concatenate([np.asarray(a) for a in arrays])
+                 for arrays in zip(*parts, strict=True))
+
+
+def _extractor(ctx):
+    """(the dataset's extractor spec, its model built with the weights the dataset was prepared with)."""
+    from benchmarks.data.extractors import get_extractor
+
     entry = ctx.ds.manifest["features"][ctx.cfg["extractor"]]
     spec = get_extractor(ctx.cfg["extractor"])
     try:
@@ -129,31 +164,16 @@ def caption(run_dir: Path, inputs: list[Path], decoding: Decoder = GREEDY, out: 
     if made_with and have and made_with != have:
         raise UserError(f"the '{spec.name}' weights here (sha256 {have[:12]}) are not those dataset {ctx.ds.name} "
                         f"was prepared with ({made_with[:12]}): its features would not match the model's")
-    ctx.runner.load_file(weights)
-    rows, skipped = [], []
-    for start in tqdm(range(0, len(images), BATCH), desc="caption", unit="batch", leave=False):
-        batch = [(p, _load(p, spec.image_size)) for p in images[start:start + BATCH]]
-        skipped += [p for p, im in batch if im is None]
-        batch = [(p, im) for p, im in batch if im is not None]
-        if batch:
-            features = extract(np.stack([im for _, im in batch]))
-            rows += _decode(ctx, [p for p, _ in batch], features, decoding, run_dir)
-            if attention is not None:
-                _draw_attention(ctx, [p for p, _ in batch], features, Path(attention))
-    if skipped and not rows:
-        raise UserError(f"none of the {len(images)} file(s) is a readable image (jpg, png), e.g. {skipped[0]}")
-    if skipped:
-        log(f"skipped {len(skipped)} file(s) that are not readable images, e.g. {skipped[0]}")
-    if out is not None:
-        rundir.write_text(Path(out), _as_json(rows) if Path(out).suffix == ".json" else _as_csv(rows))
-    return rows
+    return spec, extract
 
 
-def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoder, run_dir: Path) -> list[dict]:
+def _decode(ctx, paths: list[Path], features: tuple, decoding: Decoder, run_dir: Path, offset: int) -> list[dict]:
+    """One row per caption of these images; `offset`, the first one's index among the inputs, seeds
+    sampling (backends.decoding.Decoder)."""
     g, s = features
     g = np.asarray(g, np.float32)  # a plugin that reads only the grid ignores it, as in training
     s = np.asarray(s, np.float32) if ctx.plugin.needs_spatial and s is not None else None
-    tokens = decoding(ctx.runner, g, s, ctx.ds.max_length)
+    tokens = decoding(ctx.runner, g, s, ctx.ds.max_length, offset)
     n = decoding.n
     logp = ctx.runner.log_prob(np.repeat(g, n, 0), None if s is None else np.repeat(s, n, 0), tokens)
     return [{"image": str(p), "caption": " ".join(ctx.ds.vocab.decode(t)), "log_prob": round(float(lp), 4),

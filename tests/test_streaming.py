@@ -206,16 +206,16 @@ def test_decoding_batches_are_sized_by_memory(ds):
     from benchmarks.run.worker.evaluate import DECODE_BYTES, DECODE_COPIES, DECODE_MAX_IMAGES, decode_batch_images
 
     small = ds.features("grid")
-    assert decode_batch_images(small, beam=3) == DECODE_MAX_IMAGES  # the embedded shapes: as before
+    assert decode_batch_images(small, rows_per_image=3) == DECODE_MAX_IMAGES  # the embedded shapes: as before
 
     class Grid:  # Show, Attend and Tell's features, without the file
         def row_bytes(self):
             return (196 * 2048 + 2048) * 4
 
-    images = decode_batch_images(Grid(), beam=3)
+    images = decode_batch_images(Grid(), rows_per_image=3)
     assert 1 <= images < DECODE_MAX_IMAGES
     assert images * Grid().row_bytes() * 3 * DECODE_COPIES <= DECODE_BYTES
-    assert decode_batch_images(Grid(), beam=1) > images
+    assert decode_batch_images(Grid(), rows_per_image=1) > images
 
 
 def test_random_dataset_passes_the_loaders_checks(tmp_path):

@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.caption import BATCH
-
 RUNS = os.environ.get("CAPBENCH_CAPTION_RUNS")
 # the figures: seed 000's model and the attention model; the quick mode reuses the session's runs
 PLUGINS = ("torch_concat" if RUNS else "torch_merge", "torch_show_attend_tell")
 IMAGES = int(os.environ.get("CAPBENCH_CAPTION_IMAGES", "40"))
 LOOP_IMAGES = 20  # the one-image loop's share: its rate does not depend on how many
+REPEATS = 3 if RUNS else 1  # the figures: each rate the best of 3, the loop's as much as the batch's
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis:UserWarning")
 
 
@@ -51,7 +50,7 @@ def _context(run_dir: Path):
     from benchmarks.run.worker.context import setup
     from benchmarks.store import rundir
 
-    ctx = setup(run_dir)
+    ctx = setup(run_dir, alone=True)  # every core, as `caption` uses them
     ctx.runner.load_file(run_dir / rundir.read_json(run_dir / rundir.METRICS)["weights_file"])
     return ctx
 
@@ -74,8 +73,20 @@ def test_caption_images_per_second(plugin, runs, benchmark):
     print(f"\n{plugin}: caption {len(images)} images, extraction included: {rate:.1f} images/s")
 
 
+def _best_rate(images: int, decode, *args) -> tuple[float, object]:
+    """(images per second of the fastest of REPEATS calls of `decode(*args)`, its output)."""
+    best = 0.0
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        out = decode(*args)
+        best = max(best, images / (time.perf_counter() - t0))
+    return best, out
+
+
 @pytest.mark.parametrize("plugin", PLUGINS)
 def test_batched_decoding_against_one_image_at_a_time(plugin, runs, benchmark):
+    from benchmarks.run.worker.evaluate import decode_batch_images
+
     ctx = _context(runs / f"{plugin}-s0")
     feats, runner, L = ctx.feats, ctx.runner, ctx.ds.max_length
     rows = ctx.ds.splits["test"].feature_rows[:IMAGES]
@@ -85,20 +96,23 @@ def test_batched_decoding_against_one_image_at_a_time(plugin, runs, benchmark):
     def one(i):
         return g[i:i + 1], None if s is None else s[i:i + 1]
 
+    def batched_decode(decode, batch):
+        return np.concatenate([_pad(decode(g[i:i + batch], None if s is None else s[i:i + batch]), L)
+                               for i in range(0, len(rows), batch)])
+
+    def looped_decode(decode):
+        return [decode(*one(i)) for i in range(loop_n)]
+
     ways = {
         "sample 5": (lambda g, s: runner.sample(g, s, L, 0, n=5, top_p=0.9)[0]),
         "diverse beam 6, 3 groups": (lambda g, s: runner.beam(g, s, L, 6, 0.6, groups=3, diversity=0.5, top=3)),
     }
     benchmark.pedantic(ways["sample 5"], args=(g, s), rounds=1, iterations=1)
     loop_n = min(LOOP_IMAGES, len(rows))
-    for name, decode in ways.items():
-        t0 = time.perf_counter()  # batches of caption's size, as caption and the harness decode
-        batched = np.concatenate([_pad(decode(g[i:i + BATCH], None if s is None else s[i:i + BATCH]), L)
-                                  for i in range(0, len(rows), BATCH)])
-        batched_rate = len(rows) / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        looped = [decode(*one(i)) for i in range(loop_n)]
-        loop_rate = loop_n / (time.perf_counter() - t0)
+    for (name, decode), per_image in zip(ways.items(), (5, 6), strict=True):
+        batch = decode_batch_images(feats, per_image, runner.state_bytes(feats))  # as caption and the harness
+        batched_rate, batched = _best_rate(len(rows), batched_decode, decode, batch)
+        loop_rate, looped = _best_rate(loop_n, looped_decode, decode)
         if name.startswith("diverse"):  # deterministic: batching changes no caption
             for i, out in enumerate(looped):
                 width = min(out.shape[1], batched.shape[1])

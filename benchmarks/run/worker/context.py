@@ -55,7 +55,10 @@ def load_run_dataset(cfg: dict):
     return ds
 
 
-def setup(run_dir: Path) -> Context:
+def setup(run_dir: Path, alone: bool = False) -> Context:
+    """The run's context: its configuration, dataset, features and a Runner with the plugin built.
+    alone: the caller has the machine to itself (`caption`), so the thread cap the study gave the run
+    while runs shared the machine does not apply."""
     from benchmarks.settings import RunSettings
     from benchmarks.store import rundir
     from plugins.registry import DEFAULT_KERAS_BACKEND, ModelSpec, PluginRef
@@ -76,7 +79,7 @@ def setup(run_dir: Path) -> Context:
     t_import = time.perf_counter()
     backend = backends.load(plugin.framework)  # the framework's import
     import_s = time.perf_counter() - t_import
-    if cfg.get("threads"):  # set by the study when runs share the machine
+    if cfg.get("threads") and not alone:  # set by the study when runs share the machine
         backend.Runner.set_threads(int(cfg["threads"]))
     t_build = time.perf_counter()
     runner = backend.Runner(plugin, ModelSpec.of(ds, feats), cfg["hparams"], settings.seed, settings.optim(),
