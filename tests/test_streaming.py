@@ -203,7 +203,13 @@ def test_prefetch_keeps_order_raises_where_the_producer_failed_and_stops_when_cl
 
 
 def test_decoding_batches_are_sized_by_memory(ds):
-    from benchmarks.run.worker.evaluate import DECODE_BYTES, DECODE_COPIES, DECODE_MAX_IMAGES, decode_batch_images
+    from benchmarks.run.worker.evaluate import (
+        DECODE_BYTES,
+        DECODE_COPIES,
+        DECODE_MAX_IMAGES,
+        DECODE_STATE_BYTES,
+        decode_batch_images,
+    )
 
     small = ds.features("grid")
     assert decode_batch_images(small, rows_per_image=3) == DECODE_MAX_IMAGES  # the embedded shapes: as before
@@ -216,6 +222,9 @@ def test_decoding_batches_are_sized_by_memory(ds):
     assert 1 <= images < DECODE_MAX_IMAGES
     assert images * Grid().row_bytes() * 3 * DECODE_COPIES <= DECODE_BYTES
     assert decode_batch_images(Grid(), rows_per_image=1) > images
+    # and by the decoder's state: Show, Attend and Tell's 159,744 bytes a row on the embedded set
+    assert decode_batch_images(small, rows_per_image=5, state_bytes=159_744) == DECODE_STATE_BYTES // (159_744 * 5)
+    assert decode_batch_images(small, rows_per_image=5, state_bytes=3_072) == DECODE_MAX_IMAGES  # torch_concat's
 
 
 def test_random_dataset_passes_the_loaders_checks(tmp_path):
